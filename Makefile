@@ -1,0 +1,94 @@
+# antibody.h - build, test, benchmark.   `make help` lists the targets.
+#
+# Everything builds out of tree in $(BUILD) (default build/). The library is header-only: each
+# program compiles antibody.h itself (tests link one shared implementation object). No
+# -march=native anywhere: SIMD kernels carry per-function target attributes and are chosen at run
+# time, which is what lets valgrind (no AVX-512) run the same binaries.
+
+CC       ?= cc
+CXX      ?= c++
+BUILD    ?= build
+OPT      ?= -O2
+SAN      ?=
+WARN     = -Wall -Wextra -Werror
+CFLAGS_ALL = -std=c11 $(OPT) -g $(WARN) -fopenmp -I. $(SAN) $(EXTRA_CFLAGS)
+LDLIBS_ALL = -lm -ldl $(SAN)
+TEST_LIBS  = -lcmocka -lgsl -lgslcblas
+VALGRIND   = valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --track-origins=yes
+HDRS     = antibody.h $(wildcard kernels/*.h)
+
+TEST_SRCS  = $(sort $(wildcard tests/test_*.c))
+TEST_BINS  = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+EX_SRCS    = $(sort $(wildcard examples/*.c))
+EX_BINS    = $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRCS))
+BENCH_SRCS = $(sort $(wildcard bench/bench_*.c))
+BENCH_BINS = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+TOOL_SRCS  = $(sort $(wildcard tools/*.c))
+TOOL_BINS  = $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
+
+.PHONY: all help test valgrind sanitize single check bench tools examples run clean deps
+.DEFAULT_GOAL := all
+
+all: examples tools $(BENCH_BINS)   ## examples, tools and benchmarks (needs only a C compiler)
+
+help:          ## this list
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+
+examples: $(EX_BINS)
+tools: $(TOOL_BINS)
+
+$(BUILD)/examples/%: examples/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< -o $@ $(LDLIBS_ALL)
+$(BUILD)/tools/%: tools/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< -o $@ $(LDLIBS_ALL)
+# Benchmarks: frame pointers and debug info so perf record / callgrind give readable profiles.
+$(BUILD)/bench/%: bench/%.c $(HDRS) $(wildcard bench/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fno-omit-frame-pointer $< -o $@ $(LDLIBS_ALL)
+
+# Tests: one shared implementation object, one binary per kernel family.
+$(BUILD)/tests/impl.o: tests/impl.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+$(BUILD)/tests/test_%: tests/test_%.c $(BUILD)/tests/impl.o tests/testutil.h
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/tests/impl.o -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
+
+test: $(TEST_BINS)   ## unit tests (cmocka; GSL and OpenBLAS references)
+	@tests/run.sh "" $(TEST_BINS)
+
+# Under memcheck the tests shrink their shapes (AB_TEST_SMALL) and take the AVX2 path by
+# themselves: valgrind hides AVX-512 from CPUID/XCR0.
+valgrind: $(TEST_BINS)   ## the tests under valgrind memcheck (leaks and invalid accesses fail)
+	@AB_TEST_SMALL=1 tests/run.sh "$(VALGRIND)" $(TEST_BINS)
+
+sanitize:   ## the tests built with ASan + UBSan, in build/sanitize
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test
+
+# The amalgamation: one self-contained header, compiled as C and as C++ by a smoke test.
+$(BUILD)/antibody.h: $(HDRS) tools/amalgamate.sh
+	@mkdir -p $(BUILD)
+	tools/amalgamate.sh antibody.h > $@
+single: $(BUILD)/antibody.h   ## build/antibody.h (one file) + its C and C++ smoke test
+	@mkdir -p $(BUILD)/single
+	cp tests/single_smoke.c $(BUILD)/single/smoke.c
+	cp tests/single_smoke.c $(BUILD)/single/smoke.cpp
+	cp $(BUILD)/antibody.h $(BUILD)/single/antibody.h
+	cd $(BUILD)/single && $(CC) -std=c99 -O2 $(WARN) -pedantic smoke.c -o smoke_c -lm && ./smoke_c
+	cd $(BUILD)/single && $(CXX) -std=c++11 -O2 $(WARN) smoke.cpp -o smoke_cpp -lm && ./smoke_cpp
+
+# Everything CI runs; closes with one countable "N passed, N failed" line over all suites.
+check:   ## test + valgrind + sanitize + single: what CI runs
+	@rm -f $(BUILD)/check-results
+	@$(MAKE) --no-print-directory CHECK_RESULTS=$(CURDIR)/$(BUILD)/check-results test valgrind sanitize single; \
+	 rc=$$?; tests/summarize.sh $(BUILD)/check-results $$rc
+
+bench: $(BENCH_BINS)   ## all benchmarks; writes bench/results.md
+	@for b in $(BENCH_BINS); do $$b || exit 1; done
+
+deps:   ## install the test dependencies (Debian, as root)
+	tools/install-deps.sh
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,70 @@
+/* tests/testutil.h - helpers shared by the cmocka test binaries. */
+#ifndef AB_TESTUTIL_H
+#define AB_TESTUTIL_H
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <cmocka.h>
+#include "antibody.h"
+
+/* AB_TEST_SMALL=1 (set by `make valgrind`) shrinks shapes so memcheck finishes quickly. */
+static inline int tu_small(void) {
+    const char *s = getenv("AB_TEST_SMALL");
+    return s && *s && strcmp(s, "0") != 0;
+}
+/* Pick the full-size value normally, the small one under valgrind. */
+#define TU_SIZE(full, small) (tu_small() ? (small) : (full))
+
+static inline void tu_fill_uniform(float *x, size_t n, float lo, float hi, ab_rng *rng) {
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * ab_rng_uniform(rng);
+}
+
+static inline float *tu_alloc(size_t n) { /* calloc'd floats; the test fails if it returns NULL */
+    float *p = (float *)calloc(n ? n : 1, sizeof(float));
+    assert_non_null(p);
+    return p;
+}
+
+/* max over i of |got - want| / (|want| + abs_floor): a relative error that does not blow up where
+ * the reference is near zero. */
+static inline double tu_max_rel_err(const float *got, const double *want, size_t n, double abs_floor) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]) / (fabs(want[i]) + abs_floor);
+        if (!(e <= worst)) worst = e; /* NaN counts as worst */
+    }
+    return worst;
+}
+static inline double tu_max_rel_err_f(const float *got, const float *want, size_t n, double abs_floor) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - (double)want[i]) / (fabs((double)want[i]) + abs_floor);
+        if (!(e <= worst)) worst = e;
+    }
+    return worst;
+}
+
+/* Assert err <= bound, and print the measured error so the figure is visible in the test log
+ * (lines starting "REF" are kept by tests/run.sh). */
+#define TU_ASSERT_ERR(what, err, bound)                                                            \
+    do {                                                                                           \
+        double tu_e_ = (err), tu_b_ = (bound);                                                    \
+        if (getenv("AB_TEST_VERBOSE")) printf("REF %-48s err=%.3e bound=%.1e\n", (what), tu_e_, tu_b_); \
+        if (!(tu_e_ <= tu_b_)) fail_msg("%s: error %.3e exceeds bound %.1e", (what), tu_e_, tu_b_); \
+    } while (0)
+
+/* Every ISA this CPU and build can run: tests loop over them and compare with the scalar oracle. */
+static inline int tu_isas(ab_isa *out) {
+    int n = 0;
+    for (int i = 0; i < AB_ISA_COUNT; i++)
+        if (ab_isa_compiled((ab_isa)i) && ab_cpu_supports((ab_isa)i)) out[n++] = (ab_isa)i;
+    return n;
+}
+#define TU_SET_ISA(isa) assert_int_equal(ab_set_isa(isa), AB_OK)
+
+#endif
