@@ -55,6 +55,11 @@ $(BUILD)/tests/impl.o: tests/impl.c $(HDRS)
 $(BUILD)/tests/test_%: tests/test_%.c $(BUILD)/tests/impl.o tests/testutil.h
 	$(CC) $(CFLAGS_ALL) $< $(BUILD)/tests/impl.o -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
 
+# test_options defines ANTIBODY_IMPLEMENTATION itself (ANTIBODY_STATIC, AB_MALLOC overrides).
+$(BUILD)/tests/test_options: tests/test_options.c tests/testutil.h $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
+
 test: $(TEST_BINS)   ## unit tests (cmocka; GSL and OpenBLAS references)
 	@tests/run.sh "" $(TEST_BINS)
 
