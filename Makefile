@@ -26,7 +26,7 @@ BENCH_BINS = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 TOOL_SRCS  = $(sort $(wildcard tools/*.c))
 TOOL_BINS  = $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
 
-.PHONY: all help test valgrind sanitize single check bench tools examples run clean deps
+.PHONY: all help test valgrind sanitize single check bench tools examples run clean deps readme
 .DEFAULT_GOAL := all
 
 all: examples tools $(BENCH_BINS)   ## examples, tools and benchmarks (needs only a C compiler)
@@ -84,13 +84,20 @@ single: $(BUILD)/antibody.h   ## build/antibody.h (one file) + its C and C++ smo
 	cd $(BUILD)/single && $(CXX) -std=c++11 -O2 $(WARN) smoke.cpp -o smoke_cpp -lm && ./smoke_cpp
 
 # Everything CI runs; closes with one countable "N passed, N failed" line over all suites.
-check:   ## test + valgrind + sanitize + single: what CI runs
+check:   ## all + test + valgrind + sanitize + single + README snippet: what CI runs
 	@rm -f $(BUILD)/check-results
-	@$(MAKE) --no-print-directory CHECK_RESULTS=$(CURDIR)/$(BUILD)/check-results test valgrind sanitize single; \
+	@$(MAKE) --no-print-directory CHECK_RESULTS=$(CURDIR)/$(BUILD)/check-results all test valgrind sanitize single readme; \
 	 rc=$$?; tests/summarize.sh $(BUILD)/check-results $$rc
+
+# The README's drop-in example must be examples/dropin.c verbatim (which `all` compiles and this runs).
+readme: $(BUILD)/examples/dropin
+	@tools/check_readme.sh README.md examples/dropin.c && $(BUILD)/examples/dropin
 
 bench: $(BENCH_BINS)   ## all benchmarks; writes bench/results.md
 	@for b in $(BENCH_BINS); do $$b || exit 1; done
+
+run: $(BUILD)/examples/quickstart   ## the main job (needs only a C compiler)
+	$(BUILD)/examples/quickstart
 
 deps:   ## install the test dependencies (Debian, as root)
 	tools/install-deps.sh
