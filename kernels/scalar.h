@@ -215,6 +215,10 @@ static void ab__scalar_layernorm_backward(float *dx, float *dweight, float *dbia
 
 #define AB__GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define AB__GELU_C 0.044715f
+/* Beyond |x| = AB__GELU_CLAMP, tanh(u) rounds to +-1 and sech^2(u) to exactly 0 in float, so the
+ * x * sech^2 * u'(x) term of the backward pass is 0; clamping x there keeps u'(x) ~ x^2 from
+ * overflowing to inf for huge inputs (0 * inf = NaN). */
+#define AB__GELU_CLAMP 10.0f
 
 static void ab__scalar_gelu_forward(float *out, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -227,8 +231,9 @@ static void ab__scalar_gelu_backward(float *dx, const float *x, const float *dou
     for (size_t i = 0; i < n; i++) {
         float v = x[i], u = AB__GELU_K * (v + AB__GELU_C * v * v * v);
         float th = tanhf(u), sech2 = 1.0f - th * th;
-        float du = AB__GELU_K * (1.0f + 3.0f * AB__GELU_C * v * v);
-        dx[i] += dout[i] * (0.5f * (1.0f + th) + 0.5f * v * sech2 * du);
+        float vc = v > AB__GELU_CLAMP ? AB__GELU_CLAMP : v < -AB__GELU_CLAMP ? -AB__GELU_CLAMP : v;
+        float du = AB__GELU_K * (1.0f + 3.0f * AB__GELU_C * vc * vc);
+        dx[i] += dout[i] * (0.5f * (1.0f + th) + 0.5f * vc * sech2 * du);
     }
 }
 

@@ -36,7 +36,8 @@ static inline double tu_max_rel_err(const float *got, const double *want, size_t
     double worst = 0.0;
     for (size_t i = 0; i < n; i++) {
         double e = fabs((double)got[i] - want[i]) / (fabs(want[i]) + abs_floor);
-        if (!(e <= worst)) worst = e; /* NaN counts as worst */
+        if (e != e) return e; /* NaN is the worst error: keep it */
+        if (e > worst) worst = e;
     }
     return worst;
 }
@@ -44,7 +45,8 @@ static inline double tu_max_rel_err_f(const float *got, const float *want, size_
     double worst = 0.0;
     for (size_t i = 0; i < n; i++) {
         double e = fabs((double)got[i] - (double)want[i]) / (fabs((double)want[i]) + abs_floor);
-        if (!(e <= worst)) worst = e;
+        if (e != e) return e;
+        if (e > worst) worst = e;
     }
     return worst;
 }
