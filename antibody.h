@@ -50,6 +50,22 @@
  *   reduce     ab_l2_norm ab_dot
  *   SAM step   ab_sam_step ab_sam_restore
  *   per-sample ab_psnorm_linear ab_psnorm_embedding ab_psnorm_choose
+ *   model      (a GPT-style decoder with optional LoRA on q/k/v; see "MODEL" below)
+ *     create   ab_model_config_default ab_model_config_check ab_model_create ab_model_free
+ *              ab_model_get_config ab_model_n_params ab_model_memory_usage
+ *     tensors  ab_model_n_tensors ab_model_tensor ab_model_find_tensor ab_model_tensor_of
+ *              ab_model_params
+ *     train    ab_model_set_train_mode ab_model_get_train_mode ab_model_trainable (one flat view
+ *              of the trainable params, grads and AdamW moments) ab_model_zero_grad
+ *              ab_model_forward ab_model_backward (per-sample norms, per-sample clipping,
+ *              dLoss/dH at attention outputs) ab_model_score ab_model_logits
+ *              ab_model_adamw_step ab_model_reset_optimizer
+ *     LoRA     ab_model_lora_init ab_model_lora_merge ab_model_lora_unmerge ab_model_lora_merged
+ *     hooks    ab_model_act_stats_enable ab_model_act_stats_reset ab_model_linear (Antidote)
+ *     generate ab_model_decode_reset ab_model_decode ab_model_generate     (KV cache)
+ *     profile  ab_model_set_clock ab_model_profile ab_model_profile_reset ab_prof_name
+ *     files    ab_crc32 ab_model_checkpoint_size ab_model_save ab_model_save_mem ab_model_load
+ *              ab_model_load_mem                     (format documented at AB_CKPT_VERSION)
  *
  * EXAMPLE
  *   float A[2*3] = {1,2,3,4,5,6}, B[3*2] = {1,0,0,1,1,1}, C[2*2];
@@ -58,6 +74,10 @@
  *
  * CHANGELOG
  *   0.1.0  foundation: core, dispatch, PCG32, scalar reference kernels.
+ *   (next) model: GPT-style decoder (flat parameter/gradient/moment/activation buffers with a
+ *          named tensor table), masked per-sample-weighted loss, scoring forward, LoRA on q/k/v
+ *          with merge/unmerge and train modes, per-sample gradient norms and clipping from one
+ *          backward, Vaccine and Antidote hooks, KV-cache generation, CRC-checked checkpoints.
  */
 #ifndef ANTIBODY_H
 #define ANTIBODY_H
@@ -71,7 +91,11 @@
 #include <stdint.h>
 
 #ifdef ANTIBODY_STATIC
+#if defined(__GNUC__) || defined(__clang__)
+#define ABDEF static __attribute__((unused)) /* a user need not call every function */
+#else
 #define ABDEF static
+#endif
 #else
 #define ABDEF extern
 #endif
@@ -237,7 +261,9 @@ ABDEF ab_status ab_sam_restore(float *theta, const float *saved, size_t n);
  * calls for all layers of a network sum into one array: the network norm is sqrt of the sum.
  * GHOST computes <A A^T, G G^T>_F, O(T^2 (d_in + d_out)); MATERIALIZE forms G^T A,
  * O(T d_in d_out); AUTO picks ghost when 2 T^2 < d_in d_out (ab_psnorm_choose). T == 1 reduces to
- * ||g||^2 ||a||^2. Per-sample gradients carry whatever scaling G carries (for a token-mean batch
+ * ||g||^2 ||a||^2. Accuracy: MATERIALIZE is relative to the result; GHOST is absolute, about
+ * FLT_EPSILON * ||A_i||_F^2 ||G_i||_F^2, so a sample whose gradient nearly cancels gets a small
+ * value clamped at >= 0 rather than its exact tiny norm. Per-sample gradients carry whatever scaling G carries (for a token-mean batch
  * loss, 1 / total tokens).                                                                        */
 typedef enum ab_psnorm_method {
     AB_PSNORM_AUTO = 0,
@@ -251,6 +277,306 @@ ABDEF ab_status ab_psnorm_linear(float *w_sqnorm, float *b_sqnorm, const float *
 /* Embedding row lookup with ids [n_samples][T]: ADDS sum_{t,s} [x_t == x_s] g_t . g_s. */
 ABDEF ab_status ab_psnorm_embedding(float *sqnorm, const int *ids, const float *G, int n_samples,
                                     int T, int vocab, int dim);
+
+/* ============================================================================================== */
+/* MODEL (DESIGN.md layer 3): a GPT-style decoder with optional LoRA on q/k/v.                     */
+/* ============================================================================================== */
+/* Architecture: h_0 = wte[x_t] + wpe[t]; each block: h += AttnProj(CausalMHA(LN1(h)) + E_l),
+ * h += MlpProj(GELU(Fc(LN2(h)))), Fc width 4*d_model; logits = LNf(h) wte^T (tied LM head).
+ * LN eps AB_MODEL_LN_EPS, attention scale 1/sqrt(d_model/n_head), GELU in its tanh form.
+ * LoRA (lora_rank r > 0): q += (alpha/r) B_q A_q LN1(h), likewise k and v; A is r x d_model, B is
+ * d_model x r. Init: GPT-2 style (weights N(0, 0.02), residual projections attn_proj and mlp_proj
+ * N(0, 0.02/sqrt(2*n_layer)), biases 0, LN weight 1), LoRA A ~ U(-1/sqrt(d), 1/sqrt(d)), B = 0.
+ *
+ * Memory (llm.c style): parameters, gradients, AdamW m and AdamW v are four flat buffers with the
+ * same layout, [base tensors | LoRA tensors], each tensor 64-byte aligned (zero padding between
+ * them, whose gradient stays 0). The trainable tensors form ONE contiguous segment (ALL: the whole
+ * buffer; BASE: the base tensors; LORA: the LoRA tensors), exposed by ab_model_trainable() as one
+ * view, so AdamW, clipping and SAM steps are single calls of ab_adamw_step / ab_clip_grad_norm /
+ * ab_sam_step. Activations (for backward), output gradients (per layer) and scratch are flat
+ * buffers too, allocated on first use and grown when a larger batch arrives.
+ *
+ * Loss (ALGORITHMS.md): a batch holds B sequences of T <= n_ctx tokens, per-token mask m_it
+ * (1 on response tokens, 0 on prompt and padding) and per-sample weights w_i (NULL = all 1):
+ *     Loss = sum_i w_i sum_t m_it CE_it / max(1, sum_i w_i N_i),   N_i = sum_t m_it.
+ * Uniform w == 1 is plain SFT bit for bit. The per-sample outputs are each sample's mean NLL over
+ * its response tokens (0 if it has none) and N_i, independent of w.
+ *
+ * Backward ACCUMULATES into the gradients of the trainable tensors only (ab_model_zero_grad first).
+ * It runs in two phases: activation gradients through every layer (storing each linear layer's
+ * output gradient), then all weight-gradient products. Between them, optional per-sample gradient
+ * norms (ghost norms per linear layer via ab_psnorm_linear, exact per-sample sums for LayerNorm,
+ * biases, wpe, and the tied wte, see ab_model_backward) and per-sample clipping, which scales each
+ * sample's rows of the stored output gradients: no second backward pass.
+ *
+ * A model is not thread-safe; the library's own OpenMP threads (ab_set_threads) never change the
+ * results: the same inputs give bitwise identical outputs for any thread count on one ISA path.  */
+#define AB_MODEL_LN_EPS 1e-5f
+#define AB_MODEL_INIT_STD 0.02f
+/* Validation limits of ab_model_config_check (also applied to checkpoint headers). */
+#define AB_MODEL_MAX_VOCAB (1 << 24)
+#define AB_MODEL_MAX_CTX (1 << 16)
+#define AB_MODEL_MAX_LAYER 1024
+#define AB_MODEL_MAX_DMODEL (1 << 16)
+#define AB_MODEL_MAX_PARAMS ((uint64_t)1 << 32) /* floats, padding included */
+#define AB_MODEL_MAX_BATCH (1 << 20)
+
+typedef struct ab_model_config {
+    int vocab;        /* token ids lie in [0, vocab) */
+    int n_ctx;        /* maximum sequence length (positions) */
+    int n_layer;      /* transformer blocks, >= 1 */
+    int n_head;       /* attention heads; d_model % n_head == 0 */
+    int d_model;      /* residual width; the MLP is 4 * d_model wide */
+    int lora_rank;    /* 0: no LoRA adapters; else 1 <= r <= d_model */
+    float lora_alpha; /* LoRA scale = lora_alpha / lora_rank; finite, > 0 when lora_rank > 0 */
+} ab_model_config;
+
+typedef struct ab_model ab_model; /* opaque */
+
+/* What backward computes gradients for (and what ab_model_trainable exposes). */
+typedef enum ab_train_mode {
+    AB_TRAIN_ALL = 0,  /* every tensor, LoRA adapters included when present (the default) */
+    AB_TRAIN_BASE = 1, /* every tensor except the LoRA adapters */
+    AB_TRAIN_LORA = 2  /* only the LoRA adapters (needs lora_rank > 0) */
+} ab_train_mode;
+
+/* Kinds of parameter tensor (one per layer for the per-layer ones). Shapes [rows][cols]. */
+typedef enum ab_tensor_kind {
+    AB_T_WTE = 0,    /* [vocab][d]   token embedding, also the LM head */
+    AB_T_WPE,        /* [n_ctx][d]   position embedding */
+    AB_T_LN1_W,      /* [d] */
+    AB_T_LN1_B,      /* [d] */
+    AB_T_QKV_W,      /* [3d][d]      rows 0..d-1 give q, d..2d-1 k, 2d..3d-1 v */
+    AB_T_QKV_B,      /* [3d] */
+    AB_T_ATTN_PROJ_W, /* [d][d] */
+    AB_T_ATTN_PROJ_B, /* [d] */
+    AB_T_LN2_W,      /* [d] */
+    AB_T_LN2_B,      /* [d] */
+    AB_T_FC_W,       /* [4d][d] */
+    AB_T_FC_B,       /* [4d] */
+    AB_T_MLP_PROJ_W, /* [d][4d] */
+    AB_T_MLP_PROJ_B, /* [d] */
+    AB_T_LNF_W,      /* [d] */
+    AB_T_LNF_B,      /* [d] */
+    AB_T_LORA_Q_A,   /* [r][d] */
+    AB_T_LORA_Q_B,   /* [d][r] */
+    AB_T_LORA_K_A,
+    AB_T_LORA_K_B,
+    AB_T_LORA_V_A,
+    AB_T_LORA_V_B,
+    AB_T_KIND_COUNT
+} ab_tensor_kind;
+
+typedef struct ab_tensor_info {
+    const char *name;    /* "wte", "wpe", "h0.qkv_w", "h1.lora_v_b", "lnf_b", ... */
+    ab_tensor_kind kind;
+    int layer;           /* block index, -1 for wte, wpe, lnf_* */
+    int rows, cols;      /* shape; vectors have rows == 1 */
+    size_t offset;       /* in floats from the start of the parameter buffer */
+    size_t size;         /* rows * cols */
+    float *data;         /* parameters */
+    float *grad;         /* gradient (NULL until the gradient buffer exists, see ab_model_zero_grad) */
+    int trainable;       /* under the current ab_train_mode */
+} ab_tensor_info;
+
+/* The trainable segment: params, grads, m, v share one layout of `count` floats. */
+typedef struct ab_model_view {
+    float *params, *grads, *m, *v;
+    size_t count;
+} ab_model_view;
+
+/* A batch: B sequences of T tokens, row-major [B][T]. inputs: every id in [0, vocab) (use a real
+ * id such as 0 for padding). targets: in [0, vocab) wherever mask != 0. mask: finite, >= 0.
+ * weights: [B] finite, >= 0, or NULL (all 1). lengths: [B] real tokens per sequence in [0, T], or
+ * NULL (all T); only the activation statistics (Antidote) read it, to skip padding.            */
+typedef struct ab_batch {
+    int B, T;
+    const int *inputs;
+    const int *targets;
+    const float *mask;
+    const float *weights;
+    const int *lengths;
+} ab_batch;
+
+/* Forward options (NULL = none). attn_perturb (Vaccine): [n_layer][B][T][d_model], added to every
+ * attention block's output (after the attention projection, before the residual add).          */
+typedef struct ab_forward_opts {
+    const float *attn_perturb;
+} ab_forward_opts;
+
+/* Backward options (NULL = plain backward).
+ *   sample_norms [B]: written with each sample's gradient L2 norm over the trainable tensors
+ *       (the per-sample gradient is sample i's share of the batch-loss gradient, so it carries
+ *       w_i / max(1, sum_j w_j N_j)); before clipping.
+ *   clip_norm > 0: per-sample clipping: sample i's gradient is scaled by min(1, clip/||g_i||)
+ *       before it is added to the gradients. 0: no clipping. Norms are computed when either is set.
+ *   psnorm_method: for the linear layers (AB_PSNORM_AUTO picks ghost or materialised by cost).
+ *   attn_grad [n_layer][B][T][d_model]: written with dLoss/dH_l, the gradient at every attention
+ *       block's output (where attn_perturb is added), unclipped (Vaccine).                        */
+typedef struct ab_backward_opts {
+    float *sample_norms;
+    float clip_norm;
+    ab_psnorm_method psnorm_method;
+    float *attn_grad;
+} ab_backward_opts;
+
+/* Linear layers, for the Antidote statistics and pruning (ab_model_linear). LoRA A matrices take
+ * the qkv input, so their statistics are AB_LIN_QKV's; LoRA B's input is A's output (rank r).   */
+typedef enum ab_linear_kind {
+    AB_LIN_QKV = 0,    /* [3d][d], input LN1(h) */
+    AB_LIN_ATTN_PROJ,  /* [d][d],  input the attention heads' output */
+    AB_LIN_FC,         /* [4d][d], input LN2(h) */
+    AB_LIN_MLP_PROJ,   /* [d][4d], input GELU(fc) */
+    AB_LIN_LORA_Q_A, AB_LIN_LORA_Q_B, AB_LIN_LORA_K_A, AB_LIN_LORA_K_B,
+    AB_LIN_LORA_V_A, AB_LIN_LORA_V_B,
+    AB_LIN_KIND_COUNT
+} ab_linear_kind;
+
+typedef struct ab_linear_info {
+    float *weight;        /* [d_out][d_in], row-major, in the parameter buffer (prune in place) */
+    float *bias;          /* [d_out] or NULL (LoRA) */
+    int d_out, d_in;
+    const double *in_sumsq; /* [d_in] sum over tokens of x_j^2, NULL unless statistics are on */
+    int64_t n_seq;        /* sequences accumulated into in_sumsq */
+} ab_linear_info;
+
+/* Profiling: seconds per kind of work, accumulated while a clock is set (ab_model_set_clock). */
+typedef enum ab_prof_kind {
+    AB_PROF_MATMUL = 0, /* every linear layer's GEMMs, LM head and LoRA included */
+    AB_PROF_ATTENTION,  /* causal multi-head attention (its GEMMs and softmax) */
+    AB_PROF_LAYERNORM,
+    AB_PROF_GELU,
+    AB_PROF_SOFTMAX_CE, /* the LM head's softmax cross-entropy, forward and backward */
+    AB_PROF_ADAMW,      /* ab_model_adamw_step */
+    AB_PROF_PSNORM,     /* per-sample norms and clipping */
+    AB_PROF_COUNT
+} ab_prof_kind;
+
+typedef struct ab_model_memory {
+    size_t params, grads, moments; /* bytes: parameters, gradients, AdamW m + v */
+    size_t acts, grad_acts;        /* bytes: training activations, stored output gradients */
+    size_t other;                  /* bytes: scoring and decoding scratch, KV cache, statistics */
+} ab_model_memory;
+
+/* --- config, lifetime, tensors ---------------------------------------------------------------- */
+ABDEF ab_model_config ab_model_config_default(void); /* 512 vocab, 64 ctx, 4 x 128, 4 heads, LoRA 8/16 */
+ABDEF ab_status ab_model_config_check(const ab_model_config *cfg); /* AB_ERR_ARG with the reason */
+ABDEF ab_status ab_model_create(ab_model **out, const ab_model_config *cfg, uint64_t seed);
+ABDEF void ab_model_free(ab_model *model); /* NULL is a no-op */
+ABDEF ab_status ab_model_get_config(const ab_model *model, ab_model_config *cfg);
+ABDEF int ab_model_n_tensors(const ab_model *model);
+ABDEF ab_status ab_model_tensor(ab_model *model, int index, ab_tensor_info *info);
+ABDEF ab_status ab_model_find_tensor(ab_model *model, const char *name, ab_tensor_info *info);
+ABDEF ab_status ab_model_tensor_of(ab_model *model, ab_tensor_kind kind, int layer,
+                                   ab_tensor_info *info);
+/* The whole parameter buffer (padding included: count >= the parameter count). */
+ABDEF ab_status ab_model_params(ab_model *model, float **params, size_t *count);
+ABDEF size_t ab_model_n_params(const ab_model *model); /* parameters, padding excluded */
+ABDEF ab_status ab_model_memory_usage(const ab_model *model, ab_model_memory *mem);
+
+/* --- training ---------------------------------------------------------------------------------- */
+ABDEF ab_status ab_model_set_train_mode(ab_model *model, ab_train_mode mode);
+ABDEF ab_train_mode ab_model_get_train_mode(const ab_model *model);
+/* The trainable segment (allocates gradients and moments on first use). */
+ABDEF ab_status ab_model_trainable(ab_model *model, ab_model_view *view);
+ABDEF ab_status ab_model_zero_grad(ab_model *model); /* zeroes the trainable gradients */
+/* Training forward: stores activations for ab_model_backward. loss, sample_nll [B] and
+ * sample_tokens [B] may each be NULL. AB_ERR_NAN if the loss is not finite.                      */
+ABDEF ab_status ab_model_forward(ab_model *model, const ab_batch *batch, const ab_forward_opts *opts,
+                                 float *loss, float *sample_nll, float *sample_tokens);
+/* Backward of the last ab_model_forward (may be repeated; each call accumulates). AB_ERR_STATE if
+ * there is no valid forward (none yet; ab_model_adamw_step, LoRA merge/unmerge/init since; or the
+ * last forward failed) or if the LoRA adapters are merged and the train mode includes them.
+ * Per-sample norms (opts): linear layers by ab_psnorm_linear (ghost or materialised), biases as
+ * ||sum_t g_t||^2, LayerNorms exactly per sample, wpe as sum_t ||g_t||^2. The tied wte is used
+ * twice (embedding and LM head), so its per-sample gradient is the SUM of both uses and its norm
+ * is ||head||^2 + ||emb||^2 + 2 <head, emb>; the cross term is itself a ghost sum,
+ * sum_{t,s} dlogits_t[x_s] (h_t . g_s), O(T^2 d) per sample, so the result is exact and nothing of
+ * size vocab x d is materialised per sample, whatever the vocabulary. Parameters may only change
+ * between a backward and the next forward (the weight products use the current weights).       */
+ABDEF ab_status ab_model_backward(ab_model *model, const ab_backward_opts *opts);
+/* Scoring forward: same outputs as ab_model_forward, keeps no activations for backward and leaves
+ * those of the last training forward intact (Antibody's weights need two of these per batch).   */
+ABDEF ab_status ab_model_score(ab_model *model, const ab_batch *batch, float *loss,
+                               float *sample_nll, float *sample_tokens);
+/* Logits [B][T][vocab] of the last training forward. */
+ABDEF ab_status ab_model_logits(ab_model *model, const float **logits);
+/* ab_adamw_step on the trainable view with the model's step counter (incremented first). */
+ABDEF ab_status ab_model_adamw_step(ab_model *model, const ab_adamw_cfg *cfg);
+ABDEF ab_status ab_model_reset_optimizer(ab_model *model); /* m = v = 0, step = 0 */
+
+/* --- LoRA -------------------------------------------------------------------------------------- */
+/* Re-initialise every adapter (A uniform as at creation, B = 0) from rng. Not while merged.      */
+ABDEF ab_status ab_model_lora_init(ab_model *model, ab_rng *rng);
+/* W_q += scale * B_q A_q (likewise k, v); the forward then skips the adapters. Training the
+ * adapters while merged is refused (AB_ERR_STATE). Unmerge subtracts the same product: W returns
+ * to its value up to one rounding per element.                                                  */
+ABDEF ab_status ab_model_lora_merge(ab_model *model);
+ABDEF ab_status ab_model_lora_unmerge(ab_model *model);
+ABDEF int ab_model_lora_merged(const ab_model *model);
+
+/* --- hooks for the defences -------------------------------------------------------------------- */
+/* Antidote: while on, every forward (training or scoring) adds, for every linear layer, the sum
+ * over tokens t < lengths[i] of x_j^2 per input feature j, and counts sequences. Turning it on
+ * allocates and zeroes; ab_model_act_stats_reset zeroes.                                          */
+ABDEF ab_status ab_model_act_stats_enable(ab_model *model, int on);
+ABDEF ab_status ab_model_act_stats_reset(ab_model *model);
+ABDEF ab_status ab_model_linear(ab_model *model, ab_linear_kind kind, int layer, ab_linear_info *info);
+
+/* --- generation (KV cache, one sequence) ------------------------------------------------------- */
+ABDEF ab_status ab_model_decode_reset(ab_model *model);
+/* Appends n_tokens at positions pos..pos+n_tokens-1 (pos = tokens already cached; the total stays
+ * <= n_ctx) and writes the logits of the last one to logits [vocab] (may be NULL). The cache holds
+ * keys and values of the weights at the time: reset it after changing weights (merge, unmerge and
+ * LoRA init reset it themselves; ab_model_generate always starts from an empty cache).           */
+ABDEF ab_status ab_model_decode(ab_model *model, const int *tokens, int n_tokens, float *logits);
+/* Resets the cache, feeds the prompt, then emits up to max_new tokens into out: greedy
+ * (argmax, lowest id on ties) when temperature == 0, else sampled from softmax(logits/temperature)
+ * with rng. Stops after emitting stop_token (>= 0; -1: none) or when prompt + output fill n_ctx.
+ * *n_out gets the number of tokens written.                                                      */
+ABDEF ab_status ab_model_generate(ab_model *model, const int *prompt, int n_prompt, int max_new,
+                                  float temperature, int stop_token, ab_rng *rng, int *out,
+                                  int *n_out);
+
+/* --- profiling --------------------------------------------------------------------------------- */
+/* now() returns seconds from any fixed origin (e.g. clock_gettime(CLOCK_MONOTONIC)); NULL stops
+ * profiling. The library itself has no clock, so it stays C99 and portable.                      */
+ABDEF ab_status ab_model_set_clock(ab_model *model, double (*now)(void));
+ABDEF ab_status ab_model_profile(const ab_model *model, double seconds[AB_PROF_COUNT]);
+ABDEF ab_status ab_model_profile_reset(ab_model *model);
+ABDEF const char *ab_prof_name(ab_prof_kind kind); /* "matmul", "attention", ... */
+
+/* --- checkpoints ------------------------------------------------------------------------------- */
+/* CRC-32 (IEEE 802.3, reflected 0xEDB88320, as zlib): crc = ab_crc32(0, data, n) and chain calls. */
+ABDEF uint32_t ab_crc32(uint32_t crc, const void *data, size_t n);
+#define AB_CKPT_VERSION 1u
+#define AB_CKPT_HEADER_BYTES 64u
+/* Binary format, all fields little-endian:
+ *   offset size  field
+ *        0    8  magic "ABMODEL\0"
+ *        8    4  u32 version = AB_CKPT_VERSION
+ *       12    4  u32 header bytes = 64
+ *       16   28  i32 vocab, n_ctx, n_layer, n_head, d_model, lora_rank; f32 lora_alpha
+ *       44    4  u32 flags: bit 0 LoRA tensors present (== lora_rank > 0), bit 1 LoRA merged;
+ *                other bits 0
+ *       48    8  u64 n_params: float32 values in the payload (== the config's parameter count)
+ *       56    4  u32 CRC-32 of the payload bytes
+ *       60    4  u32 CRC-32 of header bytes 0..59
+ *       64       payload: n_params float32, the tensors in ab_model_tensor order, no padding
+ * File size == 64 + 4 * n_params exactly. Loading checks, in order: length >= 64, magic, version,
+ * header size, header CRC, config (ab_model_config_check), flags, n_params against the config,
+ * file length against n_params, then allocates, reads the payload, checks its CRC and that every
+ * value is finite. Errors: AB_ERR_IO (cannot open/read/write), AB_ERR_FORMAT (any mismatch),
+ * AB_ERR_NAN (non-finite weights), AB_ERR_ALLOC; nothing is leaked on any error.
+ * Only parameters are stored (no gradients, optimiser state or train mode).                    */
+ABDEF ab_status ab_model_checkpoint_size(const ab_model *model, size_t *bytes);
+ABDEF ab_status ab_model_save(const ab_model *model, const char *path);
+ABDEF ab_status ab_model_save_mem(const ab_model *model, void *buf, size_t cap, size_t *written);
+ABDEF ab_status ab_model_load(ab_model **out, const char *path);
+ABDEF ab_status ab_model_load_mem(ab_model **out, const void *data, size_t size);
+/* ============================================================================================== */
+/* end of MODEL declarations                                                                       */
+/* ============================================================================================== */
 
 #ifdef __cplusplus
 }
@@ -534,12 +860,15 @@ ABDEF ab_status ab_init(void) {
     if (ab__initialised) return AB_OK;
     const char *env = getenv("AB_ISA");
     if (env && *env) {
-        ab_isa want;
+        ab_isa want = AB_ISA_SCALAR;
         if (ab_isa_from_name(env, &want) != AB_OK)
             return ab__fail(AB_ERR_ARG, "AB_ISA='%s' is not one of scalar, avx2, avx512", env);
         ab_status st = ab_set_isa(want);
-        if (st != AB_OK)
-            return ab__fail(st, "AB_ISA=%s requested, but %s", env, ab_last_error());
+        if (st != AB_OK) {
+            char reason[sizeof ab__errmsg]; /* ab__fail writes ab__errmsg: copy the reason first */
+            snprintf(reason, sizeof reason, "%s", ab__errmsg);
+            return ab__fail(st, "AB_ISA=%s requested, but %s", env, reason);
+        }
         return AB_OK;
     }
     return ab_set_isa(ab_best_isa());
@@ -920,6 +1249,9 @@ ABDEF ab_status ab_psnorm_linear(float *w_sqnorm, float *b_sqnorm, const float *
             ab__k.sgemm(AB_NO_TRANS, AB_TRANS, T, T, d_in, 1.0f, Ai, d_in, Ai, d_in, 0.0f, gram_a, T);
             ab__k.sgemm(AB_NO_TRANS, AB_TRANS, T, T, d_out, 1.0f, Gi, d_out, Gi, d_out, 0.0f, gram_g, T);
             sq = (float)ab__reduce_blocked(gram_a, gram_g, (size_t)T * T);
+            /* The exact value is >= 0; when a sample's gradient nearly cancels, float Gram rounding
+             * (absolute, ~eps * ||A||_F^2 ||G||_F^2) can exceed it: clamp, never return < 0. */
+            if (sq < 0.0f) sq = 0.0f;
         } else {
             ab__k.sgemm(AB_TRANS, AB_NO_TRANS, d_out, d_in, T, 1.0f, Gi, d_out, Ai, d_in, 0.0f, ws, d_in);
             sq = (float)ab__reduce_blocked(ws, NULL, (size_t)d_out * d_in);
@@ -957,6 +1289,1882 @@ ABDEF ab_status ab_psnorm_embedding(float *sqnorm, const int *ids, const float *
     }
     return AB_OK;
 }
+
+/* ============================================================================================== */
+/* MODEL implementation (DESIGN.md layer 3). Declarations and the contract: see "MODEL" above.     */
+/* ============================================================================================== */
+static const char *const ab__kind_names[AB_T_KIND_COUNT] = {
+    "wte",   "wpe",  "ln1_w",       "ln1_b",       "qkv_w",      "qkv_b",
+    "attn_proj_w",   "attn_proj_b", "ln2_w",       "ln2_b",      "fc_w",
+    "fc_b",  "mlp_proj_w",          "mlp_proj_b",  "lnf_w",      "lnf_b",
+    "lora_q_a",      "lora_q_b",    "lora_k_a",    "lora_k_b",   "lora_v_a",
+    "lora_v_b"};
+
+#define AB__PER_LAYER_BASE 12 /* ln1_w ... mlp_proj_b */
+#define AB__PER_LAYER_LORA 6  /* lora_q_a ... lora_v_b */
+#define AB__ALIGN_FLOATS 16   /* 64 bytes: every tensor and activation starts on a cache line */
+
+typedef struct ab__tensor {
+    char name[24];
+    ab_tensor_kind kind;
+    int layer, rows, cols;
+    size_t offset, size;
+} ab__tensor;
+
+/* Offsets (floats) of one block's training activations, relative to the block's start. */
+typedef struct ab__block_layout {
+    size_t ln1, ln1_mean, ln1_rstd, qkv, lora_u, att, atty, res2, ln2, ln2_mean, ln2_rstd, fch,
+        fch_gelu, res3, total;
+} ab__block_layout;
+
+typedef struct ab__block {
+    float *ln1, *ln1_mean, *ln1_rstd; /* LN1 output (= qkv input) and its statistics */
+    float *qkv;                       /* [N][3C] */
+    float *lora_u;                    /* [3][N][r]: A_q x, A_k x, A_v x (unscaled) */
+    float *att;                       /* [B][H][T][T] softmax probabilities */
+    float *atty;                      /* [N][C] heads' output (= attn proj input) */
+    float *res2;                      /* [N][C] residual after attention */
+    float *ln2, *ln2_mean, *ln2_rstd; /* LN2 output (= fc input) */
+    float *fch, *fch_gelu;            /* [N][4C] fc output before / after GELU */
+    float *res3;                      /* [N][C] block output */
+} ab__block;
+
+/* Activations of one forward: global tensors plus n blocks (stride 0: one block reused by every
+ * layer, the scoring path). */
+typedef struct ab__acts {
+    float *encoded, *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *tokw;
+    float *blocks;
+    size_t block_stride;
+    ab__block_layout bl;
+} ab__acts;
+
+/* Stored output gradients of one block (phase 1 of backward writes them, phase 2 reads them). */
+typedef struct ab__gblock {
+    float *dmproj; /* [N][C]  gradient at the mlp projection's output */
+    float *dfch;   /* [N][4C] gradient at the fc output (before GELU) */
+    float *dln2;   /* [N][C]  gradient at LN2's output */
+    float *daproj; /* [N][C]  gradient at the attention block's output H_l */
+    float *dqkv;   /* [N][3C] */
+    float *du;     /* [3][N][r] gradient at the LoRA A outputs */
+    float *dln1;   /* [N][C] */
+} ab__gblock;
+
+struct ab_model {
+    ab_model_config cfg;
+    int V, P, L, H, C, hs, r; /* vocab, n_ctx, layers, heads, width, head size, LoRA rank */
+    float lora_scale;
+    int n_tensors;
+    ab__tensor *tensors;
+    size_t n_floats, n_params, base_end; /* LoRA segment: [base_end, n_floats) */
+    float *params, *grads, *mom_m, *mom_v;
+    int adam_step;
+    ab_train_mode mode;
+    int merged;
+    /* training activations of the last forward */
+    float *acts;
+    size_t acts_cap;
+    int *ibuf; /* inputs then targets, [N] each */
+    size_t ibuf_cap;
+    int fwd_valid, fwd_B, fwd_T;
+    double fwd_Z;
+    ab__acts A;
+    /* stored output gradients and backward scratch */
+    float *gacts;
+    size_t gacts_cap;
+    /* scoring activations (one block) */
+    float *sacts;
+    size_t sacts_cap;
+    /* decoding */
+    float *kv, *dec;
+    size_t dec_cap;
+    int dec_pos;
+    /* Antidote statistics: per layer [C qkv | C attn_proj | C fc | 4C mlp_proj | 3r lora B] */
+    double *stats;
+    int64_t stats_nseq;
+    /* profiling */
+    double (*now)(void);
+    double prof[AB_PROF_COUNT];
+};
+
+static size_t ab__align_up(size_t n) {
+    return (n + AB__ALIGN_FLOATS - 1) / AB__ALIGN_FLOATS * AB__ALIGN_FLOATS;
+}
+static size_t ab__bump(size_t *cursor, size_t n) {
+    size_t at = *cursor;
+    *cursor += ab__align_up(n);
+    return at;
+}
+
+static double ab__tic(const ab_model *m) { return m->now ? m->now() : 0.0; }
+static void ab__toc(ab_model *m, ab_prof_kind kind, double t0) {
+    if (m->now) m->prof[kind] += m->now() - t0;
+}
+
+/* --- config and parameter layout ------------------------------------------------------------- */
+ABDEF ab_model_config ab_model_config_default(void) {
+    ab_model_config c;
+    c.vocab = 512;
+    c.n_ctx = 64;
+    c.n_layer = 4;
+    c.n_head = 4;
+    c.d_model = 128;
+    c.lora_rank = 8;
+    c.lora_alpha = 16.0f;
+    return c;
+}
+
+/* Lays the tensors out (tab may be NULL to count only). Sizes in 64-bit: the config limits keep
+ * every product below 2^62, so nothing here can overflow. */
+static void ab__layout(const ab_model_config *c, ab__tensor *tab, int *n_tensors,
+                       uint64_t *n_floats, uint64_t *n_params, uint64_t *base_end) {
+    uint64_t cursor = 0, count = 0;
+    int n = 0;
+    int64_t d = c->d_model, r = c->lora_rank;
+    int64_t shapes[AB_T_KIND_COUNT][2];
+    shapes[AB_T_WTE][0] = c->vocab, shapes[AB_T_WTE][1] = d;
+    shapes[AB_T_WPE][0] = c->n_ctx, shapes[AB_T_WPE][1] = d;
+    shapes[AB_T_LN1_W][0] = 1, shapes[AB_T_LN1_W][1] = d;
+    shapes[AB_T_LN1_B][0] = 1, shapes[AB_T_LN1_B][1] = d;
+    shapes[AB_T_QKV_W][0] = 3 * d, shapes[AB_T_QKV_W][1] = d;
+    shapes[AB_T_QKV_B][0] = 1, shapes[AB_T_QKV_B][1] = 3 * d;
+    shapes[AB_T_ATTN_PROJ_W][0] = d, shapes[AB_T_ATTN_PROJ_W][1] = d;
+    shapes[AB_T_ATTN_PROJ_B][0] = 1, shapes[AB_T_ATTN_PROJ_B][1] = d;
+    shapes[AB_T_LN2_W][0] = 1, shapes[AB_T_LN2_W][1] = d;
+    shapes[AB_T_LN2_B][0] = 1, shapes[AB_T_LN2_B][1] = d;
+    shapes[AB_T_FC_W][0] = 4 * d, shapes[AB_T_FC_W][1] = d;
+    shapes[AB_T_FC_B][0] = 1, shapes[AB_T_FC_B][1] = 4 * d;
+    shapes[AB_T_MLP_PROJ_W][0] = d, shapes[AB_T_MLP_PROJ_W][1] = 4 * d;
+    shapes[AB_T_MLP_PROJ_B][0] = 1, shapes[AB_T_MLP_PROJ_B][1] = d;
+    shapes[AB_T_LNF_W][0] = 1, shapes[AB_T_LNF_W][1] = d;
+    shapes[AB_T_LNF_B][0] = 1, shapes[AB_T_LNF_B][1] = d;
+    for (int k = AB_T_LORA_Q_A; k <= AB_T_LORA_V_B; k += 2) {
+        shapes[k][0] = r, shapes[k][1] = d;         /* A: r x d */
+        shapes[k + 1][0] = d, shapes[k + 1][1] = r; /* B: d x r */
+    }
+    /* order: wte, wpe, blocks, lnf, then every block's LoRA tensors */
+    for (int pass = 0; pass < 4; pass++) {
+        int k0, k1, l0 = -1, l1 = -1;
+        if (pass == 0) k0 = AB_T_WTE, k1 = AB_T_WPE;
+        else if (pass == 1) k0 = AB_T_LN1_W, k1 = AB_T_MLP_PROJ_B, l0 = 0, l1 = c->n_layer - 1;
+        else if (pass == 2) k0 = AB_T_LNF_W, k1 = AB_T_LNF_B;
+        else {
+            if (r == 0) break;
+            *base_end = cursor;
+            k0 = AB_T_LORA_Q_A, k1 = AB_T_LORA_V_B, l0 = 0, l1 = c->n_layer - 1;
+        }
+        for (int l = l0; l <= l1; l++) {
+            for (int k = k0; k <= k1; k++) {
+                uint64_t size = (uint64_t)shapes[k][0] * (uint64_t)shapes[k][1];
+                if (tab) {
+                    ab__tensor *t = &tab[n];
+                    if (l >= 0) snprintf(t->name, sizeof t->name, "h%d.%s", l, ab__kind_names[k]);
+                    else snprintf(t->name, sizeof t->name, "%s", ab__kind_names[k]);
+                    t->kind = (ab_tensor_kind)k;
+                    t->layer = l;
+                    t->rows = (int)shapes[k][0];
+                    t->cols = (int)shapes[k][1];
+                    t->offset = (size_t)cursor;
+                    t->size = (size_t)size;
+                }
+                n++;
+                count += size;
+                cursor += (size + AB__ALIGN_FLOATS - 1) / AB__ALIGN_FLOATS * AB__ALIGN_FLOATS;
+            }
+        }
+    }
+    if (r == 0) *base_end = cursor;
+    *n_tensors = n;
+    *n_floats = cursor;
+    *n_params = count;
+}
+
+ABDEF ab_status ab_model_config_check(const ab_model_config *c) {
+    AB__CHECK_PTR(c);
+    if (c->vocab < 1 || c->vocab > AB_MODEL_MAX_VOCAB)
+        return ab__fail(AB_ERR_ARG, "model config: vocab = %d outside [1, %d]", c->vocab,
+                        AB_MODEL_MAX_VOCAB);
+    if (c->n_ctx < 1 || c->n_ctx > AB_MODEL_MAX_CTX)
+        return ab__fail(AB_ERR_ARG, "model config: n_ctx = %d outside [1, %d]", c->n_ctx,
+                        AB_MODEL_MAX_CTX);
+    if (c->n_layer < 1 || c->n_layer > AB_MODEL_MAX_LAYER)
+        return ab__fail(AB_ERR_ARG, "model config: n_layer = %d outside [1, %d]", c->n_layer,
+                        AB_MODEL_MAX_LAYER);
+    if (c->d_model < 1 || c->d_model > AB_MODEL_MAX_DMODEL)
+        return ab__fail(AB_ERR_ARG, "model config: d_model = %d outside [1, %d]", c->d_model,
+                        AB_MODEL_MAX_DMODEL);
+    if (c->n_head < 1 || c->n_head > c->d_model || c->d_model % c->n_head != 0)
+        return ab__fail(AB_ERR_ARG, "model config: n_head = %d must divide d_model = %d",
+                        c->n_head, c->d_model);
+    if (c->lora_rank < 0 || c->lora_rank > c->d_model)
+        return ab__fail(AB_ERR_ARG, "model config: lora_rank = %d outside [0, d_model = %d]",
+                        c->lora_rank, c->d_model);
+    if (!isfinite(c->lora_alpha) || (c->lora_rank > 0 && !(c->lora_alpha > 0.0f)))
+        return ab__fail(AB_ERR_ARG, "model config: lora_alpha = %g must be finite and > 0 with LoRA",
+                        (double)c->lora_alpha);
+    int n_tensors;
+    uint64_t n_floats, n_params, base_end;
+    ab__layout(c, NULL, &n_tensors, &n_floats, &n_params, &base_end);
+    if (n_floats > AB_MODEL_MAX_PARAMS)
+        return ab__fail(AB_ERR_ARG, "model config: %llu parameters exceed the limit %llu",
+                        (unsigned long long)n_floats, (unsigned long long)AB_MODEL_MAX_PARAMS);
+    return AB_OK;
+}
+
+static int ab__tidx(const ab_model *m, ab_tensor_kind kind, int l) {
+    if (kind <= AB_T_WPE) return (int)kind;
+    if (kind <= AB_T_MLP_PROJ_B) return 2 + AB__PER_LAYER_BASE * l + (int)(kind - AB_T_LN1_W);
+    if (kind <= AB_T_LNF_B) return 2 + AB__PER_LAYER_BASE * m->L + (int)(kind - AB_T_LNF_W);
+    return 4 + AB__PER_LAYER_BASE * m->L + AB__PER_LAYER_LORA * l + (int)(kind - AB_T_LORA_Q_A);
+}
+static float *ab__P(const ab_model *m, ab_tensor_kind kind, int l) {
+    return m->params + m->tensors[ab__tidx(m, kind, l)].offset;
+}
+static float *ab__G(const ab_model *m, ab_tensor_kind kind, int l) {
+    return m->grads + m->tensors[ab__tidx(m, kind, l)].offset;
+}
+static int ab__is_lora(ab_tensor_kind kind) { return kind >= AB_T_LORA_Q_A; }
+static int ab__trains(const ab_model *m, ab_tensor_kind kind) {
+    return ab__is_lora(kind) ? m->mode != AB_TRAIN_BASE : m->mode != AB_TRAIN_LORA;
+}
+static int ab__lora_active(const ab_model *m) { return m->r > 0 && !m->merged; }
+
+static void ab__segment(const ab_model *m, size_t *begin, size_t *end) {
+    *begin = m->mode == AB_TRAIN_LORA ? m->base_end : 0;
+    *end = m->mode == AB_TRAIN_BASE ? m->base_end : m->n_floats;
+}
+
+/* Allocation with growth: (re)allocates *buf to hold `need` floats if it holds fewer. */
+static ab_status ab__reserve(float **buf, size_t *cap, size_t need, const char *what) {
+    if (*cap >= need && *buf) return AB_OK;
+    ab_aligned_free(*buf);
+    *buf = NULL;
+    *cap = 0;
+    if (need > ((size_t)-1) / sizeof(float))
+        return ab__fail(AB_ERR_ALLOC, "model: %s would need %zu floats", what, need);
+    *buf = (float *)ab_aligned_alloc(need * sizeof(float));
+    if (!*buf) return ab__fail(AB_ERR_ALLOC, "model: cannot allocate %zu floats for %s", need, what);
+    *cap = need;
+    return AB_OK;
+}
+
+static void ab__lora_init_tensors(ab_model *m, ab_rng *rng) {
+    float bound = 1.0f / sqrtf((float)m->C); /* PEFT's kaiming_uniform(a=sqrt(5)) on a d-wide input */
+    for (int l = 0; l < m->L; l++) {
+        for (int k = AB_T_LORA_Q_A; k <= AB_T_LORA_V_B; k += 2) {
+            const ab__tensor *a = &m->tensors[ab__tidx(m, (ab_tensor_kind)k, l)];
+            const ab__tensor *b = &m->tensors[ab__tidx(m, (ab_tensor_kind)(k + 1), l)];
+            float *pa = m->params + a->offset;
+            for (size_t i = 0; i < a->size; i++) pa[i] = (2.0f * ab_rng_uniform(rng) - 1.0f) * bound;
+            memset(m->params + b->offset, 0, b->size * sizeof(float));
+        }
+    }
+}
+
+/* GPT-2 init in table order from one PCG32 stream. */
+static void ab__init_params(ab_model *m, uint64_t seed) {
+    ab_rng rng;
+    ab_rng_seed(&rng, seed, 0);
+    float resid_std = AB_MODEL_INIT_STD / sqrtf(2.0f * (float)m->L);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ab__tensor *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        switch (t->kind) {
+        case AB_T_WTE: case AB_T_WPE: case AB_T_QKV_W: case AB_T_FC_W:
+            for (size_t j = 0; j < t->size; j++) p[j] = AB_MODEL_INIT_STD * ab_rng_normal(&rng);
+            break;
+        case AB_T_ATTN_PROJ_W: case AB_T_MLP_PROJ_W:
+            for (size_t j = 0; j < t->size; j++) p[j] = resid_std * ab_rng_normal(&rng);
+            break;
+        case AB_T_LN1_W: case AB_T_LN2_W: case AB_T_LNF_W:
+            for (size_t j = 0; j < t->size; j++) p[j] = 1.0f;
+            break;
+        default: /* biases 0; LoRA below */
+            break;
+        }
+    }
+    if (m->r > 0) ab__lora_init_tensors(m, &rng);
+}
+
+/* A model with its parameter buffer zeroed (the loader fills it; create initialises it). */
+static ab_status ab__model_new(ab_model **out, const ab_model_config *cfg) {
+    *out = NULL;
+    AB__TRY(ab_model_config_check(cfg));
+    ab_model *m = (ab_model *)AB_MALLOC(sizeof(ab_model));
+    if (!m) return ab__fail(AB_ERR_ALLOC, "ab_model_create: out of memory");
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->V = cfg->vocab, m->P = cfg->n_ctx, m->L = cfg->n_layer, m->H = cfg->n_head;
+    m->C = cfg->d_model, m->hs = cfg->d_model / cfg->n_head, m->r = cfg->lora_rank;
+    m->lora_scale = m->r > 0 ? cfg->lora_alpha / (float)m->r : 0.0f;
+    m->mode = AB_TRAIN_ALL;
+    uint64_t n_floats, n_params, base_end;
+    ab__layout(cfg, NULL, &m->n_tensors, &n_floats, &n_params, &base_end);
+    m->n_floats = (size_t)n_floats, m->n_params = (size_t)n_params, m->base_end = (size_t)base_end;
+    m->tensors = (ab__tensor *)AB_MALLOC(sizeof(ab__tensor) * (size_t)m->n_tensors);
+    size_t cap = 0;
+    ab_status st = m->tensors ? ab__reserve(&m->params, &cap, m->n_floats, "parameters")
+                              : ab__fail(AB_ERR_ALLOC, "ab_model_create: out of memory");
+    if (st != AB_OK) {
+        ab_model_free(m);
+        return st;
+    }
+    ab__layout(cfg, m->tensors, &m->n_tensors, &n_floats, &n_params, &base_end);
+    memset(m->params, 0, m->n_floats * sizeof(float));
+    *out = m;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_create(ab_model **out, const ab_model_config *cfg, uint64_t seed) {
+    AB__INIT();
+    AB__CHECK_PTR(out);
+    *out = NULL;
+    AB__CHECK_PTR(cfg);
+    ab_model *m;
+    AB__TRY(ab__model_new(&m, cfg));
+    ab__init_params(m, seed);
+    *out = m;
+    return AB_OK;
+}
+
+ABDEF void ab_model_free(ab_model *m) {
+    if (!m) return;
+    ab_aligned_free(m->params);
+    ab_aligned_free(m->grads);
+    ab_aligned_free(m->mom_m);
+    ab_aligned_free(m->mom_v);
+    ab_aligned_free(m->acts);
+    ab_aligned_free(m->ibuf);
+    ab_aligned_free(m->gacts);
+    ab_aligned_free(m->sacts);
+    ab_aligned_free(m->kv);
+    ab_aligned_free(m->dec);
+    ab_aligned_free(m->stats);
+    AB_FREE(m->tensors);
+    AB_FREE(m);
+}
+
+ABDEF ab_status ab_model_get_config(const ab_model *m, ab_model_config *cfg) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(cfg);
+    *cfg = m->cfg;
+    return AB_OK;
+}
+
+ABDEF int ab_model_n_tensors(const ab_model *m) { return m ? m->n_tensors : 0; }
+ABDEF size_t ab_model_n_params(const ab_model *m) { return m ? m->n_params : 0; }
+
+static void ab__tensor_info(ab_model *m, int i, ab_tensor_info *info) {
+    const ab__tensor *t = &m->tensors[i];
+    info->name = t->name;
+    info->kind = t->kind;
+    info->layer = t->layer;
+    info->rows = t->rows;
+    info->cols = t->cols;
+    info->offset = t->offset;
+    info->size = t->size;
+    info->data = m->params + t->offset;
+    info->grad = m->grads ? m->grads + t->offset : NULL;
+    info->trainable = ab__trains(m, t->kind);
+}
+
+ABDEF ab_status ab_model_tensor(ab_model *m, int index, ab_tensor_info *info) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(info);
+    if (index < 0 || index >= m->n_tensors)
+        return ab__fail(AB_ERR_ARG, "ab_model_tensor: index %d outside [0, %d)", index, m->n_tensors);
+    ab__tensor_info(m, index, info);
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_find_tensor(ab_model *m, const char *name, ab_tensor_info *info) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(name);
+    AB__CHECK_PTR(info);
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) {
+            ab__tensor_info(m, i, info);
+            return AB_OK;
+        }
+    return ab__fail(AB_ERR_ARG, "ab_model_find_tensor: no tensor named '%s'", name);
+}
+
+ABDEF ab_status ab_model_tensor_of(ab_model *m, ab_tensor_kind kind, int layer,
+                                   ab_tensor_info *info) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(info);
+    if ((int)kind < 0 || kind >= AB_T_KIND_COUNT)
+        return ab__fail(AB_ERR_ARG, "ab_model_tensor_of: unknown kind %d", (int)kind);
+    int per_layer = (kind >= AB_T_LN1_W && kind <= AB_T_MLP_PROJ_B) || ab__is_lora(kind);
+    if (ab__is_lora(kind) && m->r == 0)
+        return ab__fail(AB_ERR_ARG, "ab_model_tensor_of: %s requested, but the model has no LoRA",
+                        ab__kind_names[kind]);
+    if (per_layer && (layer < 0 || layer >= m->L))
+        return ab__fail(AB_ERR_ARG, "ab_model_tensor_of: layer %d outside [0, %d)", layer, m->L);
+    ab__tensor_info(m, ab__tidx(m, kind, per_layer ? layer : 0), info);
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_params(ab_model *m, float **params, size_t *count) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(params);
+    AB__CHECK_PTR(count);
+    *params = m->params;
+    *count = m->n_floats;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_memory_usage(const ab_model *m, ab_model_memory *mem) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(mem);
+    size_t f = sizeof(float);
+    mem->params = m->n_floats * f;
+    mem->grads = m->grads ? m->n_floats * f : 0;
+    mem->moments = m->mom_m ? 2 * m->n_floats * f : 0;
+    mem->acts = m->acts_cap * f + m->ibuf_cap * sizeof(int);
+    mem->grad_acts = m->gacts_cap * f;
+    mem->other = (m->sacts_cap + m->dec_cap) * f +
+                 (m->kv ? (size_t)m->L * 2 * m->P * m->C * f : 0) +
+                 (m->stats ? (size_t)m->L * (7 * (size_t)m->C + 3 * (size_t)m->r) * sizeof(double) : 0);
+    return AB_OK;
+}
+
+/* --- training buffers, modes, optimiser ------------------------------------------------------- */
+static ab_status ab__ensure_train_buffers(ab_model *m) {
+    size_t cap;
+    if (!m->grads) {
+        cap = 0;
+        AB__TRY(ab__reserve(&m->grads, &cap, m->n_floats, "gradients"));
+        memset(m->grads, 0, m->n_floats * sizeof(float));
+    }
+    if (!m->mom_m) {
+        cap = 0;
+        AB__TRY(ab__reserve(&m->mom_m, &cap, m->n_floats, "AdamW m"));
+        memset(m->mom_m, 0, m->n_floats * sizeof(float));
+    }
+    if (!m->mom_v) {
+        cap = 0;
+        AB__TRY(ab__reserve(&m->mom_v, &cap, m->n_floats, "AdamW v"));
+        memset(m->mom_v, 0, m->n_floats * sizeof(float));
+    }
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_set_train_mode(ab_model *m, ab_train_mode mode) {
+    AB__CHECK_PTR(m);
+    if (mode != AB_TRAIN_ALL && mode != AB_TRAIN_BASE && mode != AB_TRAIN_LORA)
+        return ab__fail(AB_ERR_ARG, "ab_model_set_train_mode: unknown mode %d", (int)mode);
+    if (mode == AB_TRAIN_LORA && m->r == 0)
+        return ab__fail(AB_ERR_ARG, "ab_model_set_train_mode: LoRA-only training needs lora_rank > 0");
+    m->mode = mode;
+    return AB_OK;
+}
+
+ABDEF ab_train_mode ab_model_get_train_mode(const ab_model *m) { return m ? m->mode : AB_TRAIN_ALL; }
+
+ABDEF ab_status ab_model_trainable(ab_model *m, ab_model_view *view) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(view);
+    AB__TRY(ab__ensure_train_buffers(m));
+    size_t b, e;
+    ab__segment(m, &b, &e);
+    view->params = m->params + b;
+    view->grads = m->grads + b;
+    view->m = m->mom_m + b;
+    view->v = m->mom_v + b;
+    view->count = e - b;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_zero_grad(ab_model *m) {
+    AB__CHECK_PTR(m);
+    AB__TRY(ab__ensure_train_buffers(m));
+    size_t b, e;
+    ab__segment(m, &b, &e);
+    memset(m->grads + b, 0, (e - b) * sizeof(float));
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_adamw_step(ab_model *m, const ab_adamw_cfg *cfg) {
+    AB__INIT();
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(cfg);
+    ab_model_view v;
+    AB__TRY(ab_model_trainable(m, &v));
+    double t0 = ab__tic(m);
+    AB__TRY(ab_adamw_step(v.params, v.grads, v.m, v.v, v.count, m->adam_step + 1, cfg));
+    ab__toc(m, AB_PROF_ADAMW, t0);
+    m->adam_step++;
+    m->fwd_valid = 0; /* the stored activations belong to the old weights */
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_reset_optimizer(ab_model *m) {
+    AB__CHECK_PTR(m);
+    AB__TRY(ab__ensure_train_buffers(m));
+    memset(m->mom_m, 0, m->n_floats * sizeof(float));
+    memset(m->mom_v, 0, m->n_floats * sizeof(float));
+    m->adam_step = 0;
+    return AB_OK;
+}
+
+/* --- forward building blocks ------------------------------------------------------------------ */
+/* Row-local kernels (LayerNorm, GELU, cross-entropy) are split into contiguous chunks of rows, one
+ * per thread. Every row's result is computed by the same instructions whatever the split, so the
+ * output is bitwise identical for any thread count. Below AB__PAR_MIN_WORK elements one thread
+ * is faster than waking the others. */
+#define AB__PAR_MIN_WORK 32768
+static int ab__n_chunks(size_t work) {
+#ifdef _OPENMP
+    int nt = ab__threads();
+    if (nt > 1 && work >= AB__PAR_MIN_WORK) return nt;
+#endif
+    (void)work;
+    return 1;
+}
+static int ab__chunk(int rows, int c, int n_chunks) {
+    return (int)((int64_t)rows * c / n_chunks);
+}
+
+static void ab__ln_fwd(float *out, float *mean, float *rstd, const float *x, const float *w,
+                       const float *b, int rows, int C) {
+    int nc = ab__n_chunks((size_t)rows * C);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
+#endif
+    for (int c = 0; c < nc; c++) {
+        int r0 = ab__chunk(rows, c, nc), r1 = ab__chunk(rows, c + 1, nc);
+        if (r1 > r0)
+            ab__k.layernorm_forward(out + (size_t)r0 * C, mean + r0, rstd + r0, x + (size_t)r0 * C,
+                                    w, b, r1 - r0, C, AB_MODEL_LN_EPS);
+    }
+}
+
+/* dx += LayerNorm input gradient (parameter gradients are taken in phase 2). */
+static void ab__ln_bwd_dx(float *dx, const float *dout, const float *x, const float *w,
+                          const float *mean, const float *rstd, int rows, int C) {
+    int nc = ab__n_chunks((size_t)rows * C);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
+#endif
+    for (int c = 0; c < nc; c++) {
+        int r0 = ab__chunk(rows, c, nc), r1 = ab__chunk(rows, c + 1, nc);
+        size_t o = (size_t)r0 * C;
+        if (r1 > r0)
+            ab__k.layernorm_backward(dx + o, NULL, NULL, dout + o, x + o, w, mean + r0, rstd + r0,
+                                     r1 - r0, C);
+    }
+}
+
+/* Elementwise: chunk boundaries at multiples of 64 elements, so a SIMD kernel's vector body and
+ * tail cover the same elements as in one call. */
+static void ab__gelu(float *out, float *dx, const float *x, const float *dout, size_t n) {
+    int nc = ab__n_chunks(n);
+    size_t blocks = n / 64;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
+#endif
+    for (int c = 0; c < nc; c++) {
+        size_t e0 = blocks * (size_t)c / (size_t)nc * 64;
+        size_t e1 = c == nc - 1 ? n : blocks * (size_t)(c + 1) / (size_t)nc * 64;
+        if (e1 <= e0) continue;
+        if (out) ab__k.gelu_forward(out + e0, x + e0, e1 - e0);
+        else ab__k.gelu_backward(dx + e0, x + e0, dout + e0, e1 - e0);
+    }
+}
+
+static void ab__ce(float *losses, float *dlogits, const float *logits, const int *targets,
+                   const float *w, int rows, int V, float dscale) {
+    int nc = ab__n_chunks((size_t)rows * V);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
+#endif
+    for (int c = 0; c < nc; c++) {
+        int r0 = ab__chunk(rows, c, nc), r1 = ab__chunk(rows, c + 1, nc);
+        if (r1 > r0)
+            ab__k.cross_entropy(losses ? losses + r0 : NULL,
+                                dlogits ? dlogits + (size_t)r0 * V : NULL,
+                                logits + (size_t)r0 * V, targets + r0, w + r0, r1 - r0, V, dscale);
+    }
+}
+
+/* out[rows][d_out] (row stride ldo) = in[rows][d_in] W^T + bias (bias may be NULL). */
+static void ab__linear_fwd(float *out, int ldo, const float *in, const float *W, const float *bias,
+                           int rows, int d_in, int d_out) {
+    float beta = 0.0f;
+    if (bias) {
+        for (int r = 0; r < rows; r++) memcpy(out + (size_t)r * ldo, bias, sizeof(float) * (size_t)d_out);
+        beta = 1.0f;
+    }
+    ab__k.sgemm(AB_NO_TRANS, AB_TRANS, rows, d_out, d_in, 1.0f, in, d_in, W, d_in, beta, out, ldo);
+}
+
+static const float *ab__lora_a(const ab_model *m, int k, int l) {
+    return ab__P(m, (ab_tensor_kind)(AB_T_LORA_Q_A + 2 * k), l);
+}
+static const float *ab__lora_b(const ab_model *m, int k, int l) {
+    return ab__P(m, (ab_tensor_kind)(AB_T_LORA_Q_B + 2 * k), l);
+}
+
+/* qkv = ln1 Wqkv^T + b, plus for k in q, k, v: u_k = ln1 A_k^T, qkv_k += scale * u_k B_k^T. */
+static void ab__qkv_fwd(const ab_model *m, int l, const float *ln1, float *qkv, float *u, int rows) {
+    int C = m->C, r = m->r;
+    ab__linear_fwd(qkv, 3 * C, ln1, ab__P(m, AB_T_QKV_W, l), ab__P(m, AB_T_QKV_B, l), rows, C, 3 * C);
+    if (!ab__lora_active(m)) return;
+    for (int k = 0; k < 3; k++) {
+        float *uk = u + (size_t)k * rows * r;
+        ab__k.sgemm(AB_NO_TRANS, AB_TRANS, rows, r, C, 1.0f, ln1, C, ab__lora_a(m, k, l), C, 0.0f,
+                    uk, r);
+        ab__k.sgemm(AB_NO_TRANS, AB_TRANS, rows, C, r, m->lora_scale, uk, r, ab__lora_b(m, k, l), r,
+                    1.0f, qkv + (size_t)k * C, 3 * C);
+    }
+}
+
+/* Causal multi-head attention over B sequences of T tokens: att = softmax(q k^T / sqrt(hs)),
+ * atty = att v, per (sequence, head). The (sequence, head) pairs run in parallel: each writes only
+ * its own slices, and a GEMM called inside the region gets one thread (nested regions are inactive)
+ * and gives the same bits for any thread count, so the result does not depend on the split. */
+static void ab__attn_fwd(const ab_model *m, const float *qkv, float *att, float *atty, int B, int T) {
+    int C = m->C, H = m->H, hs = m->hs, BH = B * H;
+    float scale = 1.0f / sqrtf((float)hs);
+    int nt = ab__n_chunks((size_t)BH * T * T * (size_t)hs) > 1 && BH > 1 ? ab__threads() : 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+    for (int bh = 0; bh < BH; bh++) {
+        int b = bh / H, h = bh % H;
+        const float *q = qkv + (size_t)b * T * 3 * C + (size_t)h * hs;
+        float *a = att + (size_t)bh * T * T;
+        ab__k.sgemm(AB_NO_TRANS, AB_TRANS, T, T, hs, scale, q, 3 * C, q + C, 3 * C, 0.0f, a, T);
+        ab__k.softmax(a, a, T, T, 1);
+        ab__k.sgemm(AB_NO_TRANS, AB_NO_TRANS, T, hs, T, 1.0f, a, T, q + 2 * C, 3 * C, 0.0f,
+                    atty + (size_t)b * T * C + (size_t)h * hs, C);
+    }
+    (void)nt;
+}
+
+/* --- activations -------------------------------------------------------------------------------- */
+static size_t ab__acts_layout(const ab_model *m, int B, int T, int n_blocks, ab__acts *a,
+                              float *base) {
+    size_t N = (size_t)B * T, C = (size_t)m->C, cur = 0, bc = 0;
+    size_t o_enc = ab__bump(&cur, N * C), o_lnf = ab__bump(&cur, N * C);
+    size_t o_lnfm = ab__bump(&cur, N), o_lnfr = ab__bump(&cur, N);
+    size_t o_logits = ab__bump(&cur, N * (size_t)m->V), o_losses = ab__bump(&cur, N);
+    size_t o_tokw = ab__bump(&cur, N);
+    ab__block_layout bl;
+    bl.ln1 = ab__bump(&bc, N * C);
+    bl.ln1_mean = ab__bump(&bc, N);
+    bl.ln1_rstd = ab__bump(&bc, N);
+    bl.qkv = ab__bump(&bc, N * 3 * C);
+    bl.lora_u = ab__bump(&bc, 3 * N * (size_t)m->r);
+    bl.att = ab__bump(&bc, (size_t)B * m->H * T * T);
+    bl.atty = ab__bump(&bc, N * C);
+    bl.res2 = ab__bump(&bc, N * C);
+    bl.ln2 = ab__bump(&bc, N * C);
+    bl.ln2_mean = ab__bump(&bc, N);
+    bl.ln2_rstd = ab__bump(&bc, N);
+    bl.fch = ab__bump(&bc, N * 4 * C);
+    bl.fch_gelu = ab__bump(&bc, N * 4 * C);
+    bl.res3 = ab__bump(&bc, N * C);
+    bl.total = bc;
+    size_t o_blocks = ab__bump(&cur, bc * (size_t)n_blocks);
+    if (a && base) {
+        a->encoded = base + o_enc, a->lnf = base + o_lnf;
+        a->lnf_mean = base + o_lnfm, a->lnf_rstd = base + o_lnfr;
+        a->logits = base + o_logits, a->losses = base + o_losses, a->tokw = base + o_tokw;
+        a->blocks = base + o_blocks;
+        a->block_stride = n_blocks > 1 ? bc : 0;
+        a->bl = bl;
+    }
+    return cur;
+}
+
+static ab__block ab__block_at(const ab__acts *a, int l) {
+    float *p = a->blocks + a->block_stride * (size_t)l;
+    ab__block k;
+    k.ln1 = p + a->bl.ln1, k.ln1_mean = p + a->bl.ln1_mean, k.ln1_rstd = p + a->bl.ln1_rstd;
+    k.qkv = p + a->bl.qkv, k.lora_u = p + a->bl.lora_u, k.att = p + a->bl.att;
+    k.atty = p + a->bl.atty, k.res2 = p + a->bl.res2, k.ln2 = p + a->bl.ln2;
+    k.ln2_mean = p + a->bl.ln2_mean, k.ln2_rstd = p + a->bl.ln2_rstd, k.fch = p + a->bl.fch;
+    k.fch_gelu = p + a->bl.fch_gelu, k.res3 = p + a->bl.res3;
+    return k;
+}
+
+static ab_status ab__check_batch(const ab_model *m, const ab_batch *bt, const char *fn) {
+    if (!bt) return ab__fail(AB_ERR_NULL, "%s: 'batch' is NULL", fn);
+    if (bt->B < 1 || bt->B > AB_MODEL_MAX_BATCH)
+        return ab__fail(AB_ERR_SHAPE, "%s: batch B = %d outside [1, %d]", fn, bt->B, AB_MODEL_MAX_BATCH);
+    if (bt->T < 1 || bt->T > m->P)
+        return ab__fail(AB_ERR_SHAPE, "%s: batch T = %d outside [1, n_ctx = %d]", fn, bt->T, m->P);
+    if ((int64_t)bt->B * bt->T > (int64_t)(1 << 30) ||
+        (uint64_t)bt->B * (uint64_t)m->H * (uint64_t)bt->T * (uint64_t)bt->T > ((uint64_t)1 << 40))
+        return ab__fail(AB_ERR_SHAPE, "%s: batch %d x %d is too large", fn, bt->B, bt->T);
+    if (!bt->inputs) return ab__fail(AB_ERR_NULL, "%s: 'batch->inputs' is NULL", fn);
+    if (!bt->targets) return ab__fail(AB_ERR_NULL, "%s: 'batch->targets' is NULL", fn);
+    if (!bt->mask) return ab__fail(AB_ERR_NULL, "%s: 'batch->mask' is NULL", fn);
+    for (int i = 0; i < bt->B; i++) {
+        for (int t = 0; t < bt->T; t++) {
+            size_t r = (size_t)i * bt->T + t;
+            int x = bt->inputs[r], y = bt->targets[r];
+            float mk = bt->mask[r];
+            if (x < 0 || x >= m->V)
+                return ab__fail(AB_ERR_ARG, "%s: inputs[%d][%d] = %d outside [0, vocab = %d)", fn,
+                                i, t, x, m->V);
+            if (!isfinite(mk))
+                return ab__fail(AB_ERR_NAN, "%s: mask[%d][%d] is not finite", fn, i, t);
+            if (mk < 0.0f)
+                return ab__fail(AB_ERR_ARG, "%s: mask[%d][%d] = %g is negative", fn, i, t, (double)mk);
+            if (mk != 0.0f && (y < 0 || y >= m->V))
+                return ab__fail(AB_ERR_ARG, "%s: targets[%d][%d] = %d outside [0, vocab = %d)",
+                                fn, i, t, y, m->V);
+        }
+        if (bt->weights) {
+            float w = bt->weights[i];
+            if (!isfinite(w)) return ab__fail(AB_ERR_NAN, "%s: weights[%d] is not finite", fn, i);
+            if (w < 0.0f)
+                return ab__fail(AB_ERR_ARG, "%s: weights[%d] = %g is negative", fn, i, (double)w);
+        }
+        if (bt->lengths && (bt->lengths[i] < 0 || bt->lengths[i] > bt->T))
+            return ab__fail(AB_ERR_ARG, "%s: lengths[%d] = %d outside [0, T = %d]", fn, i,
+                            bt->lengths[i], bt->T);
+    }
+    return AB_OK;
+}
+
+/* Antidote statistics of one block: sum over real tokens of x_j^2 per input feature. */
+static void ab__stats_add(double *s, const float *x, int d, const ab_batch *bt) {
+    for (int i = 0; i < bt->B; i++) {
+        int len = bt->lengths ? bt->lengths[i] : bt->T;
+        for (int t = 0; t < len; t++) {
+            const float *row = x + ((size_t)i * bt->T + t) * d;
+            for (int j = 0; j < d; j++) s[j] += (double)row[j] * (double)row[j];
+        }
+    }
+}
+static size_t ab__stats_per_layer(const ab_model *m) { return 7 * (size_t)m->C + 3 * (size_t)m->r; }
+static void ab__stats_block(ab_model *m, int l, const ab__block *k, const ab_batch *bt) {
+    size_t C = (size_t)m->C, N = (size_t)bt->B * bt->T;
+    double *s = m->stats + ab__stats_per_layer(m) * l;
+    ab__stats_add(s, k->ln1, m->C, bt);
+    ab__stats_add(s + C, k->atty, m->C, bt);
+    ab__stats_add(s + 2 * C, k->ln2, m->C, bt);
+    ab__stats_add(s + 3 * C, k->fch_gelu, 4 * m->C, bt);
+    if (ab__lora_active(m))
+        for (int q = 0; q < 3; q++)
+            ab__stats_add(s + 7 * C + (size_t)q * m->r, k->lora_u + q * N * m->r, m->r, bt);
+}
+
+static ab_status ab__reserve_ints(int **buf, size_t *cap, size_t need) {
+    if (*cap >= need && *buf) return AB_OK;
+    ab_aligned_free(*buf);
+    *cap = 0;
+    *buf = (int *)ab_aligned_alloc(need * sizeof(int));
+    if (!*buf) return ab__fail(AB_ERR_ALLOC, "model: cannot allocate %zu token ids", need);
+    *cap = need;
+    return AB_OK;
+}
+
+/* The forward pass shared by training (train = 1: L stored blocks) and scoring (one block). */
+static ab_status ab__forward(ab_model *m, const ab_batch *bt, const float *perturb, int train,
+                             float *loss_out, float *nll_out, float *ntok_out, const char *fn) {
+    AB__TRY(ab__check_batch(m, bt, fn));
+    const int B = bt->B, T = bt->T, C = m->C, V = m->V, L = m->L, N = B * T;
+    const size_t NC = (size_t)N * C;
+    if (perturb)
+        for (size_t i = 0; i < (size_t)L * NC; i++)
+            if (!isfinite(perturb[i]))
+                return ab__fail(AB_ERR_NAN, "%s: attn_perturb[%zu] is not finite", fn, i);
+    ab__acts A;
+    if (train) {
+        m->fwd_valid = 0;
+        AB__TRY(ab__reserve(&m->acts, &m->acts_cap, ab__acts_layout(m, B, T, L, NULL, NULL),
+                            "activations"));
+        AB__TRY(ab__reserve_ints(&m->ibuf, &m->ibuf_cap, 2 * (size_t)N));
+        ab__acts_layout(m, B, T, L, &A, m->acts);
+    } else {
+        AB__TRY(ab__reserve(&m->sacts, &m->sacts_cap, ab__acts_layout(m, B, T, 1, NULL, NULL),
+                            "scoring activations"));
+        ab__acts_layout(m, B, T, 1, &A, m->sacts);
+    }
+    const float *wte = ab__P(m, AB_T_WTE, 0), *wpe = ab__P(m, AB_T_WPE, 0);
+    double t0 = ab__tic(m);
+    for (int r = 0; r < N; r++)
+        ab__k.add(A.encoded + (size_t)r * C, wte + (size_t)bt->inputs[r] * C,
+                  wpe + (size_t)(r % T) * C, (size_t)C);
+    const float *res_in = A.encoded;
+    for (int l = 0; l < L; l++) {
+        ab__block k = ab__block_at(&A, l);
+        t0 = ab__tic(m);
+        ab__ln_fwd(k.ln1, k.ln1_mean, k.ln1_rstd, res_in, ab__P(m, AB_T_LN1_W, l),
+                   ab__P(m, AB_T_LN1_B, l), N, C);
+        ab__toc(m, AB_PROF_LAYERNORM, t0);
+        t0 = ab__tic(m);
+        ab__qkv_fwd(m, l, k.ln1, k.qkv, k.lora_u, N);
+        ab__toc(m, AB_PROF_MATMUL, t0);
+        t0 = ab__tic(m);
+        ab__attn_fwd(m, k.qkv, k.att, k.atty, B, T);
+        ab__toc(m, AB_PROF_ATTENTION, t0);
+        t0 = ab__tic(m);
+        ab__linear_fwd(k.res2, C, k.atty, ab__P(m, AB_T_ATTN_PROJ_W, l),
+                       ab__P(m, AB_T_ATTN_PROJ_B, l), N, C, C);
+        ab__toc(m, AB_PROF_MATMUL, t0);
+        if (perturb) ab__k.add(k.res2, k.res2, perturb + (size_t)l * NC, NC); /* H_l + E_l */
+        ab__k.add(k.res2, k.res2, res_in, NC);
+        t0 = ab__tic(m);
+        ab__ln_fwd(k.ln2, k.ln2_mean, k.ln2_rstd, k.res2, ab__P(m, AB_T_LN2_W, l),
+                   ab__P(m, AB_T_LN2_B, l), N, C);
+        ab__toc(m, AB_PROF_LAYERNORM, t0);
+        t0 = ab__tic(m);
+        ab__linear_fwd(k.fch, 4 * C, k.ln2, ab__P(m, AB_T_FC_W, l), ab__P(m, AB_T_FC_B, l), N, C,
+                       4 * C);
+        ab__toc(m, AB_PROF_MATMUL, t0);
+        t0 = ab__tic(m);
+        ab__gelu(k.fch_gelu, NULL, k.fch, NULL, 4 * NC);
+        ab__toc(m, AB_PROF_GELU, t0);
+        t0 = ab__tic(m);
+        ab__linear_fwd(k.res3, C, k.fch_gelu, ab__P(m, AB_T_MLP_PROJ_W, l),
+                       ab__P(m, AB_T_MLP_PROJ_B, l), N, 4 * C, C);
+        ab__toc(m, AB_PROF_MATMUL, t0);
+        ab__k.add(k.res3, k.res3, k.res2, NC);
+        if (m->stats) ab__stats_block(m, l, &k, bt);
+        res_in = k.res3;
+    }
+    if (m->stats) m->stats_nseq += B;
+    t0 = ab__tic(m);
+    ab__ln_fwd(A.lnf, A.lnf_mean, A.lnf_rstd, res_in, ab__P(m, AB_T_LNF_W, 0),
+               ab__P(m, AB_T_LNF_B, 0), N, C);
+    ab__toc(m, AB_PROF_LAYERNORM, t0);
+    t0 = ab__tic(m);
+    ab__k.sgemm(AB_NO_TRANS, AB_TRANS, N, V, C, 1.0f, A.lnf, C, wte, C, 0.0f, A.logits, V);
+    ab__toc(m, AB_PROF_MATMUL, t0);
+    t0 = ab__tic(m);
+    /* per-token CE of the response tokens (the mask only selects rows here; w_i enters below) */
+    ab__ce(A.losses, NULL, A.logits, bt->targets, bt->mask, N, V, 0.0f);
+    ab__toc(m, AB_PROF_SOFTMAX_CE, t0);
+    /* Loss = sum_i w_i sum_t m_it CE_it / max(1, sum_i w_i N_i), sums in double, sample order */
+    double Z = 0.0, num = 0.0;
+    for (int i = 0; i < B; i++) {
+        double w = bt->weights ? (double)bt->weights[i] : 1.0, n_i = 0.0, s_i = 0.0;
+        for (int t = 0; t < T; t++) {
+            size_t r = (size_t)i * T + t;
+            n_i += bt->mask[r];
+            s_i += (double)bt->mask[r] * (double)A.losses[r];
+        }
+        Z += w * n_i;
+        num += w * s_i;
+        if (nll_out) nll_out[i] = n_i > 0.0 ? (float)(s_i / n_i) : 0.0f;
+        if (ntok_out) ntok_out[i] = (float)n_i;
+    }
+    Z = Z > 1.0 ? Z : 1.0;
+    float loss = (float)(num / Z);
+    if (loss_out) *loss_out = loss;
+    if (!isfinite(loss)) return ab__fail(AB_ERR_NAN, "%s: the loss is not finite", fn);
+    if (train) {
+        for (int r = 0; r < N; r++)
+            A.tokw[r] = (bt->weights ? bt->weights[r / T] : 1.0f) * bt->mask[r];
+        memcpy(m->ibuf, bt->inputs, sizeof(int) * (size_t)N);
+        memcpy(m->ibuf + N, bt->targets, sizeof(int) * (size_t)N);
+        m->A = A;
+        m->fwd_B = B, m->fwd_T = T, m->fwd_Z = Z;
+        m->fwd_valid = 1;
+    }
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_forward(ab_model *m, const ab_batch *batch, const ab_forward_opts *opts,
+                                 float *loss, float *sample_nll, float *sample_tokens) {
+    AB__INIT();
+    AB__CHECK_PTR(m);
+    return ab__forward(m, batch, opts ? opts->attn_perturb : NULL, 1, loss, sample_nll,
+                       sample_tokens, "ab_model_forward");
+}
+
+ABDEF ab_status ab_model_score(ab_model *m, const ab_batch *batch, float *loss, float *sample_nll,
+                               float *sample_tokens) {
+    AB__INIT();
+    AB__CHECK_PTR(m);
+    return ab__forward(m, batch, NULL, 0, loss, sample_nll, sample_tokens, "ab_model_score");
+}
+
+ABDEF ab_status ab_model_logits(ab_model *m, const float **logits) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(logits);
+    if (!m->fwd_valid)
+        return ab__fail(AB_ERR_STATE, "ab_model_logits: no training forward since the last change");
+    *logits = m->A.logits;
+    return AB_OK;
+}
+
+/* --- backward ----------------------------------------------------------------------------------- */
+typedef struct ab__gacts {
+    float *dlogits;   /* [N][V] */
+    float *dlnf;      /* [N][C] gradient at the final LN's output (LM head input) */
+    float *dres;      /* [N][C] running residual gradient; after phase 1: d encoded */
+    float *datty;     /* [N][C] scratch */
+    float *dfch_gelu; /* [N][4C] scratch */
+    float *datt, *dpreatt; /* [B][H][T][T] scratch */
+    float *tmp;       /* [max(N C, T T)] scratch for the per-sample norms */
+    float *sq;        /* [B] per-sample squared norms */
+    float *blocks;
+    size_t stride;
+    size_t o_dmproj, o_dfch, o_dln2, o_daproj, o_dqkv, o_du, o_dln1;
+} ab__gacts;
+
+static size_t ab__gacts_layout(const ab_model *m, int B, int T, ab__gacts *g, float *base) {
+    size_t N = (size_t)B * T, C = (size_t)m->C, NC = N * C, TT = (size_t)T * T, cur = 0, bc = 0;
+    size_t o_dlogits = ab__bump(&cur, N * (size_t)m->V), o_dlnf = ab__bump(&cur, NC);
+    size_t o_dres = ab__bump(&cur, NC), o_datty = ab__bump(&cur, NC);
+    size_t BHTT = (size_t)B * m->H * TT;
+    size_t o_dfg = ab__bump(&cur, 4 * NC), o_datt = ab__bump(&cur, BHTT);
+    size_t o_dpre = ab__bump(&cur, BHTT), o_tmp = ab__bump(&cur, NC > TT ? NC : TT);
+    size_t o_sq = ab__bump(&cur, (size_t)B);
+    ab__gacts g0;
+    g0.o_dmproj = ab__bump(&bc, NC);
+    g0.o_dfch = ab__bump(&bc, 4 * NC);
+    g0.o_dln2 = ab__bump(&bc, NC);
+    g0.o_daproj = ab__bump(&bc, NC);
+    g0.o_dqkv = ab__bump(&bc, 3 * NC);
+    g0.o_du = ab__bump(&bc, 3 * N * (size_t)m->r);
+    g0.o_dln1 = ab__bump(&bc, NC);
+    size_t o_blocks = ab__bump(&cur, bc * (size_t)m->L);
+    if (g && base) {
+        *g = g0;
+        g->dlogits = base + o_dlogits, g->dlnf = base + o_dlnf, g->dres = base + o_dres;
+        g->datty = base + o_datty, g->dfch_gelu = base + o_dfg, g->datt = base + o_datt;
+        g->dpreatt = base + o_dpre, g->tmp = base + o_tmp, g->sq = base + o_sq;
+        g->blocks = base + o_blocks;
+        g->stride = bc;
+    }
+    return cur;
+}
+
+static ab__gblock ab__gblock_at(const ab__gacts *g, int l) {
+    float *p = g->blocks + g->stride * (size_t)l;
+    ab__gblock k;
+    k.dmproj = p + g->o_dmproj, k.dfch = p + g->o_dfch, k.dln2 = p + g->o_dln2;
+    k.daproj = p + g->o_daproj, k.dqkv = p + g->o_dqkv, k.du = p + g->o_du, k.dln1 = p + g->o_dln1;
+    return k;
+}
+
+/* Backward of ab__attn_fwd for one block: dqkv (zeroed by the caller) accumulates. The
+ * (sequence, head) pairs run in parallel as in the forward; each owns its dq/dk/dv columns of its
+ * sequence and its [T][T] scratch slices of da and dp. */
+static void ab__attn_bwd(const ab_model *m, const float *qkv, const float *att, const float *datty,
+                         float *dqkv, float *da_all, float *dp_all, int B, int T) {
+    int C = m->C, H = m->H, hs = m->hs, BH = B * H;
+    float scale = 1.0f / sqrtf((float)hs);
+    int nt = ab__n_chunks((size_t)BH * T * T * (size_t)hs) > 1 && BH > 1 ? ab__threads() : 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+    for (int bh = 0; bh < BH; bh++) {
+        int b = bh / H, h = bh % H;
+        size_t o = (size_t)b * T * 3 * C + (size_t)h * hs;
+        const float *q = qkv + o, *a = att + (size_t)bh * T * T;
+        const float *dy = datty + (size_t)b * T * C + (size_t)h * hs;
+        float *dq = dqkv + o, *da = da_all + (size_t)bh * T * T, *dp = dp_all + (size_t)bh * T * T;
+        /* datt = dy v^T; dv += att^T dy */
+        ab__k.sgemm(AB_NO_TRANS, AB_TRANS, T, T, hs, 1.0f, dy, C, q + 2 * C, 3 * C, 0.0f, da, T);
+        ab__k.sgemm(AB_TRANS, AB_NO_TRANS, T, hs, T, 1.0f, a, T, dy, C, 1.0f, dq + 2 * C, 3 * C);
+        memset(dp, 0, sizeof(float) * (size_t)T * T);
+        ab__k.softmax_backward(dp, a, da, T, T); /* masked entries: att = 0, so dp = 0 */
+        /* dq += scale dp k; dk += scale dp^T q */
+        ab__k.sgemm(AB_NO_TRANS, AB_NO_TRANS, T, hs, T, scale, dp, T, q + C, 3 * C, 1.0f, dq, 3 * C);
+        ab__k.sgemm(AB_TRANS, AB_NO_TRANS, T, hs, T, scale, dp, T, q, 3 * C, 1.0f, dq + C, 3 * C);
+    }
+    (void)nt;
+}
+
+/* dW[d_out][d_in] += alpha * G^T X over `rows` rows (G row stride ldg, X row stride ldx). */
+static void ab__weight_grad(float *dW, const float *G, int ldg, const float *X, int ldx, int rows,
+                            int d_out, int d_in, float alpha) {
+    ab__k.sgemm(AB_TRANS, AB_NO_TRANS, d_out, d_in, rows, alpha, G, ldg, X, ldx, 1.0f, dW, d_in);
+}
+static void ab__bias_grad(float *db, const float *G, int rows, int d) {
+    for (int r = 0; r < rows; r++) ab__k.add(db, db, G + (size_t)r * d, (size_t)d);
+}
+/* LayerNorm weight and bias gradients from the stored statistics: dw += xhat * dout, db += dout. */
+static void ab__ln_param_grads(float *dw, float *db, const float *dout, const float *x,
+                               const float *mean, const float *rstd, int rows, int C) {
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * C, *dr = dout + (size_t)r * C;
+        float mu = mean[r], rs = rstd[r];
+        for (int j = 0; j < C; j++) {
+            dw[j] += (xr[j] - mu) * rs * dr[j];
+            db[j] += dr[j];
+        }
+    }
+}
+
+/* Per-sample squared norm of a LayerNorm's weight and bias gradients, exact, O(T C) per sample. */
+static void ab__psnorm_ln(float *sq, const float *dout, const float *x, const float *mean,
+                          const float *rstd, int B, int T, int C, double *ws) {
+    for (int i = 0; i < B; i++) {
+        double *dw = ws, *db = ws + C;
+        for (int j = 0; j < 2 * C; j++) ws[j] = 0.0;
+        for (int t = 0; t < T; t++) {
+            size_t r = (size_t)i * T + t;
+            const float *xr = x + r * C, *dr = dout + r * C;
+            for (int j = 0; j < C; j++) {
+                dw[j] += (double)((xr[j] - mean[r]) * rstd[r]) * dr[j];
+                db[j] += dr[j];
+            }
+        }
+        double s = 0.0;
+        for (int j = 0; j < 2 * C; j++) s += ws[j] * ws[j];
+        sq[i] += (float)s;
+    }
+}
+
+static double ab__sumsq(const float *x, size_t n) {
+    double s = 0.0;
+    for (size_t start = 0; start < n; start += AB_REDUCE_BLOCK)
+        s += ab__k.sumsq_block(x + start, n - start < AB_REDUCE_BLOCK ? n - start : AB_REDUCE_BLOCK);
+    return s;
+}
+
+/* Per-sample squared gradient norms over the trainable tensors, from the stored output gradients.
+ * The tied wte is the sum of two uses (LM head: sum_t dl_t h_t^T, embedding: sum_t e_{x_t} g_t^T),
+ * so ||G_i||^2 = ||head||^2 + ||emb||^2 + 2 <head, emb>, and the cross term is itself a ghost sum:
+ * <head, emb> = sum_{t,s} dl_t[x_s] (h_t . g_s), O(T^2 C) per sample: exact, and nothing of size
+ * vocab x d is materialised. */
+static ab_status ab__psnorms(ab_model *m, const ab__gacts *G, float *sq, ab_psnorm_method method) {
+    const ab__acts *A = &m->A;
+    const int B = m->fwd_B, T = m->fwd_T, N = B * T, C = m->C, V = m->V, r = m->r, L = m->L;
+    const int *ids = m->ibuf;
+    int base = ab__trains(m, AB_T_WTE), lora = m->r > 0 && ab__trains(m, AB_T_LORA_Q_A);
+    for (int i = 0; i < B; i++) sq[i] = 0.0f;
+    double *ws = (double *)ab_aligned_alloc(sizeof(double) * 2 * (size_t)C);
+    if (!ws) return ab__fail(AB_ERR_ALLOC, "ab_model_backward: per-sample norm workspace");
+    ab_status st = AB_OK;
+    if (base) {
+        st = ab_psnorm_linear(sq, NULL, A->lnf, G->dlogits, B, T, C, V, method);
+        if (st == AB_OK) st = ab_psnorm_embedding(sq, ids, G->dres, B, T, V, C);
+        for (int i = 0; i < B && st == AB_OK; i++) {
+            size_t o = (size_t)i * T;
+            float *M = G->tmp; /* M[t][s] = h_t . g_s */
+            ab__k.sgemm(AB_NO_TRANS, AB_TRANS, T, T, C, 1.0f, A->lnf + o * C, C, G->dres + o * C, C,
+                        0.0f, M, T);
+            double cross = 0.0;
+            for (int t = 0; t < T; t++) {
+                const float *dl = G->dlogits + (o + t) * V;
+                for (int s = 0; s < T; s++) cross += (double)dl[ids[o + s]] * (double)M[(size_t)t * T + s];
+            }
+            sq[i] += (float)(2.0 * cross);
+        }
+        for (int i = 0; i < B; i++) /* wpe: each position once per sample */
+            sq[i] += (float)ab__sumsq(G->dres + (size_t)i * T * C, (size_t)T * C);
+        const float *res_last = ab__block_at(A, L - 1).res3;
+        ab__psnorm_ln(sq, G->dlnf, res_last, A->lnf_mean, A->lnf_rstd, B, T, C, ws);
+    }
+    for (int l = 0; l < L && st == AB_OK; l++) {
+        ab__block k = ab__block_at(A, l);
+        ab__gblock g = ab__gblock_at(G, l);
+        if (base) {
+            const float *res_in = l ? ab__block_at(A, l - 1).res3 : A->encoded;
+            ab__psnorm_ln(sq, g.dln1, res_in, k.ln1_mean, k.ln1_rstd, B, T, C, ws);
+            ab__psnorm_ln(sq, g.dln2, k.res2, k.ln2_mean, k.ln2_rstd, B, T, C, ws);
+            st = ab_psnorm_linear(sq, sq, k.ln1, g.dqkv, B, T, C, 3 * C, method);
+            if (st == AB_OK) st = ab_psnorm_linear(sq, sq, k.atty, g.daproj, B, T, C, C, method);
+            if (st == AB_OK) st = ab_psnorm_linear(sq, sq, k.ln2, g.dfch, B, T, C, 4 * C, method);
+            if (st == AB_OK)
+                st = ab_psnorm_linear(sq, sq, k.fch_gelu, g.dmproj, B, T, 4 * C, C, method);
+        }
+        for (int q = 0; q < 3 && lora && st == AB_OK; q++) {
+            const float *u = k.lora_u + (size_t)q * N * r, *du = g.du + (size_t)q * N * r;
+            st = ab_psnorm_linear(sq, NULL, k.ln1, du, B, T, C, r, method); /* A_q */
+            for (int row = 0; row < N && st == AB_OK; row++) { /* B_q: output grad scale * dq */
+                const float *src = g.dqkv + (size_t)row * 3 * C + (size_t)q * C;
+                float *dst = G->tmp + (size_t)row * C;
+                for (int j = 0; j < C; j++) dst[j] = m->lora_scale * src[j];
+            }
+            if (st == AB_OK) st = ab_psnorm_linear(sq, NULL, u, G->tmp, B, T, r, C, method);
+        }
+    }
+    ab_aligned_free(ws);
+    return st;
+}
+
+/* Per-sample clipping: sample i's rows of every stored output gradient times f_i. */
+static void ab__scale_samples(float *buf, const float *f, int B, size_t per_sample) {
+    for (int i = 0; i < B; i++)
+        if (f[i] != 1.0f) ab__k.scale(buf + (size_t)i * per_sample, per_sample, f[i]);
+}
+static void ab__clip_samples(ab_model *m, const ab__gacts *G, const float *f) {
+    const int B = m->fwd_B, T = m->fwd_T, C = m->C, r = m->r;
+    const size_t NT = (size_t)T;
+    ab__scale_samples(G->dlogits, f, B, NT * m->V);
+    ab__scale_samples(G->dlnf, f, B, NT * C);
+    ab__scale_samples(G->dres, f, B, NT * C);
+    for (int l = 0; l < m->L; l++) {
+        ab__gblock g = ab__gblock_at(G, l);
+        ab__scale_samples(g.dmproj, f, B, NT * C);
+        ab__scale_samples(g.dfch, f, B, NT * 4 * C);
+        ab__scale_samples(g.dln2, f, B, NT * C);
+        ab__scale_samples(g.daproj, f, B, NT * C);
+        ab__scale_samples(g.dqkv, f, B, NT * 3 * C);
+        ab__scale_samples(g.dln1, f, B, NT * C);
+        for (int q = 0; q < 3 && r > 0 && ab__lora_active(m); q++)
+            ab__scale_samples(g.du + (size_t)q * B * NT * r, f, B, NT * r);
+    }
+}
+
+/* Phase 2: every trainable tensor's gradient from the stored output gradients. */
+static void ab__weight_grads(ab_model *m, const ab__gacts *G) {
+    const ab__acts *A = &m->A;
+    const int B = m->fwd_B, T = m->fwd_T, N = B * T, C = m->C, V = m->V, r = m->r, L = m->L;
+    const int *ids = m->ibuf;
+    int base = ab__trains(m, AB_T_WTE), lora = r > 0 && ab__trains(m, AB_T_LORA_Q_A);
+    double t0;
+    if (base) {
+        float *dwte = ab__G(m, AB_T_WTE, 0), *dwpe = ab__G(m, AB_T_WPE, 0);
+        t0 = ab__tic(m);
+        ab__weight_grad(dwte, G->dlogits, V, A->lnf, C, N, V, C, 1.0f); /* LM head */
+        ab__toc(m, AB_PROF_MATMUL, t0);
+        for (int t = 0; t < N; t++) { /* embedding, in token order */
+            float *row = dwte + (size_t)ids[t] * C;
+            ab__k.add(row, row, G->dres + (size_t)t * C, (size_t)C);
+        }
+        for (int t = 0; t < N; t++) {
+            float *row = dwpe + (size_t)(t % T) * C;
+            ab__k.add(row, row, G->dres + (size_t)t * C, (size_t)C);
+        }
+        t0 = ab__tic(m);
+        ab__ln_param_grads(ab__G(m, AB_T_LNF_W, 0), ab__G(m, AB_T_LNF_B, 0), G->dlnf,
+                           ab__block_at(A, L - 1).res3, A->lnf_mean, A->lnf_rstd, N, C);
+        ab__toc(m, AB_PROF_LAYERNORM, t0);
+    }
+    for (int l = 0; l < L; l++) {
+        ab__block k = ab__block_at(A, l);
+        ab__gblock g = ab__gblock_at(G, l);
+        if (base) {
+            const float *res_in = l ? ab__block_at(A, l - 1).res3 : A->encoded;
+            t0 = ab__tic(m);
+            ab__ln_param_grads(ab__G(m, AB_T_LN1_W, l), ab__G(m, AB_T_LN1_B, l), g.dln1, res_in,
+                               k.ln1_mean, k.ln1_rstd, N, C);
+            ab__ln_param_grads(ab__G(m, AB_T_LN2_W, l), ab__G(m, AB_T_LN2_B, l), g.dln2, k.res2,
+                               k.ln2_mean, k.ln2_rstd, N, C);
+            ab__toc(m, AB_PROF_LAYERNORM, t0);
+            t0 = ab__tic(m);
+            ab__weight_grad(ab__G(m, AB_T_QKV_W, l), g.dqkv, 3 * C, k.ln1, C, N, 3 * C, C, 1.0f);
+            ab__weight_grad(ab__G(m, AB_T_ATTN_PROJ_W, l), g.daproj, C, k.atty, C, N, C, C, 1.0f);
+            ab__weight_grad(ab__G(m, AB_T_FC_W, l), g.dfch, 4 * C, k.ln2, C, N, 4 * C, C, 1.0f);
+            ab__weight_grad(ab__G(m, AB_T_MLP_PROJ_W, l), g.dmproj, C, k.fch_gelu, 4 * C, N, C,
+                            4 * C, 1.0f);
+            ab__toc(m, AB_PROF_MATMUL, t0);
+            ab__bias_grad(ab__G(m, AB_T_QKV_B, l), g.dqkv, N, 3 * C);
+            ab__bias_grad(ab__G(m, AB_T_ATTN_PROJ_B, l), g.daproj, N, C);
+            ab__bias_grad(ab__G(m, AB_T_FC_B, l), g.dfch, N, 4 * C);
+            ab__bias_grad(ab__G(m, AB_T_MLP_PROJ_B, l), g.dmproj, N, C);
+        }
+        if (lora) {
+            t0 = ab__tic(m);
+            for (int q = 0; q < 3; q++) {
+                const float *u = k.lora_u + (size_t)q * N * r, *du = g.du + (size_t)q * N * r;
+                ab__weight_grad(ab__G(m, (ab_tensor_kind)(AB_T_LORA_Q_A + 2 * q), l), du, r, k.ln1,
+                                C, N, r, C, 1.0f);
+                ab__weight_grad(ab__G(m, (ab_tensor_kind)(AB_T_LORA_Q_B + 2 * q), l),
+                                g.dqkv + (size_t)q * C, 3 * C, u, r, N, C, r, m->lora_scale);
+            }
+            ab__toc(m, AB_PROF_MATMUL, t0);
+        }
+    }
+}
+
+ABDEF ab_status ab_model_backward(ab_model *m, const ab_backward_opts *o) {
+    AB__INIT();
+    AB__CHECK_PTR(m);
+    if (!m->fwd_valid)
+        return ab__fail(AB_ERR_STATE, "ab_model_backward: no valid ab_model_forward to differentiate "
+                                      "(none yet, or weights/LoRA state changed since)");
+    if (m->merged && m->r > 0 && m->mode != AB_TRAIN_BASE)
+        return ab__fail(AB_ERR_STATE, "ab_model_backward: LoRA adapters are merged; unmerge them "
+                                      "or train AB_TRAIN_BASE");
+    int want_norms = 0;
+    ab_psnorm_method method = AB_PSNORM_AUTO;
+    if (o) {
+        if (!isfinite(o->clip_norm) || o->clip_norm < 0.0f)
+            return ab__fail(AB_ERR_ARG, "ab_model_backward: clip_norm = %g must be finite and >= 0",
+                            (double)o->clip_norm);
+        if (o->psnorm_method != AB_PSNORM_AUTO && o->psnorm_method != AB_PSNORM_GHOST &&
+            o->psnorm_method != AB_PSNORM_MATERIALIZE)
+            return ab__fail(AB_ERR_ARG, "ab_model_backward: unknown psnorm_method %d",
+                            (int)o->psnorm_method);
+        method = o->psnorm_method;
+        want_norms = o->sample_norms != NULL || o->clip_norm > 0.0f;
+    }
+    AB__TRY(ab__ensure_train_buffers(m));
+    const int B = m->fwd_B, T = m->fwd_T, N = B * T, C = m->C, V = m->V, L = m->L, r = m->r;
+    const size_t NC = (size_t)N * C;
+    AB__TRY(ab__reserve(&m->gacts, &m->gacts_cap, ab__gacts_layout(m, B, T, NULL, NULL),
+                        "output gradients"));
+    ab__gacts G;
+    ab__gacts_layout(m, B, T, &G, m->gacts);
+    const ab__acts *A = &m->A;
+    const float *wte = ab__P(m, AB_T_WTE, 0);
+    /* phase 1: activation gradients, top to bottom, storing each linear layer's output gradient */
+    double t0 = ab__tic(m);
+    memset(G.dlogits, 0, sizeof(float) * (size_t)N * V);
+    ab__ce(NULL, G.dlogits, A->logits, m->ibuf + N, A->tokw, N, V, (float)(1.0 / m->fwd_Z));
+    ab__toc(m, AB_PROF_SOFTMAX_CE, t0);
+    t0 = ab__tic(m);
+    ab__k.sgemm(AB_NO_TRANS, AB_NO_TRANS, N, C, V, 1.0f, G.dlogits, V, wte, C, 0.0f, G.dlnf, C);
+    ab__toc(m, AB_PROF_MATMUL, t0);
+    t0 = ab__tic(m);
+    memset(G.dres, 0, sizeof(float) * NC);
+    ab__ln_bwd_dx(G.dres, G.dlnf, ab__block_at(A, L - 1).res3, ab__P(m, AB_T_LNF_W, 0), A->lnf_mean,
+                  A->lnf_rstd, N, C);
+    ab__toc(m, AB_PROF_LAYERNORM, t0);
+    for (int l = L - 1; l >= 0; l--) {
+        ab__block k = ab__block_at(A, l);
+        ab__gblock g = ab__gblock_at(&G, l);
+        const float *res_in = l ? ab__block_at(A, l - 1).res3 : A->encoded;
+        memcpy(g.dmproj, G.dres, sizeof(float) * NC);
+        t0 = ab__tic(m);
+        ab__k.sgemm(AB_NO_TRANS, AB_NO_TRANS, N, 4 * C, C, 1.0f, G.dres, C,
+                    ab__P(m, AB_T_MLP_PROJ_W, l), 4 * C, 0.0f, G.dfch_gelu, 4 * C);
+        ab__toc(m, AB_PROF_MATMUL, t0);
+        t0 = ab__tic(m);
+        memset(g.dfch, 0, sizeof(float) * 4 * NC);
+        ab__gelu(NULL, g.dfch, k.fch, G.dfch_gelu, 4 * NC);
+        ab__toc(m, AB_PROF_GELU, t0);
+        t0 = ab__tic(m);
+        ab__k.sgemm(AB_NO_TRANS, AB_NO_TRANS, N, C, 4 * C, 1.0f, g.dfch, 4 * C, ab__P(m, AB_T_FC_W, l),
+                    C, 0.0f, g.dln2, C);
+        ab__toc(m, AB_PROF_MATMUL, t0);
+        t0 = ab__tic(m);
+        ab__ln_bwd_dx(G.dres, g.dln2, k.res2, ab__P(m, AB_T_LN2_W, l), k.ln2_mean, k.ln2_rstd, N, C);
+        ab__toc(m, AB_PROF_LAYERNORM, t0);
+        memcpy(g.daproj, G.dres, sizeof(float) * NC); /* dLoss/dH_l */
+        if (o && o->attn_grad) memcpy(o->attn_grad + (size_t)l * NC, G.dres, sizeof(float) * NC);
+        t0 = ab__tic(m);
+        ab__k.sgemm(AB_NO_TRANS, AB_NO_TRANS, N, C, C, 1.0f, G.dres, C, ab__P(m, AB_T_ATTN_PROJ_W, l),
+                    C, 0.0f, G.datty, C);
+        ab__toc(m, AB_PROF_MATMUL, t0);
+        t0 = ab__tic(m);
+        memset(g.dqkv, 0, sizeof(float) * 3 * NC);
+        ab__attn_bwd(m, k.qkv, k.att, G.datty, g.dqkv, G.datt, G.dpreatt, B, T);
+        ab__toc(m, AB_PROF_ATTENTION, t0);
+        t0 = ab__tic(m);
+        ab__k.sgemm(AB_NO_TRANS, AB_NO_TRANS, N, C, 3 * C, 1.0f, g.dqkv, 3 * C,
+                    ab__P(m, AB_T_QKV_W, l), C, 0.0f, g.dln1, C);
+        if (ab__lora_active(m)) {
+            for (int q = 0; q < 3; q++) { /* du = scale dq B; dln1 += du A */
+                float *du = g.du + (size_t)q * N * r;
+                ab__k.sgemm(AB_NO_TRANS, AB_NO_TRANS, N, r, C, m->lora_scale, g.dqkv + (size_t)q * C,
+                            3 * C, ab__lora_b(m, q, l), r, 0.0f, du, r);
+                ab__k.sgemm(AB_NO_TRANS, AB_NO_TRANS, N, C, r, 1.0f, du, r, ab__lora_a(m, q, l), C,
+                            1.0f, g.dln1, C);
+            }
+        }
+        ab__toc(m, AB_PROF_MATMUL, t0);
+        t0 = ab__tic(m);
+        ab__ln_bwd_dx(G.dres, g.dln1, res_in, ab__P(m, AB_T_LN1_W, l), k.ln1_mean, k.ln1_rstd, N, C);
+        ab__toc(m, AB_PROF_LAYERNORM, t0);
+    }
+    /* between the phases: per-sample norms and clipping */
+    if (want_norms) {
+        t0 = ab__tic(m);
+        AB__TRY(ab__psnorms(m, &G, G.sq, method));
+        for (int i = 0; i < B; i++) {
+            float norm = sqrtf(G.sq[i] > 0.0f ? G.sq[i] : 0.0f);
+            if (o->sample_norms) o->sample_norms[i] = norm;
+            G.sq[i] = o->clip_norm > 0.0f && norm > o->clip_norm ? o->clip_norm / norm : 1.0f;
+        }
+        if (o->clip_norm > 0.0f) ab__clip_samples(m, &G, G.sq);
+        ab__toc(m, AB_PROF_PSNORM, t0);
+    }
+    /* phase 2 */
+    ab__weight_grads(m, &G);
+    return AB_OK;
+}
+
+/* --- LoRA ---------------------------------------------------------------------------------------- */
+/* W_k += sign * scale * B_k A_k for k in q, k, v (rows k*C .. k*C + C - 1 of the fused qkv). */
+static void ab__lora_apply(ab_model *m, float sign) {
+    int C = m->C, r = m->r;
+    for (int l = 0; l < m->L; l++)
+        for (int q = 0; q < 3; q++)
+            ab__k.sgemm(AB_NO_TRANS, AB_NO_TRANS, C, C, r, sign * m->lora_scale, ab__lora_b(m, q, l),
+                        r, ab__lora_a(m, q, l), C, 1.0f, ab__P(m, AB_T_QKV_W, l) + (size_t)q * C * C, C);
+    m->fwd_valid = 0;
+    m->dec_pos = 0; /* the KV cache holds keys and values of the other weights */
+}
+
+ABDEF ab_status ab_model_lora_merge(ab_model *m) {
+    AB__INIT();
+    AB__CHECK_PTR(m);
+    if (m->r == 0) return ab__fail(AB_ERR_STATE, "ab_model_lora_merge: the model has no LoRA adapters");
+    if (m->merged) return ab__fail(AB_ERR_STATE, "ab_model_lora_merge: already merged");
+    ab__lora_apply(m, 1.0f);
+    m->merged = 1;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_lora_unmerge(ab_model *m) {
+    AB__INIT();
+    AB__CHECK_PTR(m);
+    if (!m->merged) return ab__fail(AB_ERR_STATE, "ab_model_lora_unmerge: the adapters are not merged");
+    ab__lora_apply(m, -1.0f);
+    m->merged = 0;
+    return AB_OK;
+}
+
+ABDEF int ab_model_lora_merged(const ab_model *m) { return m ? m->merged : 0; }
+
+ABDEF ab_status ab_model_lora_init(ab_model *m, ab_rng *rng) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(rng);
+    if (m->r == 0) return ab__fail(AB_ERR_STATE, "ab_model_lora_init: the model has no LoRA adapters");
+    if (m->merged) return ab__fail(AB_ERR_STATE, "ab_model_lora_init: adapters are merged; unmerge first");
+    ab__lora_init_tensors(m, rng);
+    m->fwd_valid = 0;
+    m->dec_pos = 0;
+    return AB_OK;
+}
+
+/* --- Antidote statistics and linear-layer access ------------------------------------------------ */
+ABDEF ab_status ab_model_act_stats_enable(ab_model *m, int on) {
+    AB__CHECK_PTR(m);
+    if (!on) {
+        ab_aligned_free(m->stats);
+        m->stats = NULL;
+        m->stats_nseq = 0;
+        return AB_OK;
+    }
+    if (!m->stats) {
+        size_t n = ab__stats_per_layer(m) * (size_t)m->L;
+        m->stats = (double *)ab_aligned_alloc(n * sizeof(double));
+        if (!m->stats) return ab__fail(AB_ERR_ALLOC, "ab_model_act_stats_enable: %zu doubles", n);
+    }
+    return ab_model_act_stats_reset(m);
+}
+
+ABDEF ab_status ab_model_act_stats_reset(ab_model *m) {
+    AB__CHECK_PTR(m);
+    if (m->stats) memset(m->stats, 0, ab__stats_per_layer(m) * (size_t)m->L * sizeof(double));
+    m->stats_nseq = 0;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_linear(ab_model *m, ab_linear_kind kind, int layer, ab_linear_info *info) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(info);
+    if ((int)kind < 0 || kind >= AB_LIN_KIND_COUNT)
+        return ab__fail(AB_ERR_ARG, "ab_model_linear: unknown kind %d", (int)kind);
+    if (layer < 0 || layer >= m->L)
+        return ab__fail(AB_ERR_ARG, "ab_model_linear: layer %d outside [0, %d)", layer, m->L);
+    if (kind >= AB_LIN_LORA_Q_A && m->r == 0)
+        return ab__fail(AB_ERR_ARG, "ab_model_linear: LoRA layer requested, but the model has none");
+    size_t C = (size_t)m->C, stat_off = 0;
+    info->bias = NULL;
+    switch (kind) {
+    case AB_LIN_QKV:
+        info->weight = ab__P(m, AB_T_QKV_W, layer), info->bias = ab__P(m, AB_T_QKV_B, layer);
+        info->d_out = 3 * m->C, info->d_in = m->C, stat_off = 0;
+        break;
+    case AB_LIN_ATTN_PROJ:
+        info->weight = ab__P(m, AB_T_ATTN_PROJ_W, layer), info->bias = ab__P(m, AB_T_ATTN_PROJ_B, layer);
+        info->d_out = m->C, info->d_in = m->C, stat_off = C;
+        break;
+    case AB_LIN_FC:
+        info->weight = ab__P(m, AB_T_FC_W, layer), info->bias = ab__P(m, AB_T_FC_B, layer);
+        info->d_out = 4 * m->C, info->d_in = m->C, stat_off = 2 * C;
+        break;
+    case AB_LIN_MLP_PROJ:
+        info->weight = ab__P(m, AB_T_MLP_PROJ_W, layer), info->bias = ab__P(m, AB_T_MLP_PROJ_B, layer);
+        info->d_out = m->C, info->d_in = 4 * m->C, stat_off = 3 * C;
+        break;
+    default: {
+        int q = ((int)kind - (int)AB_LIN_LORA_Q_A) / 2, is_b = ((int)kind - (int)AB_LIN_LORA_Q_A) % 2;
+        info->weight = ab__P(m, (ab_tensor_kind)(AB_T_LORA_Q_A + 2 * q + is_b), layer);
+        info->d_out = is_b ? m->C : m->r;
+        info->d_in = is_b ? m->r : m->C;
+        stat_off = is_b ? 7 * C + (size_t)q * m->r : 0; /* A reads the qkv input */
+        break;
+    }
+    }
+    info->in_sumsq = m->stats ? m->stats + ab__stats_per_layer(m) * layer + stat_off : NULL;
+    info->n_seq = m->stats_nseq;
+    return AB_OK;
+}
+
+/* --- generation with a KV cache --------------------------------------------------------------- */
+typedef struct ab__dec {
+    float *x, *ln, *mean, *rstd, *qkv, *u, *att, *atty, *h, *fch, *fch_gelu, *lnf, *logits;
+} ab__dec;
+
+static size_t ab__dec_layout(const ab_model *m, ab__dec *d, float *base) {
+    size_t P = (size_t)m->P, C = (size_t)m->C, cur = 0;
+    size_t o[13];
+    o[0] = ab__bump(&cur, P * C), o[1] = ab__bump(&cur, P * C), o[2] = ab__bump(&cur, P);
+    o[3] = ab__bump(&cur, P), o[4] = ab__bump(&cur, P * 3 * C), o[5] = ab__bump(&cur, 3 * P * m->r);
+    o[6] = ab__bump(&cur, P * P), o[7] = ab__bump(&cur, P * C), o[8] = ab__bump(&cur, P * C);
+    o[9] = ab__bump(&cur, P * 4 * C), o[10] = ab__bump(&cur, P * 4 * C), o[11] = ab__bump(&cur, C);
+    o[12] = ab__bump(&cur, (size_t)m->V);
+    if (d && base) {
+        d->x = base + o[0], d->ln = base + o[1], d->mean = base + o[2], d->rstd = base + o[3];
+        d->qkv = base + o[4], d->u = base + o[5], d->att = base + o[6], d->atty = base + o[7];
+        d->h = base + o[8], d->fch = base + o[9], d->fch_gelu = base + o[10], d->lnf = base + o[11];
+        d->logits = base + o[12];
+    }
+    return cur;
+}
+
+static ab_status ab__dec_buffers(ab_model *m, ab__dec *d) {
+    size_t kv_need = (size_t)m->L * 2 * m->P * m->C;
+    if (!m->kv) {
+        size_t cap = 0;
+        AB__TRY(ab__reserve(&m->kv, &cap, kv_need, "KV cache"));
+    }
+    AB__TRY(ab__reserve(&m->dec, &m->dec_cap, ab__dec_layout(m, NULL, NULL), "decoding scratch"));
+    ab__dec_layout(m, d, m->dec);
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_decode_reset(ab_model *m) {
+    AB__CHECK_PTR(m);
+    m->dec_pos = 0;
+    return AB_OK;
+}
+
+/* The same arithmetic as ab__forward, for n new rows attending to the cached ones. */
+static void ab__decode_rows(ab_model *m, const ab__dec *d, const int *tokens, int n, float *logits) {
+    const int C = m->C, H = m->H, hs = m->hs, P = m->P, pos = m->dec_pos, len = pos + n;
+    const size_t nC = (size_t)n * C;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const float *wte = ab__P(m, AB_T_WTE, 0), *wpe = ab__P(m, AB_T_WPE, 0);
+    for (int t = 0; t < n; t++)
+        ab__k.add(d->x + (size_t)t * C, wte + (size_t)tokens[t] * C, wpe + (size_t)(pos + t) * C,
+                  (size_t)C);
+    for (int l = 0; l < m->L; l++) {
+        float *Kc = m->kv + (size_t)l * 2 * P * C, *Vc = Kc + (size_t)P * C;
+        ab__ln_fwd(d->ln, d->mean, d->rstd, d->x, ab__P(m, AB_T_LN1_W, l), ab__P(m, AB_T_LN1_B, l),
+                   n, C);
+        ab__qkv_fwd(m, l, d->ln, d->qkv, d->u, n);
+        for (int t = 0; t < n; t++) {
+            memcpy(Kc + (size_t)(pos + t) * C, d->qkv + (size_t)t * 3 * C + C, sizeof(float) * (size_t)C);
+            memcpy(Vc + (size_t)(pos + t) * C, d->qkv + (size_t)t * 3 * C + 2 * C, sizeof(float) * (size_t)C);
+        }
+        for (int h = 0; h < H; h++) {
+            ab__k.sgemm(AB_NO_TRANS, AB_TRANS, n, len, hs, scale, d->qkv + (size_t)h * hs, 3 * C,
+                        Kc + (size_t)h * hs, C, 0.0f, d->att, len);
+            ab__k.softmax(d->att, d->att, n, len, 1); /* bottom-right aligned causal mask */
+            ab__k.sgemm(AB_NO_TRANS, AB_NO_TRANS, n, hs, len, 1.0f, d->att, len, Vc + (size_t)h * hs,
+                        C, 0.0f, d->atty + (size_t)h * hs, C);
+        }
+        ab__linear_fwd(d->h, C, d->atty, ab__P(m, AB_T_ATTN_PROJ_W, l),
+                       ab__P(m, AB_T_ATTN_PROJ_B, l), n, C, C);
+        ab__k.add(d->x, d->h, d->x, nC);
+        ab__ln_fwd(d->ln, d->mean, d->rstd, d->x, ab__P(m, AB_T_LN2_W, l), ab__P(m, AB_T_LN2_B, l),
+                   n, C);
+        ab__linear_fwd(d->fch, 4 * C, d->ln, ab__P(m, AB_T_FC_W, l), ab__P(m, AB_T_FC_B, l), n, C,
+                       4 * C);
+        ab__gelu(d->fch_gelu, NULL, d->fch, NULL, 4 * nC);
+        ab__linear_fwd(d->h, C, d->fch_gelu, ab__P(m, AB_T_MLP_PROJ_W, l),
+                       ab__P(m, AB_T_MLP_PROJ_B, l), n, 4 * C, C);
+        ab__k.add(d->x, d->h, d->x, nC);
+    }
+    m->dec_pos = len;
+    if (!logits) return;
+    ab__ln_fwd(d->lnf, d->mean, d->rstd, d->x + (size_t)(n - 1) * C, ab__P(m, AB_T_LNF_W, 0),
+               ab__P(m, AB_T_LNF_B, 0), 1, C);
+    ab__k.sgemm(AB_NO_TRANS, AB_TRANS, 1, m->V, C, 1.0f, d->lnf, C, wte, C, 0.0f, logits, m->V);
+}
+
+ABDEF ab_status ab_model_decode(ab_model *m, const int *tokens, int n_tokens, float *logits) {
+    AB__INIT();
+    AB__CHECK_PTR(m);
+    AB__CHECK_POS(n_tokens);
+    AB__CHECK_PTR(tokens);
+    if (n_tokens > m->P - m->dec_pos)
+        return ab__fail(AB_ERR_ARG, "ab_model_decode: %d cached + %d new tokens exceed n_ctx = %d",
+                        m->dec_pos, n_tokens, m->P);
+    AB__TRY(ab__check_ids(__func__, tokens, (size_t)n_tokens, m->V));
+    ab__dec d;
+    AB__TRY(ab__dec_buffers(m, &d));
+    ab__decode_rows(m, &d, tokens, n_tokens, logits);
+    return AB_OK;
+}
+
+/* argmax (lowest id on ties) or a draw from softmax(logits / temperature), sums in double. */
+static int ab__pick_token(const float *logits, int V, float temperature, ab_rng *rng) {
+    int best = 0;
+    for (int j = 1; j < V; j++)
+        if (logits[j] > logits[best]) best = j;
+    if (temperature == 0.0f) return best;
+    double sum = 0.0, acc = 0.0, mx = logits[best], inv_t = 1.0 / (double)temperature;
+    for (int j = 0; j < V; j++) sum += exp(((double)logits[j] - mx) * inv_t);
+    double u = (double)ab_rng_uniform(rng) * sum;
+    for (int j = 0; j < V; j++) {
+        acc += exp(((double)logits[j] - mx) * inv_t);
+        if (u < acc) return j;
+    }
+    return best; /* u rounded onto the total: take the mode */
+}
+
+ABDEF ab_status ab_model_generate(ab_model *m, const int *prompt, int n_prompt, int max_new,
+                                  float temperature, int stop_token, ab_rng *rng, int *out,
+                                  int *n_out) {
+    AB__INIT();
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(n_out);
+    *n_out = 0;
+    AB__CHECK_PTR(prompt);
+    AB__CHECK_POS(n_prompt);
+    AB__CHECK_DIM(max_new);
+    if (n_prompt > m->P)
+        return ab__fail(AB_ERR_ARG, "ab_model_generate: prompt of %d tokens exceeds n_ctx = %d",
+                        n_prompt, m->P);
+    if (!isfinite(temperature) || temperature < 0.0f)
+        return ab__fail(AB_ERR_ARG, "ab_model_generate: temperature = %g must be finite and >= 0",
+                        (double)temperature);
+    if (temperature > 0.0f && !rng)
+        return ab__fail(AB_ERR_NULL, "ab_model_generate: sampling (temperature > 0) needs rng");
+    if (stop_token < -1 || stop_token >= m->V)
+        return ab__fail(AB_ERR_ARG, "ab_model_generate: stop_token = %d outside [-1, vocab)", stop_token);
+    if (max_new > 0) AB__CHECK_PTR(out);
+    AB__TRY(ab__check_ids(__func__, prompt, (size_t)n_prompt, m->V));
+    ab__dec d;
+    AB__TRY(ab__dec_buffers(m, &d));
+    m->dec_pos = 0;
+    ab__decode_rows(m, &d, prompt, n_prompt, d.logits);
+    int count = 0;
+    while (count < max_new) {
+        int tok = ab__pick_token(d.logits, m->V, temperature, rng);
+        out[count++] = tok;
+        if (tok == stop_token || n_prompt + count >= m->P) break;
+        ab__decode_rows(m, &d, &tok, 1, d.logits);
+    }
+    *n_out = count;
+    return AB_OK;
+}
+
+/* --- profiling ----------------------------------------------------------------------------------- */
+ABDEF ab_status ab_model_set_clock(ab_model *m, double (*now)(void)) {
+    AB__CHECK_PTR(m);
+    m->now = now;
+    return AB_OK;
+}
+ABDEF ab_status ab_model_profile(const ab_model *m, double seconds[AB_PROF_COUNT]) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(seconds);
+    for (int i = 0; i < AB_PROF_COUNT; i++) seconds[i] = m->prof[i];
+    return AB_OK;
+}
+ABDEF ab_status ab_model_profile_reset(ab_model *m) {
+    AB__CHECK_PTR(m);
+    for (int i = 0; i < AB_PROF_COUNT; i++) m->prof[i] = 0.0;
+    return AB_OK;
+}
+ABDEF const char *ab_prof_name(ab_prof_kind kind) {
+    static const char *const names[AB_PROF_COUNT] = {"matmul", "attention", "layernorm", "gelu",
+                                                     "softmax_ce", "adamw", "psnorm"};
+    return (int)kind >= 0 && kind < AB_PROF_COUNT ? names[kind] : "unknown";
+}
+
+/* --- checkpoints ---------------------------------------------------------------------------------- */
+static const uint32_t ab__crc_table[256] = {
+    0x00000000u, 0x77073096u, 0xee0e612cu, 0x990951bau, 0x076dc419u, 0x706af48fu,
+    0xe963a535u, 0x9e6495a3u, 0x0edb8832u, 0x79dcb8a4u, 0xe0d5e91eu, 0x97d2d988u,
+    0x09b64c2bu, 0x7eb17cbdu, 0xe7b82d07u, 0x90bf1d91u, 0x1db71064u, 0x6ab020f2u,
+    0xf3b97148u, 0x84be41deu, 0x1adad47du, 0x6ddde4ebu, 0xf4d4b551u, 0x83d385c7u,
+    0x136c9856u, 0x646ba8c0u, 0xfd62f97au, 0x8a65c9ecu, 0x14015c4fu, 0x63066cd9u,
+    0xfa0f3d63u, 0x8d080df5u, 0x3b6e20c8u, 0x4c69105eu, 0xd56041e4u, 0xa2677172u,
+    0x3c03e4d1u, 0x4b04d447u, 0xd20d85fdu, 0xa50ab56bu, 0x35b5a8fau, 0x42b2986cu,
+    0xdbbbc9d6u, 0xacbcf940u, 0x32d86ce3u, 0x45df5c75u, 0xdcd60dcfu, 0xabd13d59u,
+    0x26d930acu, 0x51de003au, 0xc8d75180u, 0xbfd06116u, 0x21b4f4b5u, 0x56b3c423u,
+    0xcfba9599u, 0xb8bda50fu, 0x2802b89eu, 0x5f058808u, 0xc60cd9b2u, 0xb10be924u,
+    0x2f6f7c87u, 0x58684c11u, 0xc1611dabu, 0xb6662d3du, 0x76dc4190u, 0x01db7106u,
+    0x98d220bcu, 0xefd5102au, 0x71b18589u, 0x06b6b51fu, 0x9fbfe4a5u, 0xe8b8d433u,
+    0x7807c9a2u, 0x0f00f934u, 0x9609a88eu, 0xe10e9818u, 0x7f6a0dbbu, 0x086d3d2du,
+    0x91646c97u, 0xe6635c01u, 0x6b6b51f4u, 0x1c6c6162u, 0x856530d8u, 0xf262004eu,
+    0x6c0695edu, 0x1b01a57bu, 0x8208f4c1u, 0xf50fc457u, 0x65b0d9c6u, 0x12b7e950u,
+    0x8bbeb8eau, 0xfcb9887cu, 0x62dd1ddfu, 0x15da2d49u, 0x8cd37cf3u, 0xfbd44c65u,
+    0x4db26158u, 0x3ab551ceu, 0xa3bc0074u, 0xd4bb30e2u, 0x4adfa541u, 0x3dd895d7u,
+    0xa4d1c46du, 0xd3d6f4fbu, 0x4369e96au, 0x346ed9fcu, 0xad678846u, 0xda60b8d0u,
+    0x44042d73u, 0x33031de5u, 0xaa0a4c5fu, 0xdd0d7cc9u, 0x5005713cu, 0x270241aau,
+    0xbe0b1010u, 0xc90c2086u, 0x5768b525u, 0x206f85b3u, 0xb966d409u, 0xce61e49fu,
+    0x5edef90eu, 0x29d9c998u, 0xb0d09822u, 0xc7d7a8b4u, 0x59b33d17u, 0x2eb40d81u,
+    0xb7bd5c3bu, 0xc0ba6cadu, 0xedb88320u, 0x9abfb3b6u, 0x03b6e20cu, 0x74b1d29au,
+    0xead54739u, 0x9dd277afu, 0x04db2615u, 0x73dc1683u, 0xe3630b12u, 0x94643b84u,
+    0x0d6d6a3eu, 0x7a6a5aa8u, 0xe40ecf0bu, 0x9309ff9du, 0x0a00ae27u, 0x7d079eb1u,
+    0xf00f9344u, 0x8708a3d2u, 0x1e01f268u, 0x6906c2feu, 0xf762575du, 0x806567cbu,
+    0x196c3671u, 0x6e6b06e7u, 0xfed41b76u, 0x89d32be0u, 0x10da7a5au, 0x67dd4accu,
+    0xf9b9df6fu, 0x8ebeeff9u, 0x17b7be43u, 0x60b08ed5u, 0xd6d6a3e8u, 0xa1d1937eu,
+    0x38d8c2c4u, 0x4fdff252u, 0xd1bb67f1u, 0xa6bc5767u, 0x3fb506ddu, 0x48b2364bu,
+    0xd80d2bdau, 0xaf0a1b4cu, 0x36034af6u, 0x41047a60u, 0xdf60efc3u, 0xa867df55u,
+    0x316e8eefu, 0x4669be79u, 0xcb61b38cu, 0xbc66831au, 0x256fd2a0u, 0x5268e236u,
+    0xcc0c7795u, 0xbb0b4703u, 0x220216b9u, 0x5505262fu, 0xc5ba3bbeu, 0xb2bd0b28u,
+    0x2bb45a92u, 0x5cb36a04u, 0xc2d7ffa7u, 0xb5d0cf31u, 0x2cd99e8bu, 0x5bdeae1du,
+    0x9b64c2b0u, 0xec63f226u, 0x756aa39cu, 0x026d930au, 0x9c0906a9u, 0xeb0e363fu,
+    0x72076785u, 0x05005713u, 0x95bf4a82u, 0xe2b87a14u, 0x7bb12baeu, 0x0cb61b38u,
+    0x92d28e9bu, 0xe5d5be0du, 0x7cdcefb7u, 0x0bdbdf21u, 0x86d3d2d4u, 0xf1d4e242u,
+    0x68ddb3f8u, 0x1fda836eu, 0x81be16cdu, 0xf6b9265bu, 0x6fb077e1u, 0x18b74777u,
+    0x88085ae6u, 0xff0f6a70u, 0x66063bcau, 0x11010b5cu, 0x8f659effu, 0xf862ae69u,
+    0x616bffd3u, 0x166ccf45u, 0xa00ae278u, 0xd70dd2eeu, 0x4e048354u, 0x3903b3c2u,
+    0xa7672661u, 0xd06016f7u, 0x4969474du, 0x3e6e77dbu, 0xaed16a4au, 0xd9d65adcu,
+    0x40df0b66u, 0x37d83bf0u, 0xa9bcae53u, 0xdebb9ec5u, 0x47b2cf7fu, 0x30b5ffe9u,
+    0xbdbdf21cu, 0xcabac28au, 0x53b39330u, 0x24b4a3a6u, 0xbad03605u, 0xcdd70693u,
+    0x54de5729u, 0x23d967bfu, 0xb3667a2eu, 0xc4614ab8u, 0x5d681b02u, 0x2a6f2b94u,
+    0xb40bbe37u, 0xc30c8ea1u, 0x5a05df1bu, 0x2d02ef8du,
+};
+
+ABDEF uint32_t ab_crc32(uint32_t crc, const void *data, size_t n) {
+    const unsigned char *p = (const unsigned char *)data;
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) crc = ab__crc_table[(crc ^ p[i]) & 0xffu] ^ (crc >> 8);
+    return ~crc;
+}
+
+static void ab__put_u32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v, p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16), p[3] = (unsigned char)(v >> 24);
+}
+static uint32_t ab__get_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static void ab__put_u64(unsigned char *p, uint64_t v) {
+    ab__put_u32(p, (uint32_t)v);
+    ab__put_u32(p + 4, (uint32_t)(v >> 32));
+}
+static uint64_t ab__get_u64(const unsigned char *p) {
+    return (uint64_t)ab__get_u32(p) | (uint64_t)ab__get_u32(p + 4) << 32;
+}
+
+static const unsigned char ab__ckpt_magic[8] = {'A', 'B', 'M', 'O', 'D', 'E', 'L', 0};
+#define AB__CKPT_CHUNK 4096 /* floats converted to little-endian bytes per step */
+
+/* Calls fn(ctx, bytes, n) on the payload (tensors in table order, float32 little-endian) chunk by
+ * chunk; stops and returns 0 as soon as fn does. */
+typedef int (*ab__bytes_fn)(void *ctx, const unsigned char *bytes, size_t n);
+static int ab__payload_foreach(const ab_model *m, ab__bytes_fn fn, void *ctx) {
+    unsigned char buf[4 * AB__CKPT_CHUNK];
+    for (int i = 0; i < m->n_tensors; i++) {
+        const float *p = m->params + m->tensors[i].offset;
+        size_t size = m->tensors[i].size;
+        for (size_t s = 0; s < size; s += AB__CKPT_CHUNK) {
+            size_t n = size - s < AB__CKPT_CHUNK ? size - s : AB__CKPT_CHUNK;
+            for (size_t j = 0; j < n; j++) {
+                uint32_t u;
+                memcpy(&u, p + s + j, 4);
+                ab__put_u32(buf + 4 * j, u);
+            }
+            if (!fn(ctx, buf, 4 * n)) return 0;
+        }
+    }
+    return 1;
+}
+static int ab__crc_fn(void *ctx, const unsigned char *b, size_t n) {
+    *(uint32_t *)ctx = ab_crc32(*(uint32_t *)ctx, b, n);
+    return 1;
+}
+
+typedef struct ab__sink {
+    FILE *f;
+    unsigned char *buf;
+    size_t pos;
+} ab__sink;
+static int ab__sink_fn(void *ctx, const unsigned char *b, size_t n) {
+    ab__sink *s = (ab__sink *)ctx;
+    if (s->f) return fwrite(b, 1, n, s->f) == n;
+    memcpy(s->buf + s->pos, b, n);
+    s->pos += n;
+    return 1;
+}
+
+static void ab__ckpt_header(const ab_model *m, unsigned char h[AB_CKPT_HEADER_BYTES]) {
+    uint32_t alpha_bits, payload_crc = 0;
+    memcpy(&alpha_bits, &m->cfg.lora_alpha, 4);
+    ab__payload_foreach(m, ab__crc_fn, &payload_crc);
+    memcpy(h, ab__ckpt_magic, 8);
+    ab__put_u32(h + 8, AB_CKPT_VERSION);
+    ab__put_u32(h + 12, AB_CKPT_HEADER_BYTES);
+    ab__put_u32(h + 16, (uint32_t)m->cfg.vocab);
+    ab__put_u32(h + 20, (uint32_t)m->cfg.n_ctx);
+    ab__put_u32(h + 24, (uint32_t)m->cfg.n_layer);
+    ab__put_u32(h + 28, (uint32_t)m->cfg.n_head);
+    ab__put_u32(h + 32, (uint32_t)m->cfg.d_model);
+    ab__put_u32(h + 36, (uint32_t)m->cfg.lora_rank);
+    ab__put_u32(h + 40, alpha_bits);
+    ab__put_u32(h + 44, (m->r > 0 ? 1u : 0u) | (m->merged ? 2u : 0u));
+    ab__put_u64(h + 48, (uint64_t)m->n_params);
+    ab__put_u32(h + 56, payload_crc);
+    ab__put_u32(h + 60, ab_crc32(0, h, 60));
+}
+
+ABDEF ab_status ab_model_checkpoint_size(const ab_model *m, size_t *bytes) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(bytes);
+    *bytes = AB_CKPT_HEADER_BYTES + 4 * m->n_params;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_save_mem(const ab_model *m, void *buf, size_t cap, size_t *written) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(buf);
+    size_t need = AB_CKPT_HEADER_BYTES + 4 * m->n_params;
+    if (written) *written = 0;
+    if (cap < need)
+        return ab__fail(AB_ERR_ARG, "ab_model_save_mem: buffer of %zu bytes, %zu needed", cap, need);
+    ab__sink s;
+    s.f = NULL, s.buf = (unsigned char *)buf, s.pos = AB_CKPT_HEADER_BYTES;
+    ab__ckpt_header(m, s.buf);
+    ab__payload_foreach(m, ab__sink_fn, &s);
+    if (written) *written = s.pos;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_save(const ab_model *m, const char *path) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(path);
+    unsigned char h[AB_CKPT_HEADER_BYTES];
+    ab__ckpt_header(m, h);
+    ab__sink s;
+    s.f = fopen(path, "wb"), s.buf = NULL, s.pos = 0;
+    if (!s.f) return ab__fail(AB_ERR_IO, "ab_model_save: cannot open '%s' for writing", path);
+    int ok = fwrite(h, 1, sizeof h, s.f) == sizeof h && ab__payload_foreach(m, ab__sink_fn, &s);
+    ok = (fclose(s.f) == 0) && ok;
+    if (!ok) {
+        remove(path); /* no half-written checkpoint left behind */
+        return ab__fail(AB_ERR_IO, "ab_model_save: writing '%s' failed", path);
+    }
+    return AB_OK;
+}
+
+typedef struct ab__source {
+    FILE *f;
+    const unsigned char *mem;
+    size_t size, pos;
+} ab__source;
+static int ab__source_read(ab__source *s, void *dst, size_t n) {
+    if (s->f) return fread(dst, 1, n, s->f) == n;
+    if (n > s->size - s->pos) return 0;
+    memcpy(dst, s->mem + s->pos, n);
+    s->pos += n;
+    return 1;
+}
+
+/* The loader. `size` is the total byte length of the source; nothing read from the file is used
+ * before it has been checked (see the format's comment in the declarations). */
+static ab_status ab__load(ab_model **out, ab__source *src, uint64_t size, const char *what) {
+    unsigned char h[AB_CKPT_HEADER_BYTES];
+    if (size < AB_CKPT_HEADER_BYTES)
+        return ab__fail(AB_ERR_FORMAT, "%s: %llu bytes, shorter than the %u-byte header", what,
+                        (unsigned long long)size, AB_CKPT_HEADER_BYTES);
+    if (!ab__source_read(src, h, sizeof h))
+        return ab__fail(AB_ERR_IO, "%s: cannot read the header", what);
+    if (memcmp(h, ab__ckpt_magic, 8) != 0)
+        return ab__fail(AB_ERR_FORMAT, "%s: not an antibody.h checkpoint (bad magic)", what);
+    if (ab__get_u32(h + 8) != AB_CKPT_VERSION)
+        return ab__fail(AB_ERR_FORMAT, "%s: format version %u, this build reads version %u", what,
+                        ab__get_u32(h + 8), AB_CKPT_VERSION);
+    if (ab__get_u32(h + 12) != AB_CKPT_HEADER_BYTES)
+        return ab__fail(AB_ERR_FORMAT, "%s: header size %u, expected %u", what, ab__get_u32(h + 12),
+                        AB_CKPT_HEADER_BYTES);
+    if (ab__get_u32(h + 60) != ab_crc32(0, h, 60))
+        return ab__fail(AB_ERR_FORMAT, "%s: header CRC-32 mismatch (corrupted header)", what);
+    ab_model_config cfg;
+    uint32_t alpha_bits = ab__get_u32(h + 40), flags = ab__get_u32(h + 44);
+    cfg.vocab = (int32_t)ab__get_u32(h + 16);
+    cfg.n_ctx = (int32_t)ab__get_u32(h + 20);
+    cfg.n_layer = (int32_t)ab__get_u32(h + 24);
+    cfg.n_head = (int32_t)ab__get_u32(h + 28);
+    cfg.d_model = (int32_t)ab__get_u32(h + 32);
+    cfg.lora_rank = (int32_t)ab__get_u32(h + 36);
+    memcpy(&cfg.lora_alpha, &alpha_bits, 4);
+    if (ab_model_config_check(&cfg) != AB_OK) {
+        char why[sizeof ab__errmsg];
+        snprintf(why, sizeof why, "%s", ab_last_error());
+        return ab__fail(AB_ERR_FORMAT, "%s: invalid configuration in the header: %s", what, why);
+    }
+    if ((flags & ~3u) != 0 || ((flags & 1u) != 0) != (cfg.lora_rank > 0) ||
+        ((flags & 2u) && !(flags & 1u)))
+        return ab__fail(AB_ERR_FORMAT, "%s: flags 0x%x inconsistent with lora_rank = %d", what,
+                        flags, cfg.lora_rank);
+    int n_tensors;
+    uint64_t n_floats, n_params, base_end;
+    ab__layout(&cfg, NULL, &n_tensors, &n_floats, &n_params, &base_end);
+    if (ab__get_u64(h + 48) != n_params)
+        return ab__fail(AB_ERR_FORMAT, "%s: header says %llu parameters, the config has %llu", what,
+                        (unsigned long long)ab__get_u64(h + 48), (unsigned long long)n_params);
+    if (size - AB_CKPT_HEADER_BYTES != 4 * n_params)
+        return ab__fail(AB_ERR_FORMAT, "%s: %llu bytes, expected %llu (truncated or trailing data)",
+                        what, (unsigned long long)size,
+                        (unsigned long long)(AB_CKPT_HEADER_BYTES + 4 * n_params));
+    ab_model *m;
+    AB__TRY(ab__model_new(&m, &cfg));
+    unsigned char buf[4 * AB__CKPT_CHUNK];
+    uint32_t crc = 0;
+    ab_status st = AB_OK;
+    for (int i = 0; i < m->n_tensors && st == AB_OK; i++) {
+        float *p = m->params + m->tensors[i].offset;
+        size_t tsize = m->tensors[i].size;
+        for (size_t s = 0; s < tsize && st == AB_OK; s += AB__CKPT_CHUNK) {
+            size_t n = tsize - s < AB__CKPT_CHUNK ? tsize - s : AB__CKPT_CHUNK;
+            if (!ab__source_read(src, buf, 4 * n)) {
+                st = ab__fail(AB_ERR_IO, "%s: read error in the payload", what);
+                break;
+            }
+            crc = ab_crc32(crc, buf, 4 * n);
+            for (size_t j = 0; j < n; j++) {
+                uint32_t u = ab__get_u32(buf + 4 * j);
+                memcpy(p + s + j, &u, 4);
+            }
+        }
+    }
+    if (st == AB_OK && crc != ab__get_u32(h + 56))
+        st = ab__fail(AB_ERR_FORMAT, "%s: payload CRC-32 mismatch (corrupted weights)", what);
+    for (int i = 0; i < m->n_tensors && st == AB_OK; i++) {
+        const float *p = m->params + m->tensors[i].offset;
+        for (size_t j = 0; j < m->tensors[i].size; j++)
+            if (!isfinite(p[j])) {
+                st = ab__fail(AB_ERR_NAN, "%s: tensor %s has a non-finite value at index %zu", what,
+                              m->tensors[i].name, j);
+                break;
+            }
+    }
+    if (st != AB_OK) {
+        ab_model_free(m);
+        return st;
+    }
+    m->merged = (flags & 2u) != 0;
+    *out = m;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_load_mem(ab_model **out, const void *data, size_t size) {
+    AB__INIT();
+    AB__CHECK_PTR(out);
+    *out = NULL;
+    if (size > 0) AB__CHECK_PTR(data);
+    ab__source src;
+    src.f = NULL, src.mem = (const unsigned char *)data, src.size = size, src.pos = 0;
+    return ab__load(out, &src, (uint64_t)size, "ab_model_load_mem");
+}
+
+ABDEF ab_status ab_model_load(ab_model **out, const char *path) {
+    AB__INIT();
+    AB__CHECK_PTR(out);
+    *out = NULL;
+    AB__CHECK_PTR(path);
+    ab__source src;
+    src.f = fopen(path, "rb"), src.mem = NULL, src.size = 0, src.pos = 0;
+    if (!src.f) return ab__fail(AB_ERR_IO, "ab_model_load: cannot open '%s'", path);
+    long len = -1;
+    if (fseek(src.f, 0, SEEK_END) == 0) len = ftell(src.f);
+    if (len < 0 || fseek(src.f, 0, SEEK_SET) != 0) {
+        fclose(src.f);
+        return ab__fail(AB_ERR_IO, "ab_model_load: cannot determine the size of '%s'", path);
+    }
+    char what[200];
+    snprintf(what, sizeof what, "ab_model_load '%s'", path);
+    ab_status st = ab__load(out, &src, (uint64_t)len, what);
+    fclose(src.f);
+    return st;
+}
+/* ============================================================================================== */
+/* end of MODEL implementation                                                                    */
+/* ============================================================================================== */
 
 #ifdef __cplusplus
 }
