@@ -15,7 +15,7 @@ CFLAGS_ALL = -std=c11 $(OPT) -g $(WARN) -fopenmp -I. $(SAN) $(EXTRA_CFLAGS)
 LDLIBS_ALL = -lm -ldl $(SAN)
 TEST_LIBS  = -lcmocka -lgsl -lgslcblas
 VALGRIND   = valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --track-origins=yes
-HDRS     = antibody.h $(wildcard kernels/*.h)
+HDRS     = antibody.h $(wildcard kernels/*.h) lab_data.h
 
 TEST_SRCS  = $(sort $(wildcard tests/test_*.c))
 TEST_BINS  = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
@@ -59,6 +59,9 @@ $(BUILD)/tests/test_%: tests/test_%.c $(BUILD)/tests/impl.o tests/testutil.h
 $(BUILD)/tests/test_options: tests/test_options.c tests/testutil.h $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
+
+# test_data runs the generator's functions in-process (it includes tools/gen_data.c).
+$(BUILD)/tests/test_data: tools/gen_data.c
 
 test: $(TEST_BINS)   ## unit tests (cmocka; GSL and OpenBLAS references)
 	@tests/run.sh "" $(TEST_BINS)
