@@ -1,4 +1,4 @@
-/* tests/test_data.c - the lab's data layer (lab_data.h) and generator (tools/gen_data.c):
+/* tests/test_data.c - the lab's data layer (antibody.h, Lab data section) and generator (tools/gen_data.c):
  *   - vocabulary: specials, lookups, file round trip, every malformed vocabulary line, I/O errors;
  *   - data loader: good files (comments, blank lines, CRLF, no final LF), every kind of malformed
  *     line (exact "file:line: reason", nothing half-loaded), I/O errors;
@@ -8,21 +8,10 @@
  *     prompts, honest labels (arithmetic recomputed, sentiment and topic rules re-derived), judge
  *     verdicts on every generated answer, sizes, the context limit, speed.
  *
- * lab_data.h's implementation uses antibody.h's private error machinery (ab_last_error), so it must
- * be compiled in the same translation unit as antibody.h's implementation. This file therefore
- * instantiates both, with ANTIBODY_STATIC so its private copy does not clash with tests/impl.o
- * (which the Makefile links into every test). Once lab_data.h is merged into antibody.h, the
- * first three defines and the pragma can go and the test links impl.o like the others.
  * The generator is included with GEN_DATA_NO_MAIN and driven through its functions.
  */
 #define _POSIX_C_SOURCE 200809L
-#define ANTIBODY_STATIC
-#define ANTIBODY_IMPLEMENTATION
-#if defined(__GNUC__)
-#pragma GCC diagnostic ignored "-Wunused-function" /* ANTIBODY_STATIC: most of the API is unused here */
-#endif
 #include "testutil.h"
-#include "lab_data.h"
 #define GEN_DATA_NO_MAIN
 #include "../tools/gen_data.c"
 #include <dirent.h>
