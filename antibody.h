@@ -66,6 +66,9 @@
  *     profile  ab_model_set_clock ab_model_profile ab_model_profile_reset ab_prof_name
  *     files    ab_crc32 ab_model_checkpoint_size ab_model_save ab_model_save_mem ab_model_load
  *              ab_model_load_mem                     (format documented at AB_CKPT_VERSION)
+ *   lab data   (the lab's vocabulary, data files, judge and task scorer; see "Lab data" below)
+ *              ab_vocab_* ab_dataset_load ab_dataset_free ab_pack_sample ab_pack_prompt
+ *              ab_judge_harmful ab_judge_refusal ab_task_score
  *
  * EXAMPLE
  *   float A[2*3] = {1,2,3,4,5,6}, B[3*2] = {1,0,0,1,1,1}, C[2*2];
@@ -73,11 +76,13 @@
  *   if (st != AB_OK) fprintf(stderr, "sgemm: %s\n", ab_last_error());
  *
  * CHANGELOG
- *   0.1.0  foundation: core, dispatch, PCG32, scalar reference kernels.
- *   (next) model: GPT-style decoder (flat parameter/gradient/moment/activation buffers with a
+ *   0.1.0  foundation: core, dispatch, PCG32, scalar reference kernels; AVX2 and AVX-512
+ *          kernels with runtime dispatch;
+ *          model: GPT-style decoder (flat parameter/gradient/moment/activation buffers with a
  *          named tensor table), masked per-sample-weighted loss, scoring forward, LoRA on q/k/v
  *          with merge/unmerge and train modes, per-sample gradient norms and clipping from one
- *          backward, Vaccine and Antidote hooks, KV-cache generation, CRC-checked checkpoints.
+ *          backward, Vaccine and Antidote hooks, KV-cache generation, CRC-checked checkpoints;
+ *          lab data: word vocabulary, strict data-file loader, harmfulness judge, task scorer.
  */
 #ifndef ANTIBODY_H
 #define ANTIBODY_H
