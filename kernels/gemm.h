@@ -1,5 +1,777 @@
-/* kernels/gemm.h - BLIS-style SGEMM for AVX2 and AVX-512 (part of antibody.h). */
+/* kernels/gemm.h - BLIS-style SGEMM for AVX2+FMA and AVX-512 (part of antibody.h).
+ *
+ * C = alpha*op(A)*op(B) + beta*C, row-major, same contract as ab__scalar_sgemm.
+ *
+ * Five loops around an MR x NR register micro-kernel (Goto & van de Geijn 2008; Van Zee & van de
+ * Geijn, "BLIS", 2015), written in row-major terms:
+ *
+ *   loop 5  ic over m in MC rows       pack A block  (MC x KC, MR-row micro-panels)   -> L3
+ *   loop 4  pc over k in KC            (inside ic: every packed A block is packed once)
+ *   loop 3  jc over n in NC columns    pack B block  (KC x NC, NR-column micro-panels) -> L2
+ *   loop 2  ir over the block's rows in MR steps: the A micro-panel (MR x KC) stays in L1
+ *   loop 1  jr over the block's columns in NR steps: B micro-panels stream from L2
+ *           micro-kernel: an MR x NR tile of C in registers, kc rank-1 updates
+ *
+ * The micro-kernel loads NR consecutive floats of a packed B row (NR/16 zmm or NR/8 ymm) and
+ * broadcasts MR floats of a packed A column, so C is updated along its contiguous rows. Packing does
+ * the transposes: op(A) = A is packed by an in-register transpose, op(A) = A^T by row copies, and
+ * the other way round for B, so X*W^T (forward), dY*W (input gradient) and dY^T*X (weight gradient)
+ * run on the same kernel with no explicit transpose.
+ *
+ * Edges: the last micro-panel of A may have fewer than MR rows (micro-kernels exist for every row
+ * count 1..MR, so no work is wasted on padding rows); the last B micro-panel is zero-padded to NR
+ * columns and the C update is masked (AVX-512 mask registers; AVX2 goes through a copy-out buffer
+ * so memcheck never sees partial vector accesses).
+ *
+ * Numerics: every element of C is computed as
+ *     C = fma(alpha, acc_0, beta*C)  then  C = fma(alpha, acc_b, C)  for each later KC block b,
+ * acc_b being the fma chain over that block's k in increasing order. The KC split depends only on
+ * k, and each C element lies in the same register tile whatever the thread count (threads own
+ * disjoint, MR/NR-aligned ranges of C), so results are bitwise identical for every thread count.
+ * beta == 0 writes alpha*acc_0 without reading C (NaN in C is ignored, as in BLAS).
+ *
+ * Threads: OpenMP, ab__threads() of them, for problems above ~1M multiply-adds. C is cut into one
+ * contiguous range of whole MR-row or NR-column tiles per thread, whichever split has the shorter
+ * estimated critical path (rows duplicate the packing of B, columns that of A); each thread runs
+ * the five loops on its own range with its own packing buffers, with no synchronisation but the
+ * final join.
+ *
+ * Unpacked operands: an operand already in micro-kernel order is read in place when its rows are
+ * under 4 KiB apart (op(B) = B: rows of B are panel rows; op(A) = A^T: rows of A^T are panel
+ * columns; op(A) = A: a micro-kernel variant broadcasts along rows of A with a run-time stride).
+ * This covers every small shape and measured faster than packing at every such shape here; only
+ * the ragged last B panel is then packed (zero-padded). Larger strides are packed: at multiples of
+ * 4 KiB all rows of a micro-panel map to one L1 set, and in-place reads measured 3-6% slower at
+ * strides of 1100-1536 floats.
+ */
 #ifndef AB_KERNELS_GEMM_H
 #define AB_KERNELS_GEMM_H
-static void ab__gemm_fill(ab__kernels *k, ab_isa isa) { (void)k; (void)isa; }
+
+#ifdef __cplusplus
+extern "C" {
 #endif
+
+#define AB__T_AVX2 __attribute__((target("avx2,fma")))
+#define AB__T_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+
+/* ---- blocking ----------------------------------------------------------------------------------
+ * AVX-512 (Zen 5: 2 x 512-bit FMA pipes, 4-cycle latency -> 8 independent FMAs in flight per pipe;
+ * 48 KiB 12-way L1D, 1 MiB L2 per core, L3 shared).                                              */
+/* 14 x 32: 28 zmm accumulators (>= 16 chains for 2 pipes x 4 cycles), 2 for B, 1 for the A
+ * broadcast: 31 of 32 registers. Per k step 28 FMAs need 2 vector loads + 14 broadcast loads, well
+ * under Zen 5's 2 loads/cycle at 2 FMAs/cycle. */
+#define AB__G512_MR 14
+#define AB__G512_NR 32
+/* KC: the A micro-panel (MR x KC x 4 B = 21 KiB at 384) stays in L1 while one B micro-panel line
+ * per k step streams past it; with 384 the ~half of L1 left over holds the streaming B lines and
+ * the C tile. Larger KC amortises the C tile load/store (once per KC) better but starts evicting
+ * the A panel. */
+#define AB__G512_KC 384
+/* NC: the packed B block (KC x NC x 4 B = 768 KiB at 512) lives in the 1 MiB L2 and is swept once
+ * per A micro-panel; the remaining quarter of L2 takes the A panels and C tiles passing through. */
+#define AB__G512_NC 512
+/* MC: the packed A block (MC x KC x 4 B = 3 MiB at 2016) lives in the L3 (32 MiB per CCD on
+ * Zen 5 EPYC, shared) and is reused for every NC block of B; large so that B is packed only once
+ * for every m <= 2016 (every training shape here; 1008 cost 2-3% at 1024^3 by packing B twice).
+ * A multiple of MR. */
+#define AB__G512_MC 2016
+
+/* AVX2 (16 ymm). 6 x 16: 12 ymm accumulators (>= 8 chains for 2 pipes x 4 cycles), 2 for B, 1 for
+ * the broadcast; the BLIS Haswell shape. */
+#define AB__G256_MR 6
+#define AB__G256_NR 16
+/* KC: A micro-panel 6 x 384 x 4 B = 9 KiB and one B micro-panel 384 x 16 x 4 B = 24 KiB together
+ * fit the 48 KiB L1. */
+#define AB__G256_KC 384
+/* NC: B block 384 x 512 x 4 B = 768 KiB in the 1 MiB L2, as for AVX-512. */
+#define AB__G256_NC 512
+/* MC: A block 2016 x 384 x 4 B = 3 MiB in L3, as for AVX-512 (a multiple of MR). */
+#define AB__G256_MC 2016
+
+/* Problems up to this many multiply-adds run on one thread: an OpenMP fork/join costs ~3 us on
+ * the 2-vCPU Zen 5 VM (measured), ~10 us of single-core work here, so a second thread gains
+ * little below it (and loses at 64^3: 110 against 210 GFLOP/s). */
+#define AB__GEMM_MIN_PAR_FMA (1024 * 1024)
+/* Copy packs prefetch this many rows ahead: ~16 loop iterations cover a DRAM miss. */
+#define AB__GEMM_PF_ROWS 16
+/* Operands with rows closer than this (floats: 4 KiB, the L1 set-index period of 64 sets x 64 B)
+ * are read in place; from 4 KiB on, all rows of a micro-panel can fall into one L1 set. */
+#define AB__GEMM_INPLACE_MAX_LD 1024
+
+/* One MR x NR tile (mr <= MR rows, nr <= NR columns) over kc steps: op(A) element (i, p) at
+ * a[i*a_rs + p*a_ps] (packed: a_rs = 1, a_ps = MR), op(B) element (p, j) at b[p*b_ps + j]. */
+typedef void (*ab__gemm_kernel_fn)(int mr, int kc, const float *a, ptrdiff_t a_rs, ptrdiff_t a_ps,
+                                   const float *b, ptrdiff_t b_ps, float *c, int ldc, int nr,
+                                   float alpha, float beta);
+/* Pack the mc x kc block of op(A) at (i0, p0) into MR-row micro-panels (panel q at dst + q*MR*kc,
+ * element (i, p) of it at [p*MR + i]), the last one zero-padded to MR rows. */
+typedef void (*ab__gemm_pack_a_fn)(int trans_a, const float *A, int lda, int i0, int mc, int p0,
+                                   int kc, float *dst);
+/* Pack the kc x nc block of op(B) at (p0, j0) into NR-column micro-panels (panel q at
+ * dst + q*NR*kc, element (p, j) at [p*NR + j]), the last one zero-padded to NR columns. */
+typedef void (*ab__gemm_pack_b_fn)(int trans_b, const float *B, int ldb, int p0, int kc, int j0,
+                                   int nc, float *dst);
+
+static int ab__gemm_min(int a, int b) { return a < b ? a : b; }
+
+#define AB__ALWAYS_INLINE inline __attribute__((always_inline))
+/* Fully unroll a loop with a small constant trip count (the register tiles and transposes depend
+ * on it: an accumulator array indexed in a rolled loop lives on the stack). GCC takes a bound,
+ * clang 14 reads "GCC unroll 16" on a 14-trip loop as a partial factor and leaves it rolled. */
+#if defined(__clang__)
+#define AB__UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define AB__UNROLL _Pragma("GCC unroll 16")
+#endif
+
+typedef struct ab__gemm_impl {
+    int mr, nr, kc, nc, mc;
+    ab__gemm_kernel_fn kernel;
+    ab__gemm_pack_a_fn pack_a;
+    ab__gemm_pack_b_fn pack_b;
+} ab__gemm_impl;
+
+/* ================================================================================================
+ * AVX-512
+ * ============================================================================================== */
+
+/* g++ 12 flags the AVX-512 intrinsics' own _mm512_undefined_ps() as maybe-uninitialized once they
+ * are inlined here (GCC bug 105593, fixed in 13); the C front end does not. */
+#if defined(__cplusplus) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+
+/* One MRV x 32 tile: acc[i][j] = sum_p a[i*a_rs + p*a_ps] * b[p*b_ps + j] over kc steps, then
+ * C = fma(alpha, acc, beta*C) (beta == 0: C = alpha*acc, C not read) on the first nr columns.
+ * MRV is a literal at every call site, so the loops unroll and the accumulators stay in zmm. */
+static AB__ALWAYS_INLINE AB__T_AVX512 void
+ab__g512_tile(const int MRV, int kc, const float *a, ptrdiff_t a_rs, ptrdiff_t a_ps,
+              const float *b, ptrdiff_t b_ps, float *c, int ldc, int nr, float alpha, float beta) {
+    __m512 c0[AB__G512_MR], c1[AB__G512_MR];
+AB__UNROLL
+    for (int i = 0; i < MRV; i++) {
+        c0[i] = _mm512_setzero_ps();
+        c1[i] = _mm512_setzero_ps();
+        /* The C tile is needed only after kc steps: start fetching it now (first and last byte
+         * of the row's NR floats, which may straddle three lines when unaligned). */
+        _mm_prefetch((const char *)(c + (ptrdiff_t)i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + (ptrdiff_t)i * ldc + AB__G512_NR - 1), _MM_HINT_T0);
+    }
+    for (int p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+AB__UNROLL
+        for (int i = 0; i < MRV; i++) {
+            __m512 av = _mm512_set1_ps(a[i * a_rs]);
+            c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+        }
+        a += a_ps;
+        b += b_ps;
+    }
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    if (nr == AB__G512_NR) {
+        if (beta == 0.0f && alpha == 1.0f) { /* the common overwrite: 1*acc == acc exactly */
+AB__UNROLL
+            for (int i = 0; i < MRV; i++) {
+                float *ci = c + (ptrdiff_t)i * ldc;
+                _mm512_storeu_ps(ci, c0[i]);
+                _mm512_storeu_ps(ci + 16, c1[i]);
+            }
+        } else if (beta == 0.0f) {
+AB__UNROLL
+            for (int i = 0; i < MRV; i++) {
+                float *ci = c + (ptrdiff_t)i * ldc;
+                _mm512_storeu_ps(ci, _mm512_mul_ps(va, c0[i]));
+                _mm512_storeu_ps(ci + 16, _mm512_mul_ps(va, c1[i]));
+            }
+        } else {
+AB__UNROLL
+            for (int i = 0; i < MRV; i++) {
+                float *ci = c + (ptrdiff_t)i * ldc;
+                __m512 o0 = _mm512_mul_ps(vb, _mm512_loadu_ps(ci));
+                __m512 o1 = _mm512_mul_ps(vb, _mm512_loadu_ps(ci + 16));
+                _mm512_storeu_ps(ci, _mm512_fmadd_ps(va, c0[i], o0));
+                _mm512_storeu_ps(ci + 16, _mm512_fmadd_ps(va, c1[i], o1));
+            }
+        }
+        return;
+    }
+    /* Edge tile: the same arithmetic under lane masks (masked-off lanes are neither read nor
+     * written, so columns past n are never touched). */
+    __mmask16 k0 = (__mmask16)(nr >= 16 ? 0xFFFFu : (1u << nr) - 1u);
+    __mmask16 k1 = (__mmask16)(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+AB__UNROLL
+    for (int i = 0; i < MRV; i++) {
+        float *ci = c + (ptrdiff_t)i * ldc;
+        __m512 r0 = _mm512_mul_ps(va, c0[i]), r1 = _mm512_mul_ps(va, c1[i]);
+        if (beta != 0.0f) {
+            r0 = _mm512_fmadd_ps(va, c0[i], _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(k0, ci)));
+            r1 = _mm512_fmadd_ps(va, c1[i], _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(k1, ci + 16)));
+        }
+        _mm512_mask_storeu_ps(ci, k0, r0);
+        _mm512_mask_storeu_ps(ci + 16, k1, r1);
+    }
+}
+
+/* One function per row count, so edge micro-panels do no padded work (and perf names them); the
+ * _s variants read op(A) with a run-time row stride (rows of an unpacked A, small problems). */
+#define AB__G512_KERNEL(r)                                                                         \
+    static AB__T_AVX512 void ab__g512_kernel_##r(int kc, const float *a, ptrdiff_t a_rs,          \
+                                                 ptrdiff_t a_ps, const float *b, ptrdiff_t b_ps,   \
+                                                 float *c, int ldc, int nr, float alpha,           \
+                                                 float beta) {                                     \
+        (void)a_rs;                                                                                \
+        ab__g512_tile(r, kc, a, 1, a_ps, b, b_ps, c, ldc, nr, alpha, beta);                        \
+    }                                                                                              \
+    static AB__T_AVX512 void ab__g512_kernel_s##r(int kc, const float *a, ptrdiff_t a_rs,         \
+                                                  ptrdiff_t a_ps, const float *b, ptrdiff_t b_ps,  \
+                                                  float *c, int ldc, int nr, float alpha,          \
+                                                  float beta) {                                    \
+        ab__g512_tile(r, kc, a, a_rs, a_ps, b, b_ps, c, ldc, nr, alpha, beta);                     \
+    }
+AB__G512_KERNEL(1)
+AB__G512_KERNEL(2)
+AB__G512_KERNEL(3)
+AB__G512_KERNEL(4)
+AB__G512_KERNEL(5)
+AB__G512_KERNEL(6)
+AB__G512_KERNEL(7)
+AB__G512_KERNEL(8)
+AB__G512_KERNEL(9)
+AB__G512_KERNEL(10)
+AB__G512_KERNEL(11)
+AB__G512_KERNEL(12)
+AB__G512_KERNEL(13)
+AB__G512_KERNEL(14)
+#undef AB__G512_KERNEL
+
+typedef void (*ab__gemm_tile_fn)(int kc, const float *a, ptrdiff_t a_rs, ptrdiff_t a_ps,
+                                 const float *b, ptrdiff_t b_ps, float *c, int ldc, int nr,
+                                 float alpha, float beta);
+
+static void ab__g512_kernel(int mr, int kc, const float *a, ptrdiff_t a_rs, ptrdiff_t a_ps,
+                            const float *b, ptrdiff_t b_ps, float *c, int ldc, int nr, float alpha,
+                            float beta) {
+    static const ab__gemm_tile_fn unit[AB__G512_MR] = {
+        ab__g512_kernel_1,  ab__g512_kernel_2,  ab__g512_kernel_3,  ab__g512_kernel_4,
+        ab__g512_kernel_5,  ab__g512_kernel_6,  ab__g512_kernel_7,  ab__g512_kernel_8,
+        ab__g512_kernel_9,  ab__g512_kernel_10, ab__g512_kernel_11, ab__g512_kernel_12,
+        ab__g512_kernel_13, ab__g512_kernel_14};
+    static const ab__gemm_tile_fn strided[AB__G512_MR] = {
+        ab__g512_kernel_s1,  ab__g512_kernel_s2,  ab__g512_kernel_s3,  ab__g512_kernel_s4,
+        ab__g512_kernel_s5,  ab__g512_kernel_s6,  ab__g512_kernel_s7,  ab__g512_kernel_s8,
+        ab__g512_kernel_s9,  ab__g512_kernel_s10, ab__g512_kernel_s11, ab__g512_kernel_s12,
+        ab__g512_kernel_s13, ab__g512_kernel_s14};
+    ab__gemm_tile_fn tile = a_rs == 1 ? unit[mr - 1] : strided[mr - 1];
+    tile(kc, a, a_rs, a_ps, b, b_ps, c, ldc, nr, alpha, beta);
+}
+
+static inline __mmask16 ab__g512_mask(int lanes) { /* the low min(max(lanes, 0), 16) lanes */
+    return (__mmask16)(lanes >= 16 ? 0xFFFFu : lanes <= 0 ? 0u : (1u << lanes) - 1u);
+}
+
+/* In-register transpose of 16 rows of 16 floats: r[i][j] -> r[j][i]. Unpack pairs of rows, then
+ * pairs of pairs (64-bit unpacks), then the 4 x 4 grid of 128-bit lanes (two shuffle rounds). */
+static AB__ALWAYS_INLINE AB__T_AVX512 void ab__g512_transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+AB__UNROLL
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* u[4g + c], lane L: rows 4g..4g+3 of column 4L + c */
+AB__UNROLL
+    for (int g = 0; g < 4; g++) {
+        __m512d lo0 = _mm512_castps_pd(t[4 * g]), hi0 = _mm512_castps_pd(t[4 * g + 1]);
+        __m512d lo1 = _mm512_castps_pd(t[4 * g + 2]), hi1 = _mm512_castps_pd(t[4 * g + 3]);
+        u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo0, lo1));
+        u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo0, lo1));
+        u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi0, hi1));
+        u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi0, hi1));
+    }
+AB__UNROLL
+    for (int c = 0; c < 4; c++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);
+        __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+        __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
+        __m512 v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+        r[c] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+        r[4 + c] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+        r[8 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+    }
+}
+
+/* dst[p*R + i] = src[i*ld + p] for i < rows, p < kc; 0 for rows <= i < R (R <= 32). */
+static AB__T_AVX512 void ab__g512_pack_transpose(float *dst, int R, const float *src, int ld,
+                                                 int rows, int kc) {
+    for (int i0 = 0; i0 < R; i0 += 16) {
+        int h = rows - i0;
+        __mmask16 store_mask = ab__g512_mask(R - i0);
+        for (int p0 = 0; p0 < kc; p0 += 16) {
+            int q = kc - p0;
+            __mmask16 load_mask = ab__g512_mask(q);
+            __m512 r[16];
+AB__UNROLL
+            for (int i = 0; i < 16; i++) {
+                const float *row = src + (ptrdiff_t)(i0 + i) * ld + p0;
+                r[i] = i < h ? _mm512_maskz_loadu_ps(load_mask, row) : _mm512_setzero_ps();
+                /* the same line R rows down, where the caller's next panel starts */
+                if (i < h) _mm_prefetch((const char *)(row + (ptrdiff_t)R * ld), _MM_HINT_T0);
+            }
+            ab__g512_transpose16(r);
+AB__UNROLL
+            for (int j = 0; j < 16; j++)
+                if (j < q) _mm512_mask_storeu_ps(dst + (ptrdiff_t)(p0 + j) * R + i0, store_mask, r[j]);
+        }
+    }
+}
+
+/* Panels of R columns from rows of src: panel q holds columns [q*R, q*R + R) of the cols, at
+ * dst + q*R*kc, row p at [p*R], zero-padded past cols; rows p_begin..p_end-1 only. Each row of src is
+ * read once from start to end (sequential within a page, prefetched a few rows ahead), rather
+ * than panel by panel, which would touch every row's page once per panel. R <= 32. */
+static AB__T_AVX512 void ab__g512_pack_copy(float *dst, int R, const float *src, int ld, int cols,
+                                            int kc, int p_begin, int p_end) {
+    const ptrdiff_t ahead = (ptrdiff_t)AB__GEMM_PF_ROWS * ld;
+    __mmask16 s0 = ab__g512_mask(R), s1 = ab__g512_mask(R - 16);
+    for (int p = p_begin; p < p_end; p++) {
+        const float *s = src + (ptrdiff_t)p * ld;
+        float *d = dst + (ptrdiff_t)p * R;
+        _mm_prefetch((const char *)(s + ahead), _MM_HINT_T0);
+        for (int c0 = 0; c0 < cols; c0 += R, d += (ptrdiff_t)R * kc) {
+            int w = cols - c0;
+            if (R == 32 && w >= 32) {
+                _mm512_storeu_ps(d, _mm512_loadu_ps(s + c0));
+                _mm512_storeu_ps(d + 16, _mm512_loadu_ps(s + c0 + 16));
+                continue;
+            }
+            _mm512_mask_storeu_ps(d, s0, _mm512_maskz_loadu_ps(ab__g512_mask(w), s + c0));
+            if (R > 16)
+                _mm512_mask_storeu_ps(d + 16, s1, _mm512_maskz_loadu_ps(ab__g512_mask(w - 16), s + c0 + 16));
+        }
+    }
+}
+
+static void ab__g512_pack_a(int trans_a, const float *A, int lda, int i0, int mc, int p0, int kc,
+                            float *dst) {
+    const int MR = AB__G512_MR;
+    if (trans_a) { /* op(A)[i][p] = A[p][i]: rows of A are columns of op(A) */
+        ab__g512_pack_copy(dst, MR, A + (ptrdiff_t)p0 * lda + i0, lda, mc, kc, 0, kc);
+        return;
+    }
+    for (int q = 0; q * MR < mc; q++) /* transpose MR rows of A at a time */
+        ab__g512_pack_transpose(dst + (ptrdiff_t)q * MR * kc, MR, A + (ptrdiff_t)(i0 + q * MR) * lda + p0,
+                                lda, ab__gemm_min(MR, mc - q * MR), kc);
+}
+
+static void ab__g512_pack_b(int trans_b, const float *B, int ldb, int p0, int kc, int j0, int nc,
+                            float *dst) {
+    const int NR = AB__G512_NR;
+    if (!trans_b) { /* rows of B are rows of op(B) */
+        ab__g512_pack_copy(dst, NR, B + (ptrdiff_t)p0 * ldb + j0, ldb, nc, kc, 0, kc);
+        return;
+    }
+    for (int q = 0; q * NR < nc; q++) /* op(B)[p][j] = B[j][p]: transpose NR rows of B */
+        ab__g512_pack_transpose(dst + (ptrdiff_t)q * NR * kc, NR, B + (ptrdiff_t)(j0 + q * NR) * ldb + p0,
+                                ldb, ab__gemm_min(NR, nc - q * NR), kc);
+}
+
+#if defined(__cplusplus) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+/* ================================================================================================
+ * AVX2 + FMA
+ * ============================================================================================== */
+
+static AB__ALWAYS_INLINE AB__T_AVX2 void
+ab__g256_tile(const int MRV, int kc, const float *a, ptrdiff_t a_rs, ptrdiff_t a_ps,
+              const float *b, ptrdiff_t b_ps, float *c, int ldc, int nr, float alpha, float beta) {
+    __m256 c0[AB__G256_MR], c1[AB__G256_MR];
+AB__UNROLL
+    for (int i = 0; i < MRV; i++) {
+        c0[i] = _mm256_setzero_ps();
+        c1[i] = _mm256_setzero_ps();
+    }
+    for (int p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+AB__UNROLL
+        for (int i = 0; i < MRV; i++) {
+            __m256 av = _mm256_broadcast_ss(a + i * a_rs);
+            c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
+            c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
+        }
+        a += a_ps;
+        b += b_ps;
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+AB__UNROLL
+    for (int i = 0; i < MRV; i++) {
+        float *ci = c + (ptrdiff_t)i * ldc;
+        /* Edge tile: copy the valid columns through a 16-float buffer so only they are read and
+         * written (no partial vector accesses); same arithmetic as a full tile. */
+        float buf[AB__G256_NR];
+        float *io = ci;
+        if (nr < AB__G256_NR) {
+            io = buf;
+            for (int j = 0; j < AB__G256_NR; j++) buf[j] = j < nr && beta != 0.0f ? ci[j] : 0.0f;
+        }
+        __m256 r0 = _mm256_mul_ps(va, c0[i]), r1 = _mm256_mul_ps(va, c1[i]);
+        if (beta != 0.0f) {
+            r0 = _mm256_fmadd_ps(va, c0[i], _mm256_mul_ps(vb, _mm256_loadu_ps(io)));
+            r1 = _mm256_fmadd_ps(va, c1[i], _mm256_mul_ps(vb, _mm256_loadu_ps(io + 8)));
+        }
+        _mm256_storeu_ps(io, r0);
+        _mm256_storeu_ps(io + 8, r1);
+        if (nr < AB__G256_NR)
+            for (int j = 0; j < nr; j++) ci[j] = buf[j];
+    }
+}
+
+#define AB__G256_KERNEL(r)                                                                         \
+    static AB__T_AVX2 void ab__g256_kernel_##r(int kc, const float *a, ptrdiff_t a_rs,            \
+                                               ptrdiff_t a_ps, const float *b, ptrdiff_t b_ps,     \
+                                               float *c, int ldc, int nr, float alpha,             \
+                                               float beta) {                                       \
+        (void)a_rs;                                                                                \
+        ab__g256_tile(r, kc, a, 1, a_ps, b, b_ps, c, ldc, nr, alpha, beta);                        \
+    }                                                                                              \
+    static AB__T_AVX2 void ab__g256_kernel_s##r(int kc, const float *a, ptrdiff_t a_rs,           \
+                                                ptrdiff_t a_ps, const float *b, ptrdiff_t b_ps,    \
+                                                float *c, int ldc, int nr, float alpha,            \
+                                                float beta) {                                      \
+        ab__g256_tile(r, kc, a, a_rs, a_ps, b, b_ps, c, ldc, nr, alpha, beta);                     \
+    }
+AB__G256_KERNEL(1)
+AB__G256_KERNEL(2)
+AB__G256_KERNEL(3)
+AB__G256_KERNEL(4)
+AB__G256_KERNEL(5)
+AB__G256_KERNEL(6)
+#undef AB__G256_KERNEL
+
+static void ab__g256_kernel(int mr, int kc, const float *a, ptrdiff_t a_rs, ptrdiff_t a_ps,
+                            const float *b, ptrdiff_t b_ps, float *c, int ldc, int nr, float alpha,
+                            float beta) {
+    static const ab__gemm_tile_fn unit[AB__G256_MR] = {ab__g256_kernel_1, ab__g256_kernel_2,
+                                                       ab__g256_kernel_3, ab__g256_kernel_4,
+                                                       ab__g256_kernel_5, ab__g256_kernel_6};
+    static const ab__gemm_tile_fn strided[AB__G256_MR] = {ab__g256_kernel_s1, ab__g256_kernel_s2,
+                                                          ab__g256_kernel_s3, ab__g256_kernel_s4,
+                                                          ab__g256_kernel_s5, ab__g256_kernel_s6};
+    ab__gemm_tile_fn tile = a_rs == 1 ? unit[mr - 1] : strided[mr - 1];
+    tile(kc, a, a_rs, a_ps, b, b_ps, c, ldc, nr, alpha, beta);
+}
+
+/* 8 x 8 transpose: unpack pairs, 64-bit unpacks, then swap 128-bit halves. */
+static AB__ALWAYS_INLINE AB__T_AVX2 void ab__g256_transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+AB__UNROLL
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+AB__UNROLL
+    for (int g = 0; g < 2; g++) {
+        __m256d lo0 = _mm256_castps_pd(t[4 * g]), hi0 = _mm256_castps_pd(t[4 * g + 1]);
+        __m256d lo1 = _mm256_castps_pd(t[4 * g + 2]), hi1 = _mm256_castps_pd(t[4 * g + 3]);
+        u[4 * g + 0] = _mm256_castpd_ps(_mm256_unpacklo_pd(lo0, lo1));
+        u[4 * g + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(lo0, lo1));
+        u[4 * g + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(hi0, hi1));
+        u[4 * g + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(hi0, hi1));
+    }
+AB__UNROLL
+    for (int c = 0; c < 4; c++) {
+        r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+        r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
+}
+
+/* dst[p*R + i] = src[i*ld + p] for i < rows, p < kc; 0 for rows <= i < R. */
+static AB__T_AVX2 void ab__g256_pack_transpose(float *dst, int R, const float *src, int ld,
+                                               int rows, int kc) {
+    for (int i0 = 0; i0 < R; i0 += 8) {
+        int h = rows - i0, w = R - i0 < 8 ? R - i0 : 8;
+        int p0 = 0;
+        for (; p0 + 8 <= kc; p0 += 8) {
+            __m256 r[8];
+AB__UNROLL
+            for (int i = 0; i < 8; i++)
+                r[i] = i < h ? _mm256_loadu_ps(src + (ptrdiff_t)(i0 + i) * ld + p0)
+                             : _mm256_setzero_ps();
+            ab__g256_transpose8(r);
+            if (w == 8) {
+AB__UNROLL
+                for (int j = 0; j < 8; j++) _mm256_storeu_ps(dst + (ptrdiff_t)(p0 + j) * R + i0, r[j]);
+            } else {
+AB__UNROLL
+                for (int j = 0; j < 8; j++) {
+                    float tmp[8];
+                    _mm256_storeu_ps(tmp, r[j]);
+                    memcpy(dst + (ptrdiff_t)(p0 + j) * R + i0, tmp, sizeof(float) * (size_t)w);
+                }
+            }
+        }
+        for (; p0 < kc; p0++)
+            for (int i = 0; i < w; i++)
+                dst[(ptrdiff_t)p0 * R + i0 + i] = i < h ? src[(ptrdiff_t)(i0 + i) * ld + p0] : 0.0f;
+    }
+}
+
+/* As ab__g512_pack_copy: R-column panels from whole rows of src, rows p_begin..p_end-1. */
+static AB__T_AVX2 void ab__g256_pack_copy(float *dst, int R, const float *src, int ld, int cols,
+                                          int kc, int p_begin, int p_end) {
+    const ptrdiff_t ahead = (ptrdiff_t)AB__GEMM_PF_ROWS * ld;
+    for (int p = p_begin; p < p_end; p++) {
+        const float *s = src + (ptrdiff_t)p * ld;
+        float *d = dst + (ptrdiff_t)p * R;
+        _mm_prefetch((const char *)(s + ahead), _MM_HINT_T0);
+        for (int c0 = 0; c0 < cols; c0 += R, d += (ptrdiff_t)R * kc) {
+            int w = cols - c0, i = 0;
+            if (w >= R)
+                for (; i + 8 <= R; i += 8) _mm256_storeu_ps(d + i, _mm256_loadu_ps(s + c0 + i));
+            for (; i < R; i++) d[i] = i < w ? s[c0 + i] : 0.0f;
+        }
+    }
+}
+
+static void ab__g256_pack_a(int trans_a, const float *A, int lda, int i0, int mc, int p0, int kc,
+                            float *dst) {
+    const int MR = AB__G256_MR;
+    if (trans_a) {
+        ab__g256_pack_copy(dst, MR, A + (ptrdiff_t)p0 * lda + i0, lda, mc, kc, 0, kc);
+        return;
+    }
+    for (int q = 0; q * MR < mc; q++)
+        ab__g256_pack_transpose(dst + (ptrdiff_t)q * MR * kc, MR, A + (ptrdiff_t)(i0 + q * MR) * lda + p0,
+                                lda, ab__gemm_min(MR, mc - q * MR), kc);
+}
+
+static void ab__g256_pack_b(int trans_b, const float *B, int ldb, int p0, int kc, int j0, int nc,
+                            float *dst) {
+    const int NR = AB__G256_NR;
+    if (!trans_b) {
+        ab__g256_pack_copy(dst, NR, B + (ptrdiff_t)p0 * ldb + j0, ldb, nc, kc, 0, kc);
+        return;
+    }
+    for (int q = 0; q * NR < nc; q++)
+        ab__g256_pack_transpose(dst + (ptrdiff_t)q * NR * kc, NR, B + (ptrdiff_t)(j0 + q * NR) * ldb + p0,
+                                ldb, ab__gemm_min(NR, nc - q * NR), kc);
+}
+
+/* ================================================================================================
+ * The five loops (ISA-independent; all arithmetic happens in the kernels above)
+ * ============================================================================================== */
+
+static const ab__gemm_impl ab__g512_impl = {AB__G512_MR, AB__G512_NR, AB__G512_KC, AB__G512_NC,
+                                            AB__G512_MC, ab__g512_kernel, ab__g512_pack_a,
+                                            ab__g512_pack_b};
+static const ab__gemm_impl ab__g256_impl = {AB__G256_MR, AB__G256_NR, AB__G256_KC, AB__G256_NC,
+                                            AB__G256_MC, ab__g256_kernel, ab__g256_pack_a,
+                                            ab__g256_pack_b};
+
+static int ab__gemm_ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+/* Split len into ceil(len / cap) equal steps, rounded up to a multiple of unit (load balance:
+ * k = 512 with KC = 384 becomes 2 x 256, not 384 + 128). */
+static int ab__gemm_step(int len, int cap, int unit) {
+    int blocks = ab__gemm_ceil_div(len, cap);
+    int step = ab__gemm_ceil_div(len, blocks);
+    return ab__gemm_ceil_div(step, unit) * unit;
+}
+
+typedef struct ab__gemm_args {
+    int trans_a, trans_b, m, n, k;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    int lda, ldb, ldc;
+    int kc_step;         /* depends on k only: every thread blocks k the same way */
+    int a_inplace;       /* A read in place (rows of A or of A^T under 4 KiB apart) */
+    int b_inplace;       /* op(B) = B read in place (rows of B under 4 KiB apart) */
+} ab__gemm_args;
+
+/* The five loops over rows [i0, i1) and columns [j0, j1) of C, with this thread's packing
+ * buffers abuf (>= mc_step * kc_step floats) and bbuf (>= kc_step * nc_step floats). */
+static void ab__gemm_block(const ab__gemm_impl *im, const ab__gemm_args *g, int i0, int i1, int j0,
+                           int j1, float *abuf, float *bbuf) {
+    const int MR = im->mr, NR = im->nr;
+    int mc_step = ab__gemm_step(i1 - i0, im->mc, MR);
+    int nc_step = j1 > j0 ? ab__gemm_step(j1 - j0, im->nc, NR) : NR;
+    for (int ic = i0; ic < i1; ic += mc_step) {                           /* loop 5: MC */
+        int mc = ab__gemm_min(mc_step, i1 - ic);
+        for (int pc = 0; pc < g->k; pc += g->kc_step) {                   /* loop 4: KC */
+            int kc = ab__gemm_min(g->kc_step, g->k - pc);
+            float beta = pc == 0 ? g->beta : 1.0f;
+            if (!g->a_inplace) im->pack_a(g->trans_a, g->A, g->lda, ic, mc, pc, kc, abuf);
+            for (int jc = j0; jc < j1; jc += nc_step) {                   /* loop 3: NC */
+                int nc = ab__gemm_min(nc_step, j1 - jc);
+                if (!g->b_inplace)
+                    im->pack_b(g->trans_b, g->B, g->ldb, pc, kc, jc, nc, bbuf);
+                else if (nc % NR) /* in place: only the ragged edge panel is packed, at bbuf */
+                    im->pack_b(g->trans_b, g->B, g->ldb, pc, kc, jc + nc - nc % NR, nc % NR, bbuf);
+                for (int ir = 0; ir < mc; ir += MR) {                     /* loop 2: MR */
+                    int mr = ab__gemm_min(MR, mc - ir);
+                    const float *a = abuf + (ptrdiff_t)ir * kc;
+                    ptrdiff_t a_rs = 1, a_ps = MR;
+                    if (g->a_inplace && g->trans_a) { /* rows of A are columns of op(A) */
+                        a = g->A + (ptrdiff_t)pc * g->lda + ic + ir;
+                        a_ps = g->lda;
+                    } else if (g->a_inplace) { /* rows of A are rows of op(A) */
+                        a = g->A + (ptrdiff_t)(ic + ir) * g->lda + pc;
+                        a_rs = g->lda;
+                        a_ps = 1;
+                    }
+                    float *c = g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc;
+                    for (int jr = 0; jr < nc; jr += NR) {                 /* loop 1: NR */
+                        int nr = ab__gemm_min(NR, nc - jr);
+                        const float *b = bbuf + (ptrdiff_t)jr * kc;
+                        ptrdiff_t b_ps = NR;
+                        if (g->b_inplace && nr == NR) {
+                            b = g->B + (ptrdiff_t)pc * g->ldb + jc + jr;
+                            b_ps = g->ldb;
+                        } else if (g->b_inplace) {
+                            b = bbuf;
+                        }
+                        im->kernel(mr, kc, a, a_rs, a_ps, b, b_ps, c + jr, g->ldc, nr, g->alpha, beta);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#ifdef _OPENMP
+/* Rank t of `parts` owns units [t*units/parts, (t+1)*units/parts) of `unit` rows or columns. */
+static void ab__gemm_part(int t, int parts, int units, int unit, int len, int *lo, int *hi) {
+    long long u0 = (long long)t * units / parts, u1 = (long long)(t + 1) * units / parts;
+    *lo = (int)(u0 * unit < len ? u0 * unit : len);
+    *hi = (int)(u1 * unit < len ? u1 * unit : len);
+}
+#endif
+
+static size_t ab__gemm_round16(size_t floats) { return (floats + 15) & ~(size_t)15; }
+
+static void ab__gemm_run(const ab__gemm_impl *im, int trans_a, int trans_b, int m, int n, int k,
+                         float alpha, const float *A, int lda, const float *B, int ldb, float beta,
+                         float *C, int ldc) {
+    ab__gemm_args g;
+    g.trans_a = trans_a;
+    g.trans_b = trans_b;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.alpha = alpha;
+    g.beta = beta;
+    g.A = A;
+    g.B = B;
+    g.C = C;
+    g.lda = lda;
+    g.ldb = ldb;
+    g.ldc = ldc;
+    g.kc_step = ab__gemm_step(k, im->kc, 1);
+    double fmas = (double)m * n * k;
+    /* Operands are read in place, unpacked, when their rows are under 4 KiB apart: op(A) = A by
+     * rows (strided micro-kernel), op(A) = A^T by columns, op(B) = B. Measured faster than packing
+     * at every such shape here (e.g. 512x128x256 tn 171 -> 215 GFLOP/s, 256^3 207 -> 220); at 4 KiB
+     * and beyond every row of a micro-panel maps to the same L1 set, which packing avoids. */
+    g.a_inplace = lda < AB__GEMM_INPLACE_MAX_LD;
+    g.b_inplace = !trans_b && ldb < AB__GEMM_INPLACE_MAX_LD;
+
+    /* Threads: every thread runs the five loops on its own range of C, whole MR-row or NR-column
+     * tiles, with its own packing buffers and no synchronisation until the end (a shared packed
+     * block measured worse: 1.7x at 1024^3 on 2 cores against 1.9x, its panels bouncing between
+     * the cores' L2s). Splitting rows makes every thread pack all of B (if B is packed),
+     * splitting columns all of A: pick the split with the smaller estimated critical path, in
+     * cycles: the largest part's multiply-adds at NR per cycle (2 FMA pipes x NR/2 lanes) plus
+     * its packing, measured in place at ~1.5 cycles per float for a transposing pack and ~0.5
+     * for a copying one (1024^3 on 2 threads: rows 404, columns 375 GFLOP/s; 512x3072x768 with
+     * A in place: rows 367, columns 383). */
+    int parts = fmas <= (double)AB__GEMM_MIN_PAR_FMA ? 1 : ab__threads();
+#ifndef _OPENMP
+    parts = 1;
+#endif
+    int m_units = ab__gemm_ceil_div(m, im->mr), n_units = ab__gemm_ceil_div(n, im->nr);
+    if (parts > m_units && parts > n_units) parts = m_units > n_units ? m_units : n_units;
+    int split_n = 0;
+    if (parts > 1) {
+        double a_pack = g.a_inplace ? 0.0 : (double)m * k * (trans_a ? 0.5 : 1.5);
+        double b_pack = g.b_inplace ? 0.0 : (double)k * n * (trans_b ? 1.5 : 0.5);
+        double rows = (double)ab__gemm_ceil_div(m_units, parts) * im->mr;
+        double cols = (double)ab__gemm_ceil_div(n_units, parts) * im->nr;
+        double by_rows = parts > m_units ? 1e300 : rows * n * k / im->nr + b_pack + a_pack * rows / m;
+        double by_cols = parts > n_units ? 1e300 : cols * m * k / im->nr + a_pack + b_pack * cols / n;
+        split_n = by_cols < by_rows;
+    }
+    int units = split_n ? n_units : m_units;
+
+    /* Buffers: an A and a B block per part, sized for the largest part (MC and NC are
+     * multiples of MR and NR, so a block step never exceeds them). */
+    size_t a_floats = 0, b_floats = 0;
+    int part_units = ab__gemm_ceil_div(units, parts);
+    int a_rows = ab__gemm_min(split_n ? m_units * im->mr : part_units * im->mr, im->mc);
+    int b_cols = ab__gemm_min(split_n ? part_units * im->nr : n_units * im->nr, im->nc);
+    if (!g.a_inplace) a_floats = (size_t)a_rows * g.kc_step;
+    if (!g.b_inplace) b_floats = (size_t)b_cols * g.kc_step;
+    else if (n % im->nr) b_floats = (size_t)im->nr * g.kc_step; /* the ragged edge panel */
+    a_floats = ab__gemm_round16(a_floats); /* keep every buffer 64-byte aligned */
+    b_floats = ab__gemm_round16(b_floats);
+    size_t per_part = a_floats + b_floats;
+    size_t total = per_part * (size_t)parts * sizeof(float);
+    float *buf = total ? (float *)ab_aligned_alloc(total) : NULL;
+    if (total && !buf) { /* out of memory: the scalar oracle needs no workspace */
+        ab__scalar_sgemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    if (parts == 1) {
+        ab__gemm_block(im, &g, 0, m, 0, n, buf, buf ? buf + a_floats : NULL);
+    } else {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(parts)
+        {
+            /* The runtime may grant fewer threads (nested regions): they share out the parts. */
+            int team = omp_get_num_threads();
+            for (int t = omp_get_thread_num(); t < parts; t += team) {
+                float *abuf = buf ? buf + per_part * (size_t)t : NULL;
+                float *bbuf = abuf ? abuf + a_floats : NULL;
+                int lo, hi;
+                ab__gemm_part(t, parts, units, split_n ? im->nr : im->mr, split_n ? n : m, &lo, &hi);
+                if (lo >= hi) continue;
+                if (split_n)
+                    ab__gemm_block(im, &g, 0, m, lo, hi, abuf, bbuf);
+                else
+                    ab__gemm_block(im, &g, lo, hi, 0, n, abuf, bbuf);
+            }
+        }
+#endif
+    }
+    ab_aligned_free(buf);
+}
+
+static void ab__avx512_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                             const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                             int ldc) {
+    ab__gemm_run(&ab__g512_impl, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void ab__avx2_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                           const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                           int ldc) {
+    ab__gemm_run(&ab__g256_impl, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void ab__gemm_fill(ab__kernels *k, ab_isa isa) {
+    if (isa >= AB_ISA_AVX512)
+        k->sgemm = ab__avx512_sgemm;
+    else if (isa >= AB_ISA_AVX2)
+        k->sgemm = ab__avx2_sgemm;
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AB_KERNELS_GEMM_H */
