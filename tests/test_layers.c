@@ -29,9 +29,6 @@
 /* ---------------------------------------------------------------------------------------------- */
 /* helpers                                                                                        */
 
-static void upd(double *worst, double e) {
-    if (!(e <= *worst)) *worst = e;
-}
 static float *alloc_off(size_t n) { return tu_alloc(n + OFF) + OFF; }
 static void free_off(float *p) { free(p - OFF); }
 static double *dalloc(size_t n) {
@@ -49,31 +46,7 @@ static float *copy_of(const float *x, size_t n) {
     if (n) memcpy(c, x, n * sizeof(float));
     return c;
 }
-/* element-wise tu_max_rel_err with a per-element floor */
-static double max_err_floor(const float *got, const double *want, const double *floor, size_t n) {
-    double worst = 0.0;
-    for (size_t i = 0; i < n; i++) upd(&worst, tu_max_rel_err(got + i, want + i, 1, floor[i]));
-    return worst;
-}
 
-/* df/dv_j by (f(-2h) - 8 f(-h) + 8 f(h) - f(2h)) / 12h; h adjusted so v_j +- h is exact.
- * Truncation O(h^4), rounding ~1e-16 |f| / h: both far below float rounding for the steps used. */
-typedef double (*fd_fn)(const double *v, const void *ctx);
-static double fd_partial(fd_fn f, const void *ctx, double *v, int j, double h) {
-    double v0 = v[j];
-    volatile double vh = v0 + h;
-    h = vh - v0;
-    v[j] = v0 + h;
-    double fp1 = f(v, ctx);
-    v[j] = v0 - h;
-    double fm1 = f(v, ctx);
-    v[j] = v0 + 2.0 * h;
-    double fp2 = f(v, ctx);
-    v[j] = v0 - 2.0 * h;
-    double fm2 = f(v, ctx);
-    v[j] = v0;
-    return (8.0 * (fp1 - fm1) - (fp2 - fm2)) / (12.0 * h);
-}
 #define FD_REL_STEP 1e-3
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -173,7 +146,7 @@ static void ln_case_make(ln_case *k, int rows, int cols, int fam, uint64_t seed,
                    cols, k->eps);
         double mabs = 0.0;
         for (int j = 0; j < cols; j++) mabs += fabs(xd[(size_t)r * cols + j]) / cols;
-        upd(&k->A, cols * (1.0 + k->rstd[r] * mabs));
+        tu_worst(&k->A, cols * (1.0 + k->rstd[r] * mabs));
     }
     k->gx = k->gw = k->gb = NULL;
     if (with_fd) {
@@ -186,13 +159,13 @@ static void ln_case_make(ln_case *k, int rows, int cols, int fam, uint64_t seed,
             t.row = r;
             double *xr = xd + (size_t)r * cols, std = 1.0 / k->rstd[r];
             for (int j = 0; j < cols; j++) /* step relative to the row's scale sqrt(var + eps) */
-                k->gx[(size_t)r * cols + j] = fd_partial(ln_objective, &t, xr, j, FD_REL_STEP * std);
+                k->gx[(size_t)r * cols + j] = tu_fd_partial(ln_objective, &t, xr, j, FD_REL_STEP * std);
         }
         for (int j = 0; j < cols; j++) {
             t.which = 1;
-            k->gw[j] = fd_partial(ln_objective, &t, wd, j, FD_REL_STEP * fmax(1.0, fabs(wd[j])));
+            k->gw[j] = tu_fd_partial(ln_objective, &t, wd, j, FD_REL_STEP * fmax(1.0, fabs(wd[j])));
             t.which = 2;
-            k->gb[j] = fd_partial(ln_objective, &t, bd, j, FD_REL_STEP * fmax(1.0, fabs(bd[j])));
+            k->gb[j] = tu_fd_partial(ln_objective, &t, bd, j, FD_REL_STEP * fmax(1.0, fabs(bd[j])));
         }
     }
     free(xd);
@@ -239,7 +212,7 @@ static void test_layernorm_forward_vs_double(void **state) {
                 flm[r] = mabs + 1e-30;
                 /* rstd's second-order sensitivity to the mean error: 0.5 (dmu rstd)^2 relative */
                 double dmu_rs = cols * U * mabs * k.rstd[r];
-                upd(&mean_bound, 0.5 * dmu_rs * dmu_rs);
+                tu_worst(&mean_bound, 0.5 * dmu_rs * dmu_rs);
             }
             for (int ii = 0; ii < ni; ii++) {
                 char what[128];
@@ -250,16 +223,16 @@ static void test_layernorm_forward_vs_double(void **state) {
                 /* out: the statistics (A U), the normalise-scale-shift (<= 16 U) */
                 snprintf(what, sizeof what, "layernorm out %dx%d fam%d [%s] vs double", rows, cols,
                          fam, ab_isa_name(isas[ii]));
-                TU_ASSERT_ERR(what, max_err_floor(out, k.out, fl, n), (k.A + 16.0) * U);
+                TU_ASSERT_ERR(what, tu_max_err_floor(out, k.out, fl, n), (k.A + 16.0) * U);
                 /* mean: summation (cols U of mean|x|) and the division */
                 snprintf(what, sizeof what, "layernorm mean %dx%d fam%d [%s] vs double", rows, cols,
                          fam, ab_isa_name(isas[ii]));
-                TU_ASSERT_ERR(what, max_err_floor(mean, k.mean, flm, (size_t)rows), (cols + 2.0) * U);
+                TU_ASSERT_ERR(what, tu_max_err_floor(mean, k.mean, flm, (size_t)rows), (cols + 2.0) * U);
                 /* rstd, relative: var's summation (cols U) and + eps, sqrt, 1/x halve/keep it:
                  * (cols / 2 + 8) U, plus the mean error's second-order term */
                 snprintf(what, sizeof what, "layernorm rstd %dx%d fam%d [%s] vs double", rows, cols,
                          fam, ab_isa_name(isas[ii]));
-                TU_ASSERT_ERR(what, max_err_floor(rstd, k.rstd, zero, (size_t)rows),
+                TU_ASSERT_ERR(what, tu_max_err_floor(rstd, k.rstd, zero, (size_t)rows),
                               (cols / 2.0 + 8.0) * U + mean_bound);
                 /* mean/rstd NULL (inference): the same output bits */
                 assert_int_equal(ab_layernorm_forward(out2, NULL, NULL, k.x, k.w, k.b, rows, cols, k.eps), AB_OK);
@@ -372,11 +345,11 @@ static void test_layernorm_backward_fd(void **state) {
                 memset(db, 0, (size_t)cols * sizeof(float));
                 assert_int_equal(ab_layernorm_backward(dx, dw, db, k.c, k.x, k.w, mean, rstd, rows, cols), AB_OK);
                 snprintf(what, sizeof what, "layernorm dx %dx%d fam%d [%s] vs FD", rows, cols, fam, isa);
-                TU_ASSERT_ERR(what, max_err_floor(dx, k.gx, flx, n), bx);
+                TU_ASSERT_ERR(what, tu_max_err_floor(dx, k.gx, flx, n), bx);
                 snprintf(what, sizeof what, "layernorm dweight %dx%d fam%d [%s] vs FD", rows, cols, fam, isa);
-                TU_ASSERT_ERR(what, max_err_floor(dw, k.gw, flw, (size_t)cols), bw);
+                TU_ASSERT_ERR(what, tu_max_err_floor(dw, k.gw, flw, (size_t)cols), bw);
                 snprintf(what, sizeof what, "layernorm dbias %dx%d fam%d [%s] vs FD", rows, cols, fam, isa);
-                TU_ASSERT_ERR(what, max_err_floor(db, k.gb, flb, (size_t)cols), bb);
+                TU_ASSERT_ERR(what, tu_max_err_floor(db, k.gb, flb, (size_t)cols), bb);
                 /* NULL dweight / dbias skip them; dx is the same bits */
                 float *dx_a = alloc_off(n), *dx_b = alloc_off(n), *dx_c = alloc_off(n);
                 float *dw_b = copy_of(dw0, (size_t)cols), *db_a = copy_of(db0, (size_t)cols);
@@ -387,9 +360,9 @@ static void test_layernorm_backward_fd(void **state) {
                 assert_memory_equal(dx_b, dx, n * sizeof(float));
                 assert_memory_equal(dx_c, dx, n * sizeof(float));
                 snprintf(what, sizeof what, "layernorm dbias (dweight NULL) %dx%d fam%d [%s] +=", rows, cols, fam, isa);
-                TU_ASSERT_ERR(what, max_err_floor(db_a, ab, aflb, (size_t)cols), bb + U);
+                TU_ASSERT_ERR(what, tu_max_err_floor(db_a, ab, aflb, (size_t)cols), bb + U);
                 snprintf(what, sizeof what, "layernorm dweight (dbias NULL) %dx%d fam%d [%s] +=", rows, cols, fam, isa);
-                TU_ASSERT_ERR(what, max_err_floor(dw_b, aw, aflw, (size_t)cols), bw + U);
+                TU_ASSERT_ERR(what, tu_max_err_floor(dw_b, aw, aflw, (size_t)cols), bw + U);
                 free_off(dx_a);
                 free_off(dx_b);
                 free_off(dx_c);
@@ -401,11 +374,11 @@ static void test_layernorm_backward_fd(void **state) {
                 memcpy(db, db0, (size_t)cols * sizeof(float));
                 assert_int_equal(ab_layernorm_backward(dx, dw, db, k.c, k.x, k.w, mean, rstd, rows, cols), AB_OK);
                 snprintf(what, sizeof what, "layernorm dx %dx%d fam%d [%s] += vs d0+FD", rows, cols, fam, isa);
-                TU_ASSERT_ERR(what, max_err_floor(dx, ax, aflx, n), bx + U);
+                TU_ASSERT_ERR(what, tu_max_err_floor(dx, ax, aflx, n), bx + U);
                 snprintf(what, sizeof what, "layernorm dweight %dx%d fam%d [%s] += vs d0+FD", rows, cols, fam, isa);
-                TU_ASSERT_ERR(what, max_err_floor(dw, aw, aflw, (size_t)cols), bw + U);
+                TU_ASSERT_ERR(what, tu_max_err_floor(dw, aw, aflw, (size_t)cols), bw + U);
                 snprintf(what, sizeof what, "layernorm dbias %dx%d fam%d [%s] += vs d0+FD", rows, cols, fam, isa);
-                TU_ASSERT_ERR(what, max_err_floor(db, ab, aflb, (size_t)cols), bb + U);
+                TU_ASSERT_ERR(what, tu_max_err_floor(db, ab, aflb, (size_t)cols), bb + U);
             }
             free_off(out);
             free_off(mean);
@@ -520,7 +493,7 @@ static void test_gelu_forward_vs_double(void **state) {
             if (!isfinite(out[i])) fail_msg("gelu(%g) = %g [%s]", (double)x[i], (double)out[i], ab_isa_name(isas[ii]));
         char what[96];
         snprintf(what, sizeof what, "gelu_forward [%s] vs double", ab_isa_name(isas[ii]));
-        TU_ASSERT_ERR(what, max_err_floor(out, want, fl, n), 16 * U);
+        TU_ASSERT_ERR(what, tu_max_err_floor(out, want, fl, n), 16 * U);
         /* every prefix length 0..40 and unaligned starts give the same values as the long call */
         for (size_t len = 0; len <= 40; len++) {
             float *o = alloc_off(len + 1);
@@ -553,7 +526,7 @@ static void test_gelu_backward_vs_gsl(void **state) {
             double h = FD_REL_STEP * fmax(1.0, fabs(xi));
             assert_int_equal(gsl_deriv_central(&F, xi, h, &g, &err), GSL_SUCCESS);
             /* the reference against itself: GSL's derivative vs the definition's */
-            upd(&worst_ref, fabs(g - ref_gelu_grad(xi)) / (fabs(ref_gelu_grad(xi)) + 1.0));
+            tu_worst(&worst_ref, fabs(g - ref_gelu_grad(xi)) / (fabs(ref_gelu_grad(xi)) + 1.0));
         } else {
             g = ref_gelu_grad(xi); /* 0 or 1 to double precision; FD of x^3 terms overflows */
         }
@@ -576,11 +549,11 @@ static void test_gelu_backward_vs_gsl(void **state) {
         memset(dx, 0, n * sizeof(float));
         assert_int_equal(ab_gelu_backward(dx, x, dout, n), AB_OK);
         snprintf(what, sizeof what, "gelu_backward [%s] vs gsl_deriv_central", ab_isa_name(isas[ii]));
-        TU_ASSERT_ERR(what, max_err_floor(dx, want, fl, n), 16 * U);
+        TU_ASSERT_ERR(what, tu_max_err_floor(dx, want, fl, n), 16 * U);
         memcpy(dx, d0, n * sizeof(float)); /* accumulates */
         assert_int_equal(ab_gelu_backward(dx, x, dout, n), AB_OK);
         snprintf(what, sizeof what, "gelu_backward [%s] += vs d0+gsl", ab_isa_name(isas[ii]));
-        TU_ASSERT_ERR(what, max_err_floor(dx, acc, fla, n), 17 * U);
+        TU_ASSERT_ERR(what, tu_max_err_floor(dx, acc, fla, n), 17 * U);
         for (size_t len = 0; len <= 40; len++) { /* tails: the same values as the long call */
             float *o = alloc_off(len + 1);
             if (len) memcpy(o, d0 + 200, len * sizeof(float));

@@ -104,7 +104,7 @@ static void test_l2_norm_vs_reference(void **state) {
             }
             if (n == 1) assert_true(got == fabsf(x[0])); /* sqrt(x^2) is exact */
             double e = fabs((double)got - want) / want;
-            if (!(e <= worst)) worst = e;
+            tu_worst(&worst, e);
         }
         char what[96];
         snprintf(what, sizeof what, "l2_norm vs long double [%s]", ab_isa_name(isas[ii]));
@@ -144,7 +144,7 @@ static void test_dot_vs_reference(void **state) {
              * double can only err by ~n * 2^-53 * sum|x y|, which 2^-36 covers for n < 2^17 per
              * block-sum and any n here. */
             double e = (double)(fabsl((long double)got - want) / (fabsl(want) + 0x1p-36L * abs_sum));
-            if (!(e <= worst)) worst = e;
+            tu_worst(&worst, e);
         }
         char what[96];
         snprintf(what, sizeof what, "dot vs long double [%s]", ab_isa_name(isas[ii]));

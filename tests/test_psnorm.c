@@ -56,7 +56,7 @@ static double max_rel(const float *got, const double *want, int n) {
     double worst = 0.0;
     for (int i = 0; i < n; i++) {
         double e = fabs((double)got[i] - want[i]) / fabs(want[i]);
-        if (!(e <= worst)) worst = e;
+        tu_worst(&worst, e);
     }
     return worst;
 }

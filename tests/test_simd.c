@@ -68,9 +68,6 @@ static double rel(float got, float want, double scale) {
     return fabs((double)got - (double)want) / scale;
 }
 
-static void upd(double *worst, double e) {
-    if (!(e <= *worst)) *worst = e;
-}
 
 static void check(const char *kernel, ab_isa isa, double err, double bound) {
     char what[96];
@@ -116,11 +113,11 @@ static void test_vexpf_vs_scalar(void **state) {
             TU_SET_ISA(isas[ii]);
             assert_int_equal(ab_vexpf(got + OFF, x + OFF, n), AB_OK);
             for (size_t i = 0; i < n; i++) {
-                upd(&worst, ulp_dist(got[OFF + i], want[i]));
+                tu_worst(&worst, ulp_dist(got[OFF + i], want[i]));
                 float xi = x[OFF + i];
                 /* the documented accuracy on this path too (normal results) */
                 if (xi >= AB_EXPF_MIN_NORMAL_X && xi <= AB_EXPF_MAX_X)
-                    upd(&worst_exact, ulp_err_exact(got[OFF + i], exp((double)xi)));
+                    tu_worst(&worst_exact, ulp_err_exact(got[OFF + i], exp((double)xi)));
             }
             /* in place gives the same bits */
             float *inplace = copy_of(x + OFF, n);
@@ -166,7 +163,7 @@ static void test_vexpf_special_values(void **state) {
                 if (x[i] == INFINITY || x[i] > AB_EXPF_MAX_X) assert_true(got[i] == INFINITY);
                 if (x[i] < -103.972084045410f) assert_true(got[i] == 0.0f);
                 if (x[i] == 0.0f) assert_true(got[i] == 1.0f);
-                upd(&worst, ulp_dist(got[i], want[i]));
+                tu_worst(&worst, ulp_dist(got[i], want[i]));
             }
         }
         check("vexpf special values (ulp)", isas[ii], worst, 2.0);
@@ -238,10 +235,10 @@ static void test_softmax_vs_scalar(void **state) {
                                 assert_true(f2u(got[OFF + k]) == 0u); /* masked: exactly +0 */
                                 continue;
                             }
-                            upd(&worst, rel(got[OFF + k], want[k], fabs(want[k]) + 1e-30));
+                            tu_worst(&worst, rel(got[OFF + k], want[k], fabs(want[k]) + 1e-30));
                             row_sum += got[OFF + k];
                         }
-                        upd(&worst, fabs(row_sum - 1.0) / (double)(valid + 8)); /* sums to 1 */
+                        tu_worst(&worst, fabs(row_sum - 1.0) / (double)(valid + 8)); /* sums to 1 */
                     }
                     /* in place: same bits as out of place */
                     float *inplace = copy_of(x + OFF, n);
@@ -292,7 +289,7 @@ static void test_softmax_special_values(void **state) {
             assert_true(got[5 * COLS + j] == 1.0f / (float)COLS); /* exp(0) = 1 exactly */
         }
         assert_true(got[2 * COLS + 5] > 0.5f && got[2 * COLS + 36] == 0.0f);
-        for (int k = 0; k < ROWS * COLS; k++) upd(&worst, rel(got[k], want[k], fabs(want[k]) + 1e-30));
+        for (int k = 0; k < ROWS * COLS; k++) tu_worst(&worst, rel(got[k], want[k], fabs(want[k]) + 1e-30));
         check("softmax special values (rel)", isas[ii], worst, SOFTMAX_BOUND);
     }
 }
@@ -328,7 +325,7 @@ static void test_softmax_backward_vs_scalar(void **state) {
                 for (int j = 0; j < cols; j++) {
                     size_t k = (size_t)r * cols + j;
                     double scale = fabs(dx0[k]) + y[OFF + k] * (fabs(dy[OFF + k]) + abs_dot);
-                    upd(&worst, rel(got[OFF + k], want[k], scale));
+                    tu_worst(&worst, rel(got[OFF + k], want[k], scale));
                 }
             }
             free(x);
@@ -362,7 +359,7 @@ static void test_log_softmax_vs_scalar(void **state) {
                 assert_int_equal(ab_log_softmax(want, x + OFF, rows, cols), AB_OK);
                 TU_SET_ISA(isas[ii]);
                 assert_int_equal(ab_log_softmax(got + OFF, x + OFF, rows, cols), AB_OK);
-                for (size_t k = 0; k < n; k++) upd(&worst, rel(got[OFF + k], want[k], fabs(want[k]) + 1.0));
+                for (size_t k = 0; k < n; k++) tu_worst(&worst, rel(got[OFF + k], want[k], fabs(want[k]) + 1.0));
                 float *inplace = copy_of(x + OFF, n);
                 assert_int_equal(ab_log_softmax(inplace, inplace, rows, cols), AB_OK);
                 assert_memory_equal(inplace, got + OFF, n * sizeof(float));
@@ -428,13 +425,13 @@ static void test_cross_entropy_vs_scalar(void **state) {
                                             (size_t)vocab * sizeof(float));
                         continue;
                     }
-                    upd(&worst_loss, rel(lgot[r], lw[r], fabs(lw[r]) + 1.0 + fabs(lr[tg[r]])));
+                    tu_worst(&worst_loss, rel(lgot[r], lw[r], fabs(lw[r]) + 1.0 + fabs(lr[tg[r]])));
                     double g = fabs((double)dscale * wr);
                     for (int j = 0; j < vocab; j++) {
                         size_t k = (size_t)r * vocab + j;
                         double p = fabs((double)dw[k] - d0[k]) / g; /* ~ softmax + onehot */
                         double scale = fabs(d0[k]) + g * (p + (j == tg[r]) + 1e-30);
-                        upd(&worst_grad, rel(dg[OFF + k], dw[k], scale));
+                        tu_worst(&worst_grad, rel(dg[OFF + k], dw[k], scale));
                     }
                 }
             }
@@ -484,13 +481,13 @@ static void test_layernorm_forward_vs_scalar(void **state) {
                 double mean_abs = 0.0;
                 for (int j = 0; j < cols; j++) mean_abs += fabs(x[OFF + (size_t)r * cols + j]);
                 mean_abs /= cols;
-                upd(&worst_stat, rel(mg[r], mw[r], mean_abs));
-                upd(&worst_stat, rel(rg[r], rw[r], fabs(rw[r])));
+                tu_worst(&worst_stat, rel(mg[r], mw[r], mean_abs));
+                tu_worst(&worst_stat, rel(rg[r], rw[r], fabs(rw[r])));
                 for (int j = 0; j < cols; j++) {
                     size_t k = (size_t)r * cols + j;
                     double nrm = fabs((x[OFF + k] - mw[r]) * rw[r]);
                     double scale = fabs(w[OFF + j]) * (nrm + 1.0) + fabs(b[OFF + j]);
-                    upd(&worst_out, rel(got[OFF + k], want[k], scale));
+                    tu_worst(&worst_out, rel(got[OFF + k], want[k], scale));
                 }
             }
             /* mean and rstd may be NULL (inference): same output */
@@ -562,7 +559,7 @@ static void test_layernorm_backward_vs_scalar(void **state) {
                         diff = fmax(diff, fabs((double)dxg[OFF + k] - dxw[k]));
                         mag = fmax(mag, fabs((double)dxw[k] - dx0[k]) + fabs(dx0[k]));
                     }
-                    upd(&worst, diff / mag);
+                    tu_worst(&worst, diff / mag);
                 }
                 double diff = 0.0, mag = 0.0;
                 for (size_t j = 0; j < c; j++) {
@@ -570,7 +567,7 @@ static void test_layernorm_backward_vs_scalar(void **state) {
                     diff = fmax(diff, fabs((double)dwg[OFF + j] - dww[j]));
                     mag = fmax(mag, fabs((double)dww[j] - dw0[j]) + fabs(dw0[j]));
                 }
-                upd(&worst, diff / mag);
+                tu_worst(&worst, diff / mag);
                 assert_memory_equal(dbg + OFF, dbw, c * sizeof(float)); /* untouched or bit-exact */
                 if (nulls) {
                     assert_memory_equal(dwg + OFF, dw0, c * sizeof(float));
@@ -638,14 +635,14 @@ static void test_gelu_vs_scalar(void **state) {
             for (size_t i = 0; i < n; i++) {
                 double v = x[OFF + i];
                 double du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * v * v);
-                upd(&wf, rel(got[OFF + i], want[i], fabs(want[i]) + fabs(v)));
-                upd(&wb, rel(dxg[OFF + i], dxw[i], fabs(dx0[i]) + fabs(dout[OFF + i]) * (1.0 + fabs(v) * du)));
+                tu_worst(&wf, rel(got[OFF + i], want[i], fabs(want[i]) + fabs(v)));
+                tu_worst(&wb, rel(dxg[OFF + i], dxw[i], fabs(dx0[i]) + fabs(dout[OFF + i]) * (1.0 + fabs(v) * du)));
                 if (simd && fabs(v) <= 12.0) {
                     double rf = gelu_ref(v), rb = gelu_grad_ref(v);
-                    upd(&wf_ref, fabs(got[OFF + i] - rf) / (fabs(rf) + 1e-37));
+                    tu_worst(&wf_ref, fabs(got[OFF + i] - rf) / (fabs(rf) + 1e-37));
                     /* backward vs double: relative to the accumulated terms */
                     double want_b = dx0[i] + dout[OFF + i] * rb;
-                    upd(&wb_ref, fabs(dxg[OFF + i] - want_b) /
+                    tu_worst(&wb_ref, fabs(dxg[OFF + i] - want_b) /
                                      (fabs(dx0[i]) + fabs(dout[OFF + i]) * (fabs(rb) + 1e-7)));
                 }
             }
@@ -782,9 +779,9 @@ static void test_adamw_vs_scalar(void **state) {
                 }
             }
             for (size_t i = 0; i < n; i++) {
-                upd(&worst, rel(mg[OFF + i], mw[i], ms[i] + 1e-30));
-                upd(&worst, rel(vg[OFF + i], vw[i], vw[i] + 1e-30));
-                upd(&worst, rel(pg[OFF + i], pw[i], ps[i]));
+                tu_worst(&worst, rel(mg[OFF + i], mw[i], ms[i] + 1e-30));
+                tu_worst(&worst, rel(vg[OFF + i], vw[i], vw[i] + 1e-30));
+                tu_worst(&worst, rel(pg[OFF + i], pw[i], ps[i]));
             }
         }
         /* a few roundings of eps/2 per step, three steps feeding forward */
@@ -833,8 +830,8 @@ static void test_reductions_vs_scalar(void **state) {
             assert_int_equal(ab_dot(x + OFF, y + OFF, n, &dg), AB_OK);
             double abs_dot = 0.0;
             for (size_t i = 0; i < n; i++) abs_dot += fabs((double)x[OFF + i] * y[OFF + i]);
-            upd(&worst, rel(ng, nw, fabs(nw)));
-            upd(&worst, rel(dg, dw, fabs(dw) + 0x1p-30 * abs_dot));
+            tu_worst(&worst, rel(ng, nw, fabs(nw)));
+            tu_worst(&worst, rel(dg, dw, fabs(dw) + 0x1p-30 * abs_dot));
             /* NaN / inf in the tail reach the result on every path */
             x[OFF + n - 1] = NAN;
             assert_int_equal(ab_l2_norm(x + OFF, n, &ng), AB_OK);
@@ -870,8 +867,8 @@ static void test_clip_scale_vs_scalar(void **state) {
             assert_int_equal(ab_clip_grad_norm(want, n, 0.125f, &bw), AB_OK);
             TU_SET_ISA(isas[ii]);
             assert_int_equal(ab_clip_grad_norm(got + OFF, n, 0.125f, &bg), AB_OK);
-            upd(&worst, rel(bg, bw, fabs(bw)));
-            for (size_t i = 0; i < n; i++) upd(&worst, rel(got[OFF + i], want[i], fabs(want[i]) + 1e-30));
+            tu_worst(&worst, rel(bg, bw, fabs(bw)));
+            for (size_t i = 0; i < n; i++) tu_worst(&worst, rel(got[OFF + i], want[i], fabs(want[i]) + 1e-30));
         }
         check("clip_grad_norm / scale (rel)", isas[ii], worst, 3.0 * EPS);
     }
@@ -914,7 +911,7 @@ static void test_sam_step_vs_scalar(void **state) {
                 if (with_saved) assert_memory_equal(sg + 3, th0, n * sizeof(float));
                 double s = fabs((double)rho / nw);
                 for (size_t i = 0; i < n; i++)
-                    upd(&worst, rel(tg[OFF + i], tw[i], fabs(th0[i]) + s * fabs(g[OFF + i])));
+                    tu_worst(&worst, rel(tg[OFF + i], tw[i], fabs(th0[i]) + s * fabs(g[OFF + i])));
                 /* restore gives theta back bit for bit */
                 if (with_saved) {
                     assert_int_equal(ab_sam_restore(tg + OFF, sg + 3, n), AB_OK);

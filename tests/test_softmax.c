@@ -60,9 +60,6 @@ static double ulp_err(float got, double exact) {
     return fabs((double)got - exact) / ulp;
 }
 
-static void upd(double *worst, double e) {
-    if (!(e <= *worst)) *worst = e; /* NaN counts as worst */
-}
 
 static int n_isas(ab_isa *isas) { return tu_isas(isas); }
 
@@ -75,13 +72,6 @@ static void fill_seq(float *x, size_t n, float lo, float hi, uint64_t seed) {
     tu_fill_uniform(x, n, lo, hi, &rng);
 }
 
-/* element-wise tu_max_rel_err with a per-element floor (the natural size of that element's
- * rounding errors); returns the worst ratio */
-static double max_err_floor(const float *got, const double *want, const double *floor, size_t n) {
-    double worst = 0.0;
-    for (size_t i = 0; i < n; i++) upd(&worst, tu_max_rel_err(got + i, want + i, 1, floor[i]));
-    return worst;
-}
 
 static double row_range(const float *x, int n) {
     float lo = x[0], hi = x[0];
@@ -125,24 +115,9 @@ static void to_double(double *d, const float *f, size_t n) {
     for (size_t i = 0; i < n; i++) d[i] = (double)f[i];
 }
 
-/* d f / d v_j by the 4th-order central difference (f(-2h) - 8f(-h) + 8f(h) - f(2h)) / 12h, step
- * FD_REL_STEP * max(1, |v_j|) adjusted so that v_j +- h is exact in double. Truncation error
- * O(h^4) ~ 1e-12, rounding ~ 1e-16 |f| / h ~ 1e-13 |f|: far below float rounding. */
-typedef double (*fd_fn)(const double *v, const void *ctx);
-static double fd_partial(fd_fn f, const void *ctx, double *v, int j) {
-    double v0 = v[j], h = FD_REL_STEP * (fabs(v0) > 1.0 ? fabs(v0) : 1.0);
-    volatile double vh = v0 + h;
-    h = vh - v0;
-    v[j] = v0 + h;
-    double fp1 = f(v, ctx);
-    v[j] = v0 - h;
-    double fm1 = f(v, ctx);
-    v[j] = v0 + 2.0 * h;
-    double fp2 = f(v, ctx);
-    v[j] = v0 - 2.0 * h;
-    double fm2 = f(v, ctx);
-    v[j] = v0;
-    return (8.0 * (fp1 - fm1) - (fp2 - fm2)) / (12.0 * h);
+/* d f / d v_j with step FD_REL_STEP * max(1, |v_j|) (tu_fd_partial: 4th-order central difference). */
+static double fd_partial(tu_fd_fn f, const void *ctx, double *v, int j) {
+    return tu_fd_partial(f, ctx, v, j, FD_REL_STEP * (fabs(v[j]) > 1.0 ? fabs(v[j]) : 1.0));
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -178,7 +153,7 @@ static void exp_check(exp_stats *st, float x, float y) {
                 st->ulp_x = x;
             }
         } else {
-            upd(&st->sub, fabs((double)y - ex) / SUBNORMAL_STEP);
+            tu_worst(&st->sub, fabs((double)y - ex) / SUBNORMAL_STEP);
             st->n_sub++;
             ok = y >= 0.0f;
         }
@@ -234,8 +209,8 @@ static void test_expf_sweep_vs_libm_and_gsl(void **state) {
         exp_check(&st, xs[i], y);
         gsl_sf_result r;
         assert_int_equal(gsl_sf_exp_e((double)xs[i], &r), GSL_SUCCESS);
-        upd(&worst_gsl, ulp_err(y, r.val));
-        upd(&worst_ref_gap, fabs(r.val - exp((double)xs[i])) / fabs(r.val)); /* the two oracles */
+        tu_worst(&worst_gsl, ulp_err(y, r.val));
+        tu_worst(&worst_ref_gap, fabs(r.val - exp((double)xs[i])) / fabs(r.val)); /* the two oracles */
     }
     assert_true(xs[0] == AB_EXPF_MIN_NORMAL_X && n > 1000);
     assert_true(st.n_normal >= (long)TU_SIZE(2000000, 60000));
@@ -439,7 +414,7 @@ static double row_sum_err(const float *y, int rows, int cols) {
     for (int r = 0; r < rows; r++) {
         double s = 0.0;
         for (int j = 0; j < cols; j++) s += y[(size_t)r * cols + j];
-        upd(&worst, fabs(s - 1.0));
+        tu_worst(&worst, fabs(s - 1.0));
     }
     return worst;
 }
@@ -466,13 +441,13 @@ static void check_softmax_case(ab_isa isa, int rows, int cols, int causal, int f
     snprintf(what, sizeof what, "softmax%s %dx%d in%d [%s] vs double", causal ? " causal" : "",
              rows, cols, family, ab_isa_name(isa));
     TU_ASSERT_ERR(what, e, softmax_bound(x, rows, cols, causal));
-    upd(worst_rel, e);
+    tu_worst(worst_rel, e);
     /* |sum y - 1| <= sum |y - want| <= the element bound */
     double es = row_sum_err(y, rows, cols);
     snprintf(what, sizeof what, "softmax%s %dx%d in%d [%s] |row sum - 1|", causal ? " causal" : "",
              rows, cols, family, ab_isa_name(isa));
     TU_ASSERT_ERR(what, es, softmax_bound(x, rows, cols, causal));
-    upd(worst_sum, es);
+    tu_worst(worst_sum, es);
     /* in place: the same bits (same inputs, same path) */
     memcpy(z, x, n * sizeof(float));
     assert_int_equal(ab_softmax(z, z, rows, cols, causal), AB_OK);
@@ -631,12 +606,12 @@ static void test_softmax_backward_fd(void **state) {
             assert_int_equal(ab_softmax_backward(dx, y, dy, rows, cols), AB_OK);
             snprintf(what, sizeof what, "softmax_backward %dx%d [%s] vs FD", rows, cols,
                      ab_isa_name(isas[k]));
-            TU_ASSERT_ERR(what, max_err_floor(dx, grad, fl, n), bound);
+            TU_ASSERT_ERR(what, tu_max_err_floor(dx, grad, fl, n), bound);
             memcpy(dx, d0, n * sizeof(float)); /* accumulates: dx = d0 + grad */
             assert_int_equal(ab_softmax_backward(dx, y, dy, rows, cols), AB_OK);
             snprintf(what, sizeof what, "softmax_backward %dx%d [%s] += vs d0+FD", rows, cols,
                      ab_isa_name(isas[k]));
-            TU_ASSERT_ERR(what, max_err_floor(dx, acc, fl_acc, n), bound + 2 * U);
+            TU_ASSERT_ERR(what, tu_max_err_floor(dx, acc, fl_acc, n), bound + 2 * U);
         }
         free_off(x);
         free_off(y);
@@ -889,12 +864,12 @@ static void test_cross_entropy_grad_fd(void **state) {
                     assert_int_equal(ab_cross_entropy(NULL, dl, logits, targets, w, rows, vocab, dscales[di]), AB_OK);
                     snprintf(what, sizeof what, "cross_entropy dlogits %dx%d ds=%g w=%d [%s] vs FD",
                              rows, vocab, (double)dscales[di], use_w, ab_isa_name(isas[k]));
-                    TU_ASSERT_ERR(what, max_err_floor(dl, grad, fl, n), bound);
+                    TU_ASSERT_ERR(what, tu_max_err_floor(dl, grad, fl, n), bound);
                     memcpy(dl, d0, n * sizeof(float)); /* accumulates into dlogits */
                     assert_int_equal(ab_cross_entropy(NULL, dl, logits, targets, w, rows, vocab, dscales[di]), AB_OK);
                     snprintf(what, sizeof what, "cross_entropy dlogits %dx%d ds=%g w=%d [%s] +=",
                              rows, vocab, (double)dscales[di], use_w, ab_isa_name(isas[k]));
-                    TU_ASSERT_ERR(what, max_err_floor(dl, acc, fl_acc, n), bound + U);
+                    TU_ASSERT_ERR(what, tu_max_err_floor(dl, acc, fl_acc, n), bound + U);
                 }
             }
         }
@@ -993,8 +968,8 @@ static void test_cross_entropy_null_outputs(void **state) {
             }
         }
         snprintf(what, sizeof what, "cross_entropy dlogits only [%s] vs double", ab_isa_name(isas[k]));
-        TU_ASSERT_ERR(what, max_err_floor(dl_only, dlw, fl, R * V), ce_bound(logits, R, V) + 4 * U);
-        TU_ASSERT_ERR(what, max_err_floor(dl_both, dlw, fl, R * V), ce_bound(logits, R, V) + 4 * U);
+        TU_ASSERT_ERR(what, tu_max_err_floor(dl_only, dlw, fl, R * V), ce_bound(logits, R, V) + 4 * U);
+        TU_ASSERT_ERR(what, tu_max_err_floor(dl_both, dlw, fl, R * V), ce_bound(logits, R, V) + 4 * U);
     }
 }
 

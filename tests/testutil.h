@@ -60,6 +60,39 @@ static inline double tu_max_rel_err_f(const float *got, const float *want, size_
         if (!(tu_e_ <= tu_b_)) fail_msg("%s: error %.3e exceeds bound %.1e", (what), tu_e_, tu_b_); \
     } while (0)
 
+/* *worst = max(*worst, e); a NaN, once seen, stays the worst. */
+static inline void tu_worst(double *worst, double e) {
+    if (*worst != *worst) return;
+    if (!(e <= *worst)) *worst = e;
+}
+
+/* element-wise tu_max_rel_err with a per-element floor (the natural size of that element's
+ * rounding errors); returns the worst ratio */
+static inline double tu_max_err_floor(const float *got, const double *want, const double *floor, size_t n) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) tu_worst(&worst, tu_max_rel_err(got + i, want + i, 1, floor[i]));
+    return worst;
+}
+
+/* d f / d v_j by the 4th-order central difference (f(-2h) - 8 f(-h) + 8 f(h) - f(2h)) / 12h, with
+ * h adjusted so that v_j +- h is exact in double. Truncation O(h^4), rounding ~1e-16 |f| / h. */
+typedef double (*tu_fd_fn)(const double *v, const void *ctx);
+static inline double tu_fd_partial(tu_fd_fn f, const void *ctx, double *v, int j, double h) {
+    double v0 = v[j];
+    volatile double vh = v0 + h;
+    h = vh - v0;
+    v[j] = v0 + h;
+    double fp1 = f(v, ctx);
+    v[j] = v0 - h;
+    double fm1 = f(v, ctx);
+    v[j] = v0 + 2.0 * h;
+    double fp2 = f(v, ctx);
+    v[j] = v0 - 2.0 * h;
+    double fm2 = f(v, ctx);
+    v[j] = v0;
+    return (8.0 * (fp1 - fm1) - (fp2 - fm2)) / (12.0 * h);
+}
+
 /* Every ISA this CPU and build can run: tests loop over them and compare with the scalar oracle. */
 static inline int tu_isas(ab_isa *out) {
     int n = 0;
