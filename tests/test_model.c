@@ -320,7 +320,7 @@ static void gradcheck_model(ab_model *m, const char *label, int with_perturb, gc
         for (int s = 0; s < 5; s++) {
             double g = t.grad[picks[s]];
             double e = fabs(g - fd[s]) / (fabs(fd[s]) + 0.05 * gmax + 1e-12);
-            if (!(e <= gs->err[t.kind])) gs->err[t.kind] = e;
+            tu_worst(&gs->err[t.kind], e);
             gs->n[t.kind]++;
         }
     }

@@ -669,7 +669,7 @@ static void test_sam_step_vs_reference(void **state) {
                 for (size_t i = 0; i < n; i++) {
                     double step = s * g[i], want = (double)theta0[i] + step;
                     double e = fabs(theta[i] - want) / (fabs(want) + fabs(step) + 1e-300);
-                    if (!(e <= e_theta)) e_theta = e;
+                    tu_worst(&e_theta, e);
                 }
                 assert_int_equal(ab_sam_restore(theta, saved, n), AB_OK);
                 assert_memory_equal(theta, theta0, n * sizeof(float));

@@ -228,7 +228,7 @@ static void test_psnorm_workspace_uses_override(void **state) {
         double worst = 0.0;
         for (int s = 0; s < NS; s++) {
             double e = fabs(w[s] - want[s]) / want[s];
-            if (!isnan(worst) && !(e <= worst)) worst = e; /* NaN is the worst and stays */
+            tu_worst(&worst, e);
         }
         /* loose: this checks that the static copy computes, not the kernel's accuracy */
         TU_ASSERT_ERR("psnorm_linear (static build) vs double, relative", worst, 1e-5);
@@ -281,7 +281,7 @@ static void test_gemm_buffers_use_override(void **state) {
             double worst = 0.0;
             for (size_t e = 0; e < (size_t)m * n; e++) {
                 double r = fabs(C[e] - want[e]) / ((k + 2) * FLT_EPSILON * mag[e] + 1e-30);
-                if (!isnan(worst) && !(r <= worst)) worst = r; /* NaN is the worst and stays */
+                tu_worst(&worst, r);
             }
             char what[96];
             snprintf(what, sizeof what, "sgemm %s%s vs double, units of (k+2)eps|A||B|",
