@@ -3475,30 +3475,30 @@ static unsigned ab__lab_word_class(const char *w, size_t len) {
     return cls;
 }
 
+/* *out = table[index] after a range check; the error names the public function and argument. */
+static ab_status ab__lab_table_get(const char *fn, const char *what, const char *const *table, int n,
+                                   int index, const char **out) {
+    if (index < 0 || index >= n)
+        return ab__fail(AB_ERR_ARG, "%s: %s %d outside [0, %d)", fn, what, index, n);
+    *out = table[index];
+    return AB_OK;
+}
+
 ABDEF ab_status ab_refusal_text(int index, const char **text) {
     AB__CHECK_PTR(text);
-    if (index < 0 || index >= AB_N_REFUSALS)
-        return ab__fail(AB_ERR_ARG, "ab_refusal_text: index %d outside [0, %d)", index, AB_N_REFUSALS);
-    *text = ab__lab_refusals[index];
-    return AB_OK;
+    return ab__lab_table_get(__func__, "index", ab__lab_refusals, AB_N_REFUSALS, index, text);
 }
 
 ABDEF ab_status ab_refusal_marker(int index, const char **word) {
     AB__CHECK_PTR(word);
-    if (index < 0 || index >= AB_N_REFUSAL_MARKERS)
-        return ab__fail(AB_ERR_ARG, "ab_refusal_marker: index %d outside [0, %d)", index,
-                        AB_N_REFUSAL_MARKERS);
-    *word = ab__lab_refusal_markers[index];
-    return AB_OK;
+    return ab__lab_table_get(__func__, "index", ab__lab_refusal_markers, AB_N_REFUSAL_MARKERS, index,
+                             word);
 }
 
 ABDEF ab_status ab_harm_category_name(int category, const char **name) {
     AB__CHECK_PTR(name);
-    if (category < 0 || category >= AB_N_HARM_CATEGORIES)
-        return ab__fail(AB_ERR_ARG, "ab_harm_category_name: category %d outside [0, %d)", category,
-                        AB_N_HARM_CATEGORIES);
-    *name = ab__lab_harm_categories[category];
-    return AB_OK;
+    return ab__lab_table_get(__func__, "category", ab__lab_harm_categories, AB_N_HARM_CATEGORIES,
+                             category, name);
 }
 
 ABDEF ab_status ab_harm_payload_word(int category, int index, const char **word) {
