@@ -2,8 +2,8 @@
 #
 # Everything builds out of tree in $(BUILD) (default build/). The library is header-only: each
 # program compiles antibody.h itself (tests link one shared implementation object). No
-# -march=native anywhere: SIMD kernels carry per-function target attributes and are chosen at run
-# time, which is what lets valgrind (no AVX-512) run the same binaries.
+# native-architecture -march flag anywhere: SIMD kernels carry per-function target attributes and
+# are chosen at run time, which is what lets valgrind (no AVX-512) run the same binaries.
 
 CC       ?= cc
 CXX      ?= c++
