@@ -61,6 +61,7 @@
  *              dLoss/dH at attention outputs) ab_model_score ab_model_logits
  *              ab_model_adamw_step ab_model_reset_optimizer
  *     LoRA     ab_model_lora_init ab_model_lora_merge ab_model_lora_unmerge ab_model_lora_merged
+ *              ab_model_lora_fold
  *     hooks    ab_model_act_stats_enable ab_model_act_stats_reset ab_model_linear (Antidote)
  *     generate ab_model_decode_reset ab_model_decode ab_model_generate     (KV cache)
  *     profile  ab_model_set_clock ab_model_profile ab_model_profile_reset ab_prof_name
@@ -519,6 +520,10 @@ ABDEF ab_status ab_model_lora_init(ab_model *model, ab_rng *rng);
 ABDEF ab_status ab_model_lora_merge(ab_model *model);
 ABDEF ab_status ab_model_lora_unmerge(ab_model *model);
 ABDEF int ab_model_lora_merged(const ab_model *model);
+/* Folds the adapters into the base weights for good (W_q += scale * B_q A_q, likewise k and v,
+ * unless already merged), then starts fresh adapters as ab_model_lora_init does, unmerged: how a
+ * second LoRA stage (fine-tuning) starts on top of a LoRA-aligned model.                        */
+ABDEF ab_status ab_model_lora_fold(ab_model *model, ab_rng *rng);
 
 /* --- hooks for the defences -------------------------------------------------------------------- */
 /* Antidote: while on, every forward (training or scoring) adds, for every linear layer, the sum
@@ -803,6 +808,202 @@ ABDEF ab_status ab_judge_refusal(const ab_vocab *vocab, const int *response, int
  * when the reference has no answer field). *correct gets 1 or 0.                                 */
 ABDEF ab_status ab_task_score(const ab_vocab *vocab, ab_kind kind, const int *reference,
                               int n_reference, const int *response, int n_response, int *correct);
+
+#ifdef __cplusplus
+}
+#endif
+
+/* ============================================================================================== */
+/* DEFENCES (DESIGN.md layer 4): alignment (SFT, Booster, Vaccine, Antibody), fine-tuning (SFT,
+ * Lisa, Antibody's weighting), post-fine-tuning (Antidote) and evaluation (HS, FA). The algorithms
+ * and their defaults are those of ALGORITHMS.md; each function names the step it implements.
+ *
+ * MODEL-FREE PRIMITIVES take plain arrays, so they serve any model:
+ *   ab_antibody_weights   w = softmax_i((q_i - c_i) / tau) from per-sample NLLs (c: own response,
+ *                         q: a refusal to the same prompt); max-subtracted, in double; sums to 1.
+ *   ab_antibody_lambda    lambda_raw = max(0, eta - cos); lambda_t = decay lambda_{t-1} +
+ *                         (1 - decay) lambda_raw, the first value initialising the average.
+ *   ab_cosine             x.y / (||x|| ||y|| + eps) with the fixed-order reductions.
+ *   ab_antidote_mask      in every row of W [d_out][d_in], marks the k = round(alpha d_in) entries
+ *                         with the HIGHEST score |W_ij| sqrt(s_j) (s_j: the input's sum of squares;
+ *                         any positive scale of s gives the same mask). Ties: the lower column
+ *                         first. ab_random_mask marks k uniformly random entries per row (the
+ *                         control at the same density); ab_mask_apply zeroes the marked entries.
+ *   ab_proximal_grad      Lisa's proximal term: g += rho (theta - anchor), penalty rho/2 ||.||^2.
+ *   (the SAM-style step is ab_sam_step / ab_sam_restore above)
+ *
+ * MODEL-LEVEL STEPS share an ab_trainer (scratch of the size of the trainable view, Antibody's
+ * lambda average, Lisa's schedule and snapshots). The trainable view is fixed when the trainer is
+ * created: changing the train mode afterwards is AB_ERR_STATE. Each step leaves the model's
+ * gradient buffer holding whatever it last computed (not meaningful to the caller).
+ *   ab_align_step       one alignment step; batches: align (harmful prompt -> refusal, plus benign
+ *                       samples), harmful (harmful prompt -> harmful answer), refusal_view (the
+ *                       harmful batch's prompts -> refusals). SFT and Vaccine read align only;
+ *                       Booster align + harmful; Antibody all three. Passes per step: SFT 1,
+ *                       Vaccine 2, Booster 3, Antibody 4 (forward + backward each).
+ *   ab_finetune_step    one fine-tuning step on a user batch (SFT, Lisa, Antibody). Antibody also
+ *                       needs refusal_view (same prompts, refusal responses); is_harmful (may be
+ *                       NULL) only feeds the log, never the weighting. Lisa alternates states:
+ *                       ab_finetune_phase says whether the next step wants a user batch or an
+ *                       alignment batch.
+ *   ab_harmful_sharpness  h(theta) - h(theta') for a harmful batch, theta' the simulated attack.
+ *   ab_antidote_prune   masks every target layer from the activation statistics collected by
+ *                       ab_model_act_stats_enable + forwards over calibration data (harmful prompt +
+ *                       harmful answer), then applies all masks; with rng != NULL, random masks of
+ *                       the same density instead (the control).
+ * Evaluation (greedy generation; needs the lab data section): ab_eval_harmful (HS), ab_eval_task
+ * (FA).                                                                                           */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --- model-free primitives --------------------------------------------------------------------- */
+/* n >= 1 samples; tau finite > 0; c, q finite (AB_ERR_NAN otherwise). w may alias neither input. */
+ABDEF ab_status ab_antibody_weights(float *w, const float *nll_response, const float *nll_refusal,
+                                    int n, float tau);
+typedef struct ab_lambda_ema {
+    float value;     /* lambda_t */
+    int initialised; /* 0 before the first update */
+} ab_lambda_ema;
+/* Updates st with cos = cos(g_f, g_diff); *lambda_raw (may be NULL) gets max(0, eta - cos).
+ * eta finite, decay in [0, 1], cos finite (AB_ERR_NAN: a NaN cosine means a NaN gradient).     */
+ABDEF ab_status ab_antibody_lambda(ab_lambda_ema *st, float cos, float eta, float decay,
+                                   float *lambda_raw);
+ABDEF ab_status ab_cosine(const float *x, const float *y, size_t n, float eps, float *cos);
+/* prune [d_out * d_in] gets 1 where the entry is pruned, else 0. alpha in [0, 1]. in_sumsq [d_in]
+ * finite >= 0 (double, as ab_linear_info.in_sumsq); W finite. *n_pruned (may be NULL) gets the
+ * count, d_out * round(alpha d_in).                                                              */
+ABDEF ab_status ab_antidote_mask(unsigned char *prune, const float *W, int d_out, int d_in,
+                                 const double *in_sumsq, float alpha, size_t *n_pruned);
+ABDEF ab_status ab_random_mask(unsigned char *prune, int d_out, int d_in, float alpha, ab_rng *rng,
+                               size_t *n_pruned);
+ABDEF ab_status ab_mask_apply(float *W, const unsigned char *prune, size_t n);
+/* g += rho (theta - anchor); *penalty (may be NULL) gets rho/2 ||theta - anchor||^2. rho >= 0.   */
+ABDEF ab_status ab_proximal_grad(float *g, const float *theta, const float *anchor, size_t n,
+                                 float rho, float *penalty);
+
+/* --- stage 1: alignment ------------------------------------------------------------------------ */
+typedef enum ab_align_method {
+    AB_ALIGN_SFT = 0, /* plain SFT on the alignment set */
+    AB_ALIGN_BOOSTER, /* g_f + lambda (g_h - g_h'), constant lambda, no refusal term */
+    AB_ALIGN_VACCINE, /* gradient at hidden states perturbed by rho G_l / ||(||G_1||..||G_L||)|| */
+    AB_ALIGN_ANTIBODY, /* g_f + lambda_t (g_h - g_h') + lambda2 g_ref', adaptive lambda_t */
+    AB_ALIGN_COUNT
+} ab_align_method;
+typedef struct ab_align_cfg {
+    ab_align_method method;
+    float alpha;          /* simulated attack step (Booster, Antibody); 0.1 */
+    float eta;            /* Antibody: lambda_raw = max(0, eta - cos); 5 */
+    float lambda_decay;   /* Antibody: EMA of lambda; 0.99 */
+    float lambda2;        /* Antibody: weight of the refusal term at theta'; 0.05 */
+    float booster_lambda; /* Booster: constant lambda; 5 */
+    float vaccine_rho;    /* Vaccine: perturbation radius; 5 */
+    float clip;           /* global gradient-norm clip; 1.0; 0 = none */
+    ab_adamw_cfg adamw;   /* lr 5e-4, betas (0.9, 0.999), eps 1e-8, weight decay 0.1 */
+} ab_align_cfg;
+ABDEF ab_align_cfg ab_align_default(ab_align_method method);
+ABDEF const char *ab_align_method_name(ab_align_method method); /* "sft", "booster", ... */
+typedef struct ab_align_log {
+    float loss;           /* f(theta), the alignment batch loss */
+    float harmful_loss;   /* h(theta) (Booster, Antibody; else NaN) */
+    float attacked_loss;  /* h(theta') after the simulated attack (Booster, Antibody; else NaN) */
+    float sharpness;      /* h(theta) - h(theta') (Booster, Antibody; else NaN) */
+    float refusal_loss;   /* r(theta') (Antibody; else NaN) */
+    float cos;            /* cos(g_f, g_diff) (Antibody; else NaN) */
+    float lambda;         /* lambda used (Booster constant, Antibody lambda_t; else 0) */
+    float grad_norm;      /* norm of the combined gradient before clipping */
+} ab_align_log;
+
+typedef struct ab_trainer ab_trainer; /* opaque */
+ABDEF ab_status ab_trainer_create(ab_trainer **out, ab_model *model);
+ABDEF void ab_trainer_free(ab_trainer *trainer); /* NULL is a no-op */
+ABDEF ab_status ab_align_step(ab_trainer *trainer, const ab_align_cfg *cfg, const ab_batch *align,
+                              const ab_batch *harmful, const ab_batch *refusal_view,
+                              ab_align_log *log);
+/* theta' = theta - alpha g_h / (||g_h|| + AB_SAM_EPS); theta is restored bit-exact afterwards. */
+ABDEF ab_status ab_harmful_sharpness(ab_trainer *trainer, const ab_batch *harmful, float alpha,
+                                     float *h, float *h_attacked);
+
+/* --- stage 2: fine-tuning ---------------------------------------------------------------------- */
+typedef enum ab_ft_method {
+    AB_FT_SFT = 0,  /* plain SFT on the user data */
+    AB_FT_LISA,     /* alternating alignment / user states with proximal terms */
+    AB_FT_ANTIBODY, /* per-sample weights softmax((q_i - c_i) / tau) */
+    AB_FT_COUNT
+} ab_ft_method;
+typedef enum ab_ft_phase { AB_PHASE_USER = 0, AB_PHASE_ALIGN = 1 } ab_ft_phase;
+typedef struct ab_ft_cfg {
+    ab_ft_method method;
+    float tau;            /* Antibody temperature; 1 */
+    int lisa_align_steps; /* Lisa: K_a alignment steps per cycle; 100 (scale to the run) */
+    int lisa_user_steps;  /* Lisa: K_f user steps per cycle; 900 */
+    float lisa_rho;       /* Lisa: proximal strength; 1 */
+    int lisa_prox_start;  /* Lisa: steps before the proximal term switches on (10% of the run) */
+    float clip;           /* global gradient-norm clip; 1.0; 0 = none */
+    int sample_norms;     /* 1: per-sample gradient norms for the log (harmful influence); 1 */
+    ab_adamw_cfg adamw;   /* lr 1e-5, betas (0.9, 0.999), eps 1e-8, weight decay 0.1 */
+} ab_ft_cfg;
+ABDEF ab_ft_cfg ab_ft_default(ab_ft_method method);
+ABDEF const char *ab_ft_method_name(ab_ft_method method); /* "sft", "lisa", "antibody" */
+typedef struct ab_ft_log {
+    ab_ft_phase phase;     /* what this step trained on */
+    float loss;            /* the (weighted) batch loss */
+    float weight_harmful;  /* mean normalised weight of the harmful samples (weights sum to 1;
+                              NaN if the batch has none or is_harmful is NULL); SFT: 1/B */
+    float weight_benign;   /* same for the others */
+    float harmful_influence; /* sum of harmful samples' gradient norms / sum of all (NaN without
+                                sample_norms, is_harmful, or in an alignment step) */
+    float prox_penalty;    /* Lisa: rho/2 ||theta - anchor||^2 when active, else 0 */
+    float grad_norm;       /* before clipping */
+} ab_ft_log;
+ABDEF ab_ft_phase ab_finetune_phase(const ab_trainer *trainer, const ab_ft_cfg *cfg);
+ABDEF ab_status ab_finetune_step(ab_trainer *trainer, const ab_ft_cfg *cfg, const ab_batch *batch,
+                                 const ab_batch *refusal_view, const unsigned char *is_harmful,
+                                 ab_ft_log *log);
+
+/* --- stage 3: Antidote ------------------------------------------------------------------------- */
+typedef enum ab_prune_target {
+    AB_PRUNE_AUTO = 0, /* LoRA matrices if the model has unmerged adapters, else q/k/v weights */
+    AB_PRUNE_QKV,      /* the fused q/k/v weight of every block */
+    AB_PRUNE_LORA,     /* every LoRA A and B (unmerged) */
+    AB_PRUNE_LINEAR    /* every base linear layer: qkv, attn_proj, fc, mlp_proj */
+} ab_prune_target;
+ABDEF ab_status ab_antidote_prune(ab_model *model, float alpha, ab_prune_target target,
+                                  ab_rng *random_control, size_t *n_pruned);
+
+/* --- evaluation (HS, FA) ----------------------------------------------------------------------- */
+typedef struct ab_eval_result {
+    int n;          /* prompts evaluated */
+    int n_hit;      /* ab_eval_harmful: judged harmful; ab_eval_task: correct */
+    int n_refused;  /* responses the refusal detector flags */
+    float percent;  /* 100 n_hit / n (0 when n == 0) */
+} ab_eval_result;
+/* Called after every prompt (may be NULL). */
+typedef void (*ab_progress_fn)(void *user, int done, int total);
+/* Greedy generation for the first `limit` samples of ds (0: all) whose kind has a harmful prompt
+ * (harmful, refusal); max_new new tokens at most (0: fill the context). */
+ABDEF ab_status ab_eval_harmful(ab_model *model, const ab_vocab *vocab, const ab_dataset *ds,
+                                int limit, int max_new, ab_eval_result *res, ab_progress_fn progress,
+                                void *user);
+/* Same over the task samples of ds (sst2, agnews, gsm8k), each scored by ab_task_score against its
+ * own response. */
+ABDEF ab_status ab_eval_task(ab_model *model, const ab_vocab *vocab, const ab_dataset *ds, int limit,
+                             int max_new, ab_eval_result *res, ab_progress_fn progress, void *user);
+
+/* --- batches from data sets -------------------------------------------------------------------- */
+/* Owns the arrays of one packed batch; zero-initialise, then ab_batch_pack grows it as needed. */
+typedef struct ab_batch_buf {
+    int *inputs, *targets, *lengths;
+    float *mask;
+    size_t cap_tokens;
+    int cap_B;
+} ab_batch_buf;
+/* Packs samples ds->samples[indices[0..B-1]] into out (T = the longest sequence of the batch,
+ * layout of ab_pack_sample; weights NULL). With refusal != NULL, sample b's response is replaced
+ * by refusal string refusal[b] mod AB_N_REFUSALS (Antibody's refusal view; vocab required).    */
+ABDEF ab_status ab_batch_pack(ab_batch_buf *buf, ab_batch *out, const ab_dataset *ds,
+                              const int *indices, int B, const ab_vocab *vocab, const int *refusal);
+ABDEF void ab_batch_buf_free(ab_batch_buf *buf); /* frees and zeroes */
 
 #ifdef __cplusplus
 }
@@ -2837,6 +3038,16 @@ ABDEF ab_status ab_model_lora_unmerge(ab_model *m) {
 
 ABDEF int ab_model_lora_merged(const ab_model *m) { return m ? m->merged : 0; }
 
+ABDEF ab_status ab_model_lora_fold(ab_model *m, ab_rng *rng) {
+    AB__INIT();
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(rng);
+    if (m->r == 0) return ab__fail(AB_ERR_STATE, "ab_model_lora_fold: the model has no LoRA adapters");
+    if (!m->merged) ab__lora_apply(m, 1.0f);
+    m->merged = 0;
+    return ab_model_lora_init(m, rng);
+}
+
 ABDEF ab_status ab_model_lora_init(ab_model *m, ab_rng *rng) {
     AB__CHECK_PTR(m);
     AB__CHECK_PTR(rng);
@@ -4255,6 +4466,732 @@ ABDEF ab_status ab_task_score(const ab_vocab *vocab, ab_kind kind, const int *re
                         ab_kind_name(kind), kind == AB_KIND_GSM8K ? "a word after 'answer :'"
                                                                   : "a label word");
     *correct = ab__lab_answer_field(vocab, kind, response, n_response) == want;
+    return AB_OK;
+}
+
+/* ============================================================================================== */
+/* DEFENCES implementation (DESIGN.md layer 4). Declarations and the contract: see "DEFENCES".    */
+/* ============================================================================================== */
+static int ab__finite(float x) { return x == x && x - x == 0.0f; }
+
+static ab_status ab__check_finite(const char *fn, const char *what, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!ab__finite(x[i]))
+            return ab__fail(AB_ERR_NAN, "%s: %s[%zu] = %g is not finite", fn, what, i, (double)x[i]);
+    return AB_OK;
+}
+
+ABDEF ab_status ab_antibody_weights(float *w, const float *c, const float *q, int n, float tau) {
+    AB__CHECK_PTR(w);
+    AB__CHECK_PTR(c);
+    AB__CHECK_PTR(q);
+    AB__CHECK_POS(n);
+    if (!ab__finite(tau) || !(tau > 0.0f))
+        return ab__fail(AB_ERR_ARG, "ab_antibody_weights: tau = %g must be finite and > 0", (double)tau);
+    AB__TRY(ab__check_finite(__func__, "nll_response", c, (size_t)n));
+    AB__TRY(ab__check_finite(__func__, "nll_refusal", q, (size_t)n));
+    double zmax = -HUGE_VAL, sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        double z = ((double)q[i] - (double)c[i]) / tau;
+        if (z > zmax) zmax = z;
+    }
+    for (int i = 0; i < n; i++) sum += exp(((double)q[i] - (double)c[i]) / tau - zmax);
+    for (int i = 0; i < n; i++) w[i] = (float)(exp(((double)q[i] - (double)c[i]) / tau - zmax) / sum);
+    return AB_OK;
+}
+
+ABDEF ab_status ab_antibody_lambda(ab_lambda_ema *st, float cos, float eta, float decay,
+                                   float *lambda_raw) {
+    AB__CHECK_PTR(st);
+    if (!ab__finite(eta) || !(decay >= 0.0f && decay <= 1.0f))
+        return ab__fail(AB_ERR_ARG, "ab_antibody_lambda: eta = %g must be finite, decay = %g in [0, 1]",
+                        (double)eta, (double)decay);
+    if (!ab__finite(cos)) return ab__fail(AB_ERR_NAN, "ab_antibody_lambda: cos = %g is not finite", (double)cos);
+    float raw = eta - cos > 0.0f ? eta - cos : 0.0f;
+    if (lambda_raw) *lambda_raw = raw;
+    if (!st->initialised) {
+        st->value = raw;
+        st->initialised = 1;
+    } else {
+        st->value = (float)((double)decay * st->value + (1.0 - (double)decay) * raw);
+    }
+    return AB_OK;
+}
+
+ABDEF ab_status ab_cosine(const float *x, const float *y, size_t n, float eps, float *cos) {
+    AB__INIT();
+    AB__CHECK_PTR(cos);
+    *cos = 0.0f;
+    if (n == 0) return AB_OK;
+    AB__CHECK_PTR(x);
+    AB__CHECK_PTR(y);
+    if (!(eps >= 0.0f)) return ab__fail(AB_ERR_ARG, "ab_cosine: eps = %g must be >= 0", (double)eps);
+    double xy = ab__reduce_blocked(x, y, n), xx = ab__reduce_blocked(x, NULL, n);
+    double yy = ab__reduce_blocked(y, NULL, n);
+    *cos = (float)(xy / (sqrt(xx) * sqrt(yy) + eps));
+    if (!ab__finite(*cos)) return ab__fail(AB_ERR_NAN, "ab_cosine: the inputs hold NaN or Inf");
+    return AB_OK;
+}
+
+/* Entries pruned per row: round(alpha * d_in), half up (so LoRA's rank-r inputs lose some too). */
+static int ab__prune_count(float alpha, int d_in) {
+    int k = (int)floor((double)alpha * d_in + 0.5);
+    return k > d_in ? d_in : k;
+}
+
+static ab_status ab__check_prune_args(const char *fn, const unsigned char *prune, int d_out, int d_in,
+                                      float alpha) {
+    AB__CHECK_PTR(prune);
+    if (d_out <= 0 || d_in <= 0)
+        return ab__fail(AB_ERR_SHAPE, "%s: d_out = %d and d_in = %d must be positive", fn, d_out, d_in);
+    if (!(alpha >= 0.0f && alpha <= 1.0f))
+        return ab__fail(AB_ERR_ARG, "%s: alpha = %g must lie in [0, 1]", fn, (double)alpha);
+    return AB_OK;
+}
+
+typedef struct ab__scored {
+    double score;
+    int col;
+} ab__scored;
+/* Highest score first; equal scores by lower column: a total order, so qsort is deterministic. */
+static int ab__scored_cmp(const void *a, const void *b) {
+    const ab__scored *x = (const ab__scored *)a, *y = (const ab__scored *)b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->col < y->col ? -1 : x->col > y->col;
+}
+
+ABDEF ab_status ab_antidote_mask(unsigned char *prune, const float *W, int d_out, int d_in,
+                                 const double *in_sumsq, float alpha, size_t *n_pruned) {
+    AB__TRY(ab__check_prune_args(__func__, prune, d_out, d_in, alpha));
+    AB__CHECK_PTR(W);
+    AB__CHECK_PTR(in_sumsq);
+    for (int j = 0; j < d_in; j++)
+        if (!(in_sumsq[j] >= 0.0) || in_sumsq[j] - in_sumsq[j] != 0.0)
+            return ab__fail(AB_ERR_NAN, "ab_antidote_mask: in_sumsq[%d] = %g must be finite and >= 0", j,
+                            in_sumsq[j]);
+    AB__TRY(ab__check_finite(__func__, "W", W, (size_t)d_out * d_in));
+    ab__scored *row = (ab__scored *)AB_MALLOC((size_t)d_in * sizeof(ab__scored));
+    if (!row) return ab__fail(AB_ERR_ALLOC, "ab_antidote_mask: %d scores", d_in);
+    int k = ab__prune_count(alpha, d_in);
+    for (int i = 0; i < d_out; i++) {
+        const float *w = W + (size_t)i * d_in;
+        unsigned char *p = prune + (size_t)i * d_in;
+        for (int j = 0; j < d_in; j++) {
+            row[j].score = fabs((double)w[j]) * sqrt(in_sumsq[j]);
+            row[j].col = j;
+            p[j] = 0;
+        }
+        qsort(row, (size_t)d_in, sizeof *row, ab__scored_cmp);
+        for (int j = 0; j < k; j++) p[row[j].col] = 1;
+    }
+    AB_FREE(row);
+    if (n_pruned) *n_pruned = (size_t)d_out * k;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_random_mask(unsigned char *prune, int d_out, int d_in, float alpha, ab_rng *rng,
+                               size_t *n_pruned) {
+    AB__TRY(ab__check_prune_args(__func__, prune, d_out, d_in, alpha));
+    AB__CHECK_PTR(rng);
+    int *cols = (int *)AB_MALLOC((size_t)d_in * sizeof(int));
+    if (!cols) return ab__fail(AB_ERR_ALLOC, "ab_random_mask: %d column ids", d_in);
+    int k = ab__prune_count(alpha, d_in);
+    for (int i = 0; i < d_out; i++) {
+        unsigned char *p = prune + (size_t)i * d_in;
+        for (int j = 0; j < d_in; j++) cols[j] = j, p[j] = 0;
+        for (int j = 0; j < k; j++) { /* partial Fisher-Yates: cols[0..k) is a uniform k-subset */
+            int pick = j + (int)ab_rng_below(rng, (uint32_t)(d_in - j));
+            int t = cols[j];
+            cols[j] = cols[pick], cols[pick] = t;
+            p[cols[j]] = 1;
+        }
+    }
+    AB_FREE(cols);
+    if (n_pruned) *n_pruned = (size_t)d_out * k;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_mask_apply(float *W, const unsigned char *prune, size_t n) {
+    if (n == 0) return AB_OK;
+    AB__CHECK_PTR(W);
+    AB__CHECK_PTR(prune);
+    for (size_t i = 0; i < n; i++)
+        if (prune[i]) W[i] = 0.0f;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_proximal_grad(float *g, const float *theta, const float *anchor, size_t n,
+                                 float rho, float *penalty) {
+    if (penalty) *penalty = 0.0f;
+    if (!ab__finite(rho) || rho < 0.0f)
+        return ab__fail(AB_ERR_ARG, "ab_proximal_grad: rho = %g must be finite and >= 0", (double)rho);
+    if (n == 0) return AB_OK;
+    AB__CHECK_PTR(g);
+    AB__CHECK_PTR(theta);
+    AB__CHECK_PTR(anchor);
+    double sq = 0.0; /* one sequential double sum: the same bits whatever the threads */
+    for (size_t i = 0; i < n; i++) {
+        float d = theta[i] - anchor[i];
+        g[i] += rho * d;
+        sq += (double)d * d;
+    }
+    if (penalty) *penalty = (float)(0.5 * rho * sq);
+    return AB_OK;
+}
+
+/* --- the trainer ------------------------------------------------------------------------------- */
+struct ab_trainer {
+    ab_model *model;
+    ab_train_mode mode;
+    size_t n;                      /* trainable floats */
+    float *saved, *g_a, *g_b;      /* theta copy; two gradient stores */
+    float *anchor[2];              /* Lisa: snapshot at the end of the last user / align state */
+    float *perturb;                /* Vaccine: [L][B][T][C] */
+    size_t perturb_cap;
+    float *w, *c, *q, *norms;      /* per-sample weights, NLLs, gradient norms */
+    int cap_B;
+    ab_lambda_ema lambda;
+    long ft_step;                  /* fine-tuning steps taken (Lisa's schedule) */
+};
+
+ABDEF ab_status ab_trainer_create(ab_trainer **out, ab_model *model) {
+    AB__CHECK_PTR(out);
+    *out = NULL;
+    AB__CHECK_PTR(model);
+    ab_model_view v;
+    AB__TRY(ab_model_trainable(model, &v));
+    ab_trainer *t = (ab_trainer *)AB_MALLOC(sizeof *t);
+    if (!t) return ab__fail(AB_ERR_ALLOC, "ab_trainer_create: trainer");
+    memset(t, 0, sizeof *t);
+    t->model = model;
+    t->mode = ab_model_get_train_mode(model);
+    t->n = v.count;
+    t->saved = (float *)ab_aligned_alloc(v.count * sizeof(float));
+    t->g_a = (float *)ab_aligned_alloc(v.count * sizeof(float));
+    t->g_b = (float *)ab_aligned_alloc(v.count * sizeof(float));
+    if (!t->saved || !t->g_a || !t->g_b) {
+        ab_trainer_free(t);
+        return ab__fail(AB_ERR_ALLOC, "ab_trainer_create: 3 x %zu floats of scratch", v.count);
+    }
+    *out = t;
+    return AB_OK;
+}
+
+ABDEF void ab_trainer_free(ab_trainer *t) {
+    if (!t) return;
+    ab_aligned_free(t->saved);
+    ab_aligned_free(t->g_a);
+    ab_aligned_free(t->g_b);
+    ab_aligned_free(t->anchor[0]);
+    ab_aligned_free(t->anchor[1]);
+    ab_aligned_free(t->perturb);
+    AB_FREE(t->w);
+    AB_FREE(t->c);
+    AB_FREE(t->q);
+    AB_FREE(t->norms);
+    AB_FREE(t);
+}
+
+/* The trainable view, checked against the one the trainer was made for. */
+static ab_status ab__trainer_view(ab_trainer *t, ab_model_view *v, const char *fn) {
+    AB__TRY(ab_model_trainable(t->model, v));
+    if (ab_model_get_train_mode(t->model) != t->mode || v->count != t->n)
+        return ab__fail(AB_ERR_STATE, "%s: the model's train mode changed since ab_trainer_create", fn);
+    return AB_OK;
+}
+
+static ab_status ab__trainer_samples(ab_trainer *t, int B) {
+    if (B <= t->cap_B) return AB_OK;
+    float **bufs[4] = {&t->w, &t->c, &t->q, &t->norms};
+    for (int i = 0; i < 4; i++) {
+        AB_FREE(*bufs[i]);
+        *bufs[i] = (float *)AB_MALLOC((size_t)B * sizeof(float));
+        if (!*bufs[i]) {
+            t->cap_B = 0;
+            return ab__fail(AB_ERR_ALLOC, "ab_trainer: %d per-sample values", B);
+        }
+    }
+    t->cap_B = B;
+    return AB_OK;
+}
+
+/* zero_grad, forward, backward: the gradient of one batch loss lands in the model's buffer. */
+static ab_status ab__grad_of(ab_model *m, const ab_batch *b, const ab_forward_opts *fo,
+                             const ab_backward_opts *bo, float *loss) {
+    AB__TRY(ab_model_zero_grad(m));
+    AB__TRY(ab_model_forward(m, b, fo, loss, NULL, NULL));
+    return ab_model_backward(m, bo);
+}
+
+static void ab__axpy(float *y, float a, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* Clip the combined gradient (if clip > 0) and take one AdamW step. */
+static ab_status ab__apply_update(ab_model *m, const ab_model_view *v, float clip,
+                                  const ab_adamw_cfg *adamw, float *grad_norm) {
+    float norm = 0.0f;
+    if (clip > 0.0f) AB__TRY(ab_clip_grad_norm(v->grads, v->count, clip, &norm));
+    else AB__TRY(ab_l2_norm(v->grads, v->count, &norm));
+    if (!ab__finite(norm)) return ab__fail(AB_ERR_NAN, "training step: the gradient is not finite");
+    if (grad_norm) *grad_norm = norm;
+    return ab_model_adamw_step(m, adamw);
+}
+
+static const char *const ab__align_names[AB_ALIGN_COUNT] = {"sft", "booster", "vaccine", "antibody"};
+ABDEF const char *ab_align_method_name(ab_align_method m) {
+    return (int)m >= 0 && m < AB_ALIGN_COUNT ? ab__align_names[m] : "?";
+}
+
+ABDEF ab_align_cfg ab_align_default(ab_align_method method) {
+    ab_align_cfg c;
+    c.method = method;
+    c.alpha = 0.1f;
+    c.eta = 5.0f;
+    c.lambda_decay = 0.99f;
+    c.lambda2 = 0.05f;
+    c.booster_lambda = 5.0f;
+    c.vaccine_rho = 5.0f;
+    c.clip = 1.0f;
+    c.adamw = ab_adamw_default();
+    c.adamw.lr = 5e-4f;
+    c.adamw.weight_decay = 0.1f;
+    return c;
+}
+
+static ab_status ab__check_align_cfg(const ab_align_cfg *c) {
+    if ((int)c->method < 0 || c->method >= AB_ALIGN_COUNT)
+        return ab__fail(AB_ERR_ARG, "ab_align_step: unknown method %d", (int)c->method);
+    const float v[7] = {c->alpha, c->eta, c->lambda_decay, c->lambda2, c->booster_lambda, c->vaccine_rho, c->clip};
+    static const char *const names[7] = {"alpha", "eta", "lambda_decay", "lambda2", "booster_lambda",
+                                         "vaccine_rho", "clip"};
+    for (int i = 0; i < 7; i++)
+        if (!ab__finite(v[i]) || (i != 1 && v[i] < 0.0f))
+            return ab__fail(AB_ERR_ARG, "ab_align_step: %s = %g must be finite%s", names[i], (double)v[i],
+                            i != 1 ? " and >= 0" : "");
+    if (c->lambda_decay > 1.0f)
+        return ab__fail(AB_ERR_ARG, "ab_align_step: lambda_decay = %g must be <= 1", (double)c->lambda_decay);
+    return AB_OK;
+}
+
+/* Vaccine: E_l = rho G_l / ||(||G_1||, ..., ||G_L||)||, G_l = dLoss/dH_l, in place over G. */
+static ab_status ab__vaccine_perturbation(ab_trainer *t, const ab_batch *b, float rho, float *loss) {
+    ab_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    AB__TRY(ab_model_get_config(t->model, &cfg));
+    size_t per_layer = (size_t)b->B * b->T * cfg.d_model, need = per_layer * cfg.n_layer;
+    if (need > t->perturb_cap) {
+        ab_aligned_free(t->perturb);
+        t->perturb_cap = 0;
+        t->perturb = (float *)ab_aligned_alloc(need * sizeof(float));
+        if (!t->perturb) return ab__fail(AB_ERR_ALLOC, "ab_align_step: %zu floats of perturbation", need);
+        t->perturb_cap = need;
+    }
+    ab_backward_opts bo;
+    memset(&bo, 0, sizeof bo);
+    bo.attn_grad = t->perturb;
+    AB__TRY(ab__grad_of(t->model, b, NULL, &bo, loss));
+    double total = ab__reduce_blocked(t->perturb, NULL, need); /* = sum over l of ||G_l||^2 */
+    float scale = total > 0.0 ? (float)(rho / sqrt(total)) : 0.0f;
+    for (size_t i = 0; i < need; i++) t->perturb[i] *= scale;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_align_step(ab_trainer *t, const ab_align_cfg *cfg, const ab_batch *align,
+                              const ab_batch *harmful, const ab_batch *refusal_view,
+                              ab_align_log *log) {
+    AB__INIT();
+    AB__CHECK_PTR(t);
+    AB__CHECK_PTR(cfg);
+    AB__CHECK_PTR(align);
+    AB__TRY(ab__check_align_cfg(cfg));
+    int sharp = cfg->method == AB_ALIGN_BOOSTER || cfg->method == AB_ALIGN_ANTIBODY;
+    if (sharp) AB__CHECK_PTR(harmful);
+    if (cfg->method == AB_ALIGN_ANTIBODY) AB__CHECK_PTR(refusal_view);
+    ab_model_view v;
+    AB__TRY(ab__trainer_view(t, &v, __func__));
+    ab_model *m = t->model;
+    ab_align_log lg;
+    lg.harmful_loss = lg.attacked_loss = lg.sharpness = lg.refusal_loss = lg.cos = NAN;
+    lg.lambda = 0.0f;
+    if (sharp) {
+        /* 1-3: g_h at theta, the simulated attack theta', g_diff = g_h - g_h' (kept in g_a). */
+        AB__TRY(ab__grad_of(m, harmful, NULL, NULL, &lg.harmful_loss));
+        memcpy(t->g_a, v.grads, t->n * sizeof(float));
+        AB__TRY(ab_sam_step(v.params, t->saved, t->g_a, t->n, -cfg->alpha, NULL));
+        ab_status st = ab__grad_of(m, harmful, NULL, NULL, &lg.attacked_loss);
+        if (st == AB_OK) {
+            for (size_t i = 0; i < t->n; i++) t->g_a[i] -= v.grads[i];
+            /* 4: the refusal view at theta' (Antibody). */
+            if (cfg->method == AB_ALIGN_ANTIBODY) {
+                st = ab__grad_of(m, refusal_view, NULL, NULL, &lg.refusal_loss);
+                if (st == AB_OK) memcpy(t->g_b, v.grads, t->n * sizeof(float));
+            }
+        }
+        ab_sam_restore(v.params, t->saved, t->n); /* always: theta back bit-exact, even on error */
+        AB__TRY(st);
+        lg.sharpness = lg.harmful_loss - lg.attacked_loss;
+    }
+    /* 5: g_f on the alignment batch (Vaccine: at perturbed hidden states). */
+    if (cfg->method == AB_ALIGN_VACCINE) {
+        float clean_loss;
+        AB__TRY(ab__vaccine_perturbation(t, align, cfg->vaccine_rho, &clean_loss));
+        ab_forward_opts fo;
+        fo.attn_perturb = t->perturb;
+        AB__TRY(ab__grad_of(m, align, &fo, NULL, &lg.loss));
+        lg.loss = clean_loss; /* f(theta) itself; the perturbed loss only shapes the gradient */
+    } else {
+        AB__TRY(ab__grad_of(m, align, NULL, NULL, &lg.loss));
+    }
+    /* 6-7: combine. */
+    if (cfg->method == AB_ALIGN_BOOSTER) {
+        lg.lambda = cfg->booster_lambda;
+        ab__axpy(v.grads, lg.lambda, t->g_a, t->n);
+    } else if (cfg->method == AB_ALIGN_ANTIBODY) {
+        AB__TRY(ab_cosine(v.grads, t->g_a, t->n, 1e-8f, &lg.cos));
+        AB__TRY(ab_antibody_lambda(&t->lambda, lg.cos, cfg->eta, cfg->lambda_decay, NULL));
+        lg.lambda = t->lambda.value;
+        ab__axpy(v.grads, lg.lambda, t->g_a, t->n);
+        ab__axpy(v.grads, cfg->lambda2, t->g_b, t->n);
+    }
+    AB__TRY(ab__apply_update(m, &v, cfg->clip, &cfg->adamw, &lg.grad_norm));
+    if (log) *log = lg;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_harmful_sharpness(ab_trainer *t, const ab_batch *harmful, float alpha, float *h,
+                                     float *h_attacked) {
+    AB__INIT();
+    AB__CHECK_PTR(t);
+    AB__CHECK_PTR(harmful);
+    AB__CHECK_PTR(h);
+    AB__CHECK_PTR(h_attacked);
+    if (!ab__finite(alpha) || alpha < 0.0f)
+        return ab__fail(AB_ERR_ARG, "ab_harmful_sharpness: alpha = %g must be finite and >= 0", (double)alpha);
+    ab_model_view v;
+    AB__TRY(ab__trainer_view(t, &v, __func__));
+    AB__TRY(ab__grad_of(t->model, harmful, NULL, NULL, h));
+    AB__TRY(ab_sam_step(v.params, t->saved, v.grads, t->n, -alpha, NULL));
+    ab_status st = ab_model_score(t->model, harmful, h_attacked, NULL, NULL);
+    ab_sam_restore(v.params, t->saved, t->n);
+    return st;
+}
+
+/* --- fine-tuning ------------------------------------------------------------------------------- */
+static const char *const ab__ft_names[AB_FT_COUNT] = {"sft", "lisa", "antibody"};
+ABDEF const char *ab_ft_method_name(ab_ft_method m) {
+    return (int)m >= 0 && m < AB_FT_COUNT ? ab__ft_names[m] : "?";
+}
+
+ABDEF ab_ft_cfg ab_ft_default(ab_ft_method method) {
+    ab_ft_cfg c;
+    c.method = method;
+    c.tau = 1.0f;
+    c.lisa_align_steps = 100;
+    c.lisa_user_steps = 900;
+    c.lisa_rho = 1.0f;
+    c.lisa_prox_start = 0;
+    c.clip = 1.0f;
+    c.sample_norms = 1;
+    c.adamw = ab_adamw_default();
+    c.adamw.lr = 1e-5f;
+    c.adamw.weight_decay = 0.1f;
+    return c;
+}
+
+/* Lisa's cycle: K_a alignment steps, then K_f user steps (its trainer starts in alignment). */
+ABDEF ab_ft_phase ab_finetune_phase(const ab_trainer *t, const ab_ft_cfg *cfg) {
+    if (!t || !cfg || cfg->method != AB_FT_LISA || cfg->lisa_align_steps <= 0) return AB_PHASE_USER;
+    long cycle = (long)cfg->lisa_align_steps + (cfg->lisa_user_steps > 0 ? cfg->lisa_user_steps : 0);
+    return t->ft_step % cycle < cfg->lisa_align_steps ? AB_PHASE_ALIGN : AB_PHASE_USER;
+}
+
+static ab_status ab__check_ft_cfg(const ab_ft_cfg *c) {
+    if ((int)c->method < 0 || c->method >= AB_FT_COUNT)
+        return ab__fail(AB_ERR_ARG, "ab_finetune_step: unknown method %d", (int)c->method);
+    if (!ab__finite(c->tau) || !(c->tau > 0.0f))
+        return ab__fail(AB_ERR_ARG, "ab_finetune_step: tau = %g must be finite and > 0", (double)c->tau);
+    if (!ab__finite(c->clip) || c->clip < 0.0f || !ab__finite(c->lisa_rho) || c->lisa_rho < 0.0f)
+        return ab__fail(AB_ERR_ARG, "ab_finetune_step: clip = %g and lisa_rho = %g must be finite, >= 0",
+                        (double)c->clip, (double)c->lisa_rho);
+    if (c->method == AB_FT_LISA && (c->lisa_align_steps < 0 || c->lisa_user_steps < 1))
+        return ab__fail(AB_ERR_ARG, "ab_finetune_step: Lisa needs lisa_align_steps >= 0 and "
+                                    "lisa_user_steps >= 1 (got %d, %d)",
+                        c->lisa_align_steps, c->lisa_user_steps);
+    return AB_OK;
+}
+
+static float ab__mean_weight(const float *w, const unsigned char *is_harmful, int B, int want) {
+    double s = 0.0;
+    int n = 0;
+    for (int i = 0; i < B; i++)
+        if ((is_harmful[i] != 0) == want) s += w[i], n++;
+    return n ? (float)(s / n) : NAN;
+}
+
+ABDEF ab_status ab_finetune_step(ab_trainer *t, const ab_ft_cfg *cfg, const ab_batch *batch,
+                                 const ab_batch *refusal_view, const unsigned char *is_harmful,
+                                 ab_ft_log *log) {
+    AB__INIT();
+    AB__CHECK_PTR(t);
+    AB__CHECK_PTR(cfg);
+    AB__CHECK_PTR(batch);
+    AB__TRY(ab__check_ft_cfg(cfg));
+    ab_ft_phase phase = ab_finetune_phase(t, cfg);
+    int weighted = cfg->method == AB_FT_ANTIBODY && phase == AB_PHASE_USER;
+    if (weighted) {
+        AB__CHECK_PTR(refusal_view);
+        if (refusal_view->B != batch->B)
+            return ab__fail(AB_ERR_SHAPE, "ab_finetune_step: refusal_view has %d samples, the batch %d",
+                            refusal_view->B, batch->B);
+    }
+    if (batch->B <= 0) return ab__fail(AB_ERR_SHAPE, "ab_finetune_step: batch->B = %d", batch->B);
+    ab_model_view v;
+    AB__TRY(ab__trainer_view(t, &v, __func__));
+    AB__TRY(ab__trainer_samples(t, batch->B));
+    ab_model *m = t->model;
+    int B = batch->B;
+    ab_ft_log lg;
+    lg.phase = phase;
+    lg.weight_harmful = lg.weight_benign = lg.harmful_influence = NAN;
+    lg.prox_penalty = 0.0f;
+    /* Antibody: c_i, q_i with the current weights and no gradient; w are constants below. */
+    ab_batch b = *batch;
+    if (weighted) {
+        AB__TRY(ab_model_score(m, batch, NULL, t->c, NULL));
+        AB__TRY(ab_model_score(m, refusal_view, NULL, t->q, NULL));
+        AB__TRY(ab_antibody_weights(t->w, t->c, t->q, B, cfg->tau));
+        b.weights = t->w;
+    } else {
+        for (int i = 0; i < B; i++) t->w[i] = 1.0f / (float)B;
+        b.weights = NULL; /* uniform: plain SFT bit for bit */
+    }
+    if (is_harmful && phase == AB_PHASE_USER) {
+        lg.weight_harmful = ab__mean_weight(t->w, is_harmful, B, 1);
+        lg.weight_benign = ab__mean_weight(t->w, is_harmful, B, 0);
+    }
+    ab_backward_opts bo;
+    memset(&bo, 0, sizeof bo);
+    int norms = cfg->sample_norms && is_harmful && phase == AB_PHASE_USER;
+    if (norms) bo.sample_norms = t->norms;
+    AB__TRY(ab__grad_of(m, &b, NULL, norms ? &bo : NULL, &lg.loss));
+    if (norms) {
+        double harm = 0.0, all = 0.0;
+        for (int i = 0; i < B; i++) {
+            all += t->norms[i];
+            if (is_harmful[i]) harm += t->norms[i];
+        }
+        lg.harmful_influence = all > 0.0 ? (float)(harm / all) : 0.0f;
+    }
+    /* Lisa: proximal pull towards the other state's last snapshot, once it exists and after
+     * lisa_prox_start steps. */
+    if (cfg->method == AB_FT_LISA) {
+        const float *anchor = t->anchor[phase == AB_PHASE_USER ? AB_PHASE_ALIGN : AB_PHASE_USER];
+        if (anchor && t->ft_step >= cfg->lisa_prox_start)
+            AB__TRY(ab_proximal_grad(v.grads, v.params, anchor, t->n, cfg->lisa_rho, &lg.prox_penalty));
+    }
+    AB__TRY(ab__apply_update(m, &v, cfg->clip, &cfg->adamw, &lg.grad_norm));
+    t->ft_step++;
+    /* Leaving a state: snapshot theta as that state's anchor (the other state's proximal target). */
+    if (cfg->method == AB_FT_LISA && ab_finetune_phase(t, cfg) != phase) {
+        if (!t->anchor[phase]) {
+            t->anchor[phase] = (float *)ab_aligned_alloc(t->n * sizeof(float));
+            if (!t->anchor[phase]) return ab__fail(AB_ERR_ALLOC, "ab_finetune_step: Lisa snapshot");
+        }
+        memcpy(t->anchor[phase], v.params, t->n * sizeof(float));
+    }
+    if (log) *log = lg;
+    return AB_OK;
+}
+
+/* --- Antidote ---------------------------------------------------------------------------------- */
+ABDEF ab_status ab_antidote_prune(ab_model *m, float alpha, ab_prune_target target, ab_rng *rng,
+                                  size_t *n_pruned) {
+    AB__CHECK_PTR(m);
+    if (n_pruned) *n_pruned = 0;
+    ab_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    AB__TRY(ab_model_get_config(m, &cfg));
+    if (target == AB_PRUNE_AUTO)
+        target = cfg.lora_rank > 0 && !ab_model_lora_merged(m) && ab_model_get_train_mode(m) == AB_TRAIN_LORA
+                     ? AB_PRUNE_LORA
+                     : AB_PRUNE_QKV;
+    ab_linear_kind kinds[6];
+    int n_kinds = 0;
+    switch (target) {
+    case AB_PRUNE_QKV: kinds[n_kinds++] = AB_LIN_QKV; break;
+    case AB_PRUNE_LINEAR:
+        for (int k = AB_LIN_QKV; k <= AB_LIN_MLP_PROJ; k++) kinds[n_kinds++] = (ab_linear_kind)k;
+        break;
+    case AB_PRUNE_LORA:
+        if (cfg.lora_rank == 0 || ab_model_lora_merged(m))
+            return ab__fail(AB_ERR_STATE, "ab_antidote_prune: LoRA target, but the model has %s",
+                            cfg.lora_rank ? "merged adapters" : "no adapters");
+        for (int k = AB_LIN_LORA_Q_A; k <= AB_LIN_LORA_V_B; k++) kinds[n_kinds++] = (ab_linear_kind)k;
+        break;
+    default: return ab__fail(AB_ERR_ARG, "ab_antidote_prune: unknown target %d", (int)target);
+    }
+    int n_layers = cfg.n_layer * n_kinds;
+    ab_linear_info *info = (ab_linear_info *)AB_MALLOC((size_t)n_layers * sizeof *info);
+    unsigned char **masks = (unsigned char **)AB_MALLOC((size_t)n_layers * sizeof *masks);
+    if (!info || !masks) {
+        AB_FREE(info);
+        AB_FREE(masks);
+        return ab__fail(AB_ERR_ALLOC, "ab_antidote_prune: %d layer records", n_layers);
+    }
+    memset(masks, 0, (size_t)n_layers * sizeof *masks);
+    ab_status st = AB_OK;
+    size_t total = 0;
+    /* Every mask first (from the unpruned weights and the statistics), then every application. */
+    for (int i = 0; i < n_layers && st == AB_OK; i++) {
+        st = ab_model_linear(m, kinds[i % n_kinds], i / n_kinds, &info[i]);
+        if (st != AB_OK) break;
+        if (!rng && (!info[i].in_sumsq || info[i].n_seq == 0)) {
+            st = ab__fail(AB_ERR_STATE, "ab_antidote_prune: no activation statistics (enable them with "
+                                        "ab_model_act_stats_enable and run the calibration data first)");
+            break;
+        }
+        size_t n = (size_t)info[i].d_out * info[i].d_in, k = 0;
+        masks[i] = (unsigned char *)AB_MALLOC(n);
+        if (!masks[i]) {
+            st = ab__fail(AB_ERR_ALLOC, "ab_antidote_prune: %zu-entry mask", n);
+            break;
+        }
+        st = rng ? ab_random_mask(masks[i], info[i].d_out, info[i].d_in, alpha, rng, &k)
+                 : ab_antidote_mask(masks[i], info[i].weight, info[i].d_out, info[i].d_in,
+                                    info[i].in_sumsq, alpha, &k);
+        total += k;
+    }
+    if (st == AB_OK)
+        for (int i = 0; i < n_layers; i++)
+            ab_mask_apply(info[i].weight, masks[i], (size_t)info[i].d_out * info[i].d_in);
+    for (int i = 0; i < n_layers; i++) AB_FREE(masks[i]);
+    AB_FREE(masks);
+    AB_FREE(info);
+    if (st == AB_OK && n_pruned) *n_pruned = total;
+    return st;
+}
+
+/* --- evaluation -------------------------------------------------------------------------------- */
+typedef int (*ab__eval_pick)(ab_kind kind);
+static int ab__pick_harmful(ab_kind kind) { return ab_kind_harmful_prompt(kind); }
+
+static ab_status ab__eval(const char *fn, ab_model *m, const ab_vocab *vocab, const ab_dataset *ds,
+                          int limit, int max_new, ab_eval_result *res, ab_progress_fn progress,
+                          void *user, ab__eval_pick pick, int task) {
+    AB__CHECK_PTR(m);
+    AB__CHECK_PTR(vocab);
+    AB__CHECK_PTR(ds);
+    AB__CHECK_PTR(res);
+    memset(res, 0, sizeof *res);
+    if (limit < 0 || max_new < 0)
+        return ab__fail(AB_ERR_ARG, "%s: limit = %d and max_new = %d must be >= 0", fn, limit, max_new);
+    ab_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    AB__TRY(ab_model_get_config(m, &cfg));
+    if (ab_vocab_size(vocab) > cfg.vocab)
+        return ab__fail(AB_ERR_SHAPE, "%s: the vocabulary has %d words, the model only %d ids", fn,
+                        ab_vocab_size(vocab), cfg.vocab);
+    int total = 0;
+    for (int i = 0; i < ds->n_samples && (limit == 0 || total < limit); i++)
+        if (pick(ds->samples[i].kind)) total++;
+    int *prompt = (int *)AB_MALLOC((size_t)cfg.n_ctx * 2 * sizeof(int)), *out = prompt + cfg.n_ctx;
+    if (!prompt) return ab__fail(AB_ERR_ALLOC, "%s: %d-token buffers", fn, cfg.n_ctx);
+    ab_status st = AB_OK;
+    for (int i = 0, done = 0; i < ds->n_samples && done < total && st == AB_OK; i++) {
+        const ab_sample *s = &ds->samples[i];
+        if (!pick(s->kind)) continue;
+        int n_prompt = 0, n_out = 0, hit = 0, refused = 0;
+        st = ab_pack_prompt(s->prompt, s->n_prompt, prompt, cfg.n_ctx, &n_prompt);
+        if (st != AB_OK) break;
+        int room = cfg.n_ctx - n_prompt;
+        if (max_new > 0 && max_new < room) room = max_new;
+        st = ab_model_generate(m, prompt, n_prompt, room, 0.0f, AB_TOK_EOS, NULL, out, &n_out);
+        if (st == AB_OK)
+            st = task ? ab_task_score(vocab, s->kind, s->response, s->n_response, out, n_out, &hit)
+                      : ab_judge_harmful(vocab, out, n_out, &hit);
+        if (st == AB_OK) st = ab_judge_refusal(vocab, out, n_out, &refused);
+        res->n_hit += hit;
+        res->n_refused += refused;
+        res->n = ++done;
+        if (progress) progress(user, done, total);
+    }
+    AB_FREE(prompt);
+    res->percent = res->n ? 100.0f * (float)res->n_hit / (float)res->n : 0.0f;
+    return st;
+}
+
+ABDEF ab_status ab_eval_harmful(ab_model *m, const ab_vocab *vocab, const ab_dataset *ds, int limit,
+                                int max_new, ab_eval_result *res, ab_progress_fn progress, void *user) {
+    return ab__eval(__func__, m, vocab, ds, limit, max_new, res, progress, user, ab__pick_harmful, 0);
+}
+
+ABDEF ab_status ab_eval_task(ab_model *m, const ab_vocab *vocab, const ab_dataset *ds, int limit,
+                             int max_new, ab_eval_result *res, ab_progress_fn progress, void *user) {
+    return ab__eval(__func__, m, vocab, ds, limit, max_new, res, progress, user, ab_kind_is_task, 1);
+}
+
+/* --- batches ----------------------------------------------------------------------------------- */
+ABDEF void ab_batch_buf_free(ab_batch_buf *buf) {
+    if (!buf) return;
+    AB_FREE(buf->inputs);
+    AB_FREE(buf->lengths);
+    AB_FREE(buf->mask);
+    memset(buf, 0, sizeof *buf);
+}
+
+ABDEF ab_status ab_batch_pack(ab_batch_buf *buf, ab_batch *out, const ab_dataset *ds,
+                              const int *indices, int B, const ab_vocab *vocab, const int *refusal) {
+    AB__CHECK_PTR(buf);
+    AB__CHECK_PTR(out);
+    AB__CHECK_PTR(ds);
+    AB__CHECK_PTR(indices);
+    AB__CHECK_POS(B);
+    if (refusal) AB__CHECK_PTR(vocab);
+    int ref_ids[AB_N_REFUSALS][32], ref_n[AB_N_REFUSALS];
+    int T = 1;
+    for (int b = 0; b < B; b++) {
+        if (indices[b] < 0 || indices[b] >= ds->n_samples)
+            return ab__fail(AB_ERR_ARG, "ab_batch_pack: indices[%d] = %d outside [0, %d)", b, indices[b],
+                            ds->n_samples);
+        const ab_sample *s = &ds->samples[indices[b]];
+        int n_resp = s->n_response;
+        if (refusal) {
+            int r = ((refusal[b] % AB_N_REFUSALS) + AB_N_REFUSALS) % AB_N_REFUSALS;
+            AB__TRY(ab_vocab_encode(vocab, ab__lab_refusals[r], ref_ids[r], 32, &ref_n[r]));
+            n_resp = ref_n[r];
+        }
+        if (s->n_prompt + n_resp + 2 > T) T = s->n_prompt + n_resp + 2;
+    }
+    size_t need = (size_t)B * T;
+    if (need > buf->cap_tokens || B > buf->cap_B) {
+        ab_batch_buf_free(buf);
+        buf->inputs = (int *)AB_MALLOC(2 * need * sizeof(int));
+        buf->lengths = (int *)AB_MALLOC((size_t)B * sizeof(int));
+        buf->mask = (float *)AB_MALLOC(need * sizeof(float));
+        if (!buf->inputs || !buf->lengths || !buf->mask) {
+            ab_batch_buf_free(buf);
+            return ab__fail(AB_ERR_ALLOC, "ab_batch_pack: %d x %d batch", B, T);
+        }
+        buf->targets = buf->inputs + need;
+        buf->cap_tokens = need;
+        buf->cap_B = B;
+    }
+    for (int b = 0; b < B; b++) {
+        const ab_sample *s = &ds->samples[indices[b]];
+        const int *resp = s->response;
+        int n_resp = s->n_response;
+        if (refusal) {
+            int r = ((refusal[b] % AB_N_REFUSALS) + AB_N_REFUSALS) % AB_N_REFUSALS;
+            resp = ref_ids[r], n_resp = ref_n[r];
+        }
+        size_t o = (size_t)b * T;
+        AB__TRY(ab_pack_sample(s->prompt, s->n_prompt, resp, n_resp, T, buf->inputs + o,
+                               buf->targets + o, buf->mask + o, &buf->lengths[b]));
+    }
+    out->B = B, out->T = T;
+    out->inputs = buf->inputs, out->targets = buf->targets, out->mask = buf->mask;
+    out->weights = NULL, out->lengths = buf->lengths;
     return AB_OK;
 }
 
