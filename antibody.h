@@ -265,12 +265,14 @@ ABDEF ab_status ab_sam_restore(float *theta, const float *saved, size_t n);
  *   A: [n_samples][T][d_in] inputs, G: [n_samples][T][d_out] gradients of the loss w.r.t. y.
  * ADDS ||grad_W(i)||_F^2 to w_sqnorm[i] and ||grad_b(i)||^2 to b_sqnorm[i] (either may be NULL), so
  * calls for all layers of a network sum into one array: the network norm is sqrt of the sum.
- * GHOST computes <A A^T, G G^T>_F, O(T^2 (d_in + d_out)); MATERIALIZE forms G^T A,
- * O(T d_in d_out); AUTO picks ghost when 2 T^2 < d_in d_out (ab_psnorm_choose). T == 1 reduces to
- * ||g||^2 ||a||^2. Accuracy: MATERIALIZE is relative to the result; GHOST is absolute, about
- * FLT_EPSILON * ||A_i||_F^2 ||G_i||_F^2, so a sample whose gradient nearly cancels gets a small
- * value clamped at >= 0 rather than its exact tiny norm. Per-sample gradients carry whatever scaling G carries (for a token-mean batch
- * loss, 1 / total tokens).                                                                        */
+ * GHOST computes <A A^T, G G^T>_F = sum_{t,s} (a_t . a_s)(g_t . g_s), O(T^2 (d_in + d_out)), with
+ * no workspace: only the pairs t <= s (the Gram matrices are symmetric), each Gram entry a float
+ * dot product, their products summed in double. MATERIALIZE forms G^T A, O(T d_in d_out). AUTO
+ * picks ghost when 2 T^2 < d_in d_out (ab_psnorm_choose). T == 1 reduces to ||g||^2 ||a||^2.
+ * Accuracy: MATERIALIZE is relative to the result; GHOST is absolute, about
+ * FLT_EPSILON * ||A_i||_F^2 ||G_i||_F^2 (the float Gram entries), so a sample whose gradient nearly
+ * cancels gets a small value clamped at >= 0 rather than its exact tiny norm. Per-sample gradients
+ * carry whatever scaling G carries (for a token-mean batch loss, 1 / total tokens).              */
 typedef enum ab_psnorm_method {
     AB_PSNORM_AUTO = 0,
     AB_PSNORM_GHOST = 1,
@@ -1656,10 +1658,10 @@ ABDEF ab_status ab_psnorm_linear(float *w_sqnorm, float *b_sqnorm, const float *
     AB__CHECK_PTR(G);
     if (w_sqnorm) AB__CHECK_PTR(A);
     if (method == AB_PSNORM_AUTO) method = ab_psnorm_choose(T, d_in, d_out);
-    /* Workspace: ghost needs two T x T Gram matrices, materialise one d_out x d_in gradient. */
-    size_t ws_floats = method == AB_PSNORM_GHOST ? 2 * (size_t)T * T : (size_t)d_out * d_in;
+    /* Workspace: materialise needs one d_out x d_in gradient; ghost (ab__k.ghost_sq) none. */
+    size_t ws_floats = (size_t)d_out * d_in;
     float *ws = NULL;
-    if (w_sqnorm && T > 1) {
+    if (w_sqnorm && T > 1 && method == AB_PSNORM_MATERIALIZE) {
         ws = (float *)ab_aligned_alloc(ws_floats * sizeof(float));
         if (!ws) return ab__fail(AB_ERR_ALLOC, "ab_psnorm_linear: %zu floats of workspace", ws_floats);
     }
@@ -1672,10 +1674,8 @@ ABDEF ab_status ab_psnorm_linear(float *w_sqnorm, float *b_sqnorm, const float *
         if (T == 1) {
             sq = (float)(ab__k.sumsq_block(Ai, (size_t)d_in) * ab__k.sumsq_block(Gi, (size_t)d_out));
         } else if (method == AB_PSNORM_GHOST) {
-            float *gram_a = ws, *gram_g = ws + (size_t)T * T;
-            ab__k.sgemm(AB_NO_TRANS, AB_TRANS, T, T, d_in, 1.0f, Ai, d_in, Ai, d_in, 0.0f, gram_a, T);
-            ab__k.sgemm(AB_NO_TRANS, AB_TRANS, T, T, d_out, 1.0f, Gi, d_out, Gi, d_out, 0.0f, gram_g, T);
-            sq = (float)ab__reduce_blocked(gram_a, gram_g, (size_t)T * T);
+            /* pairs t <= s of the two Gram matrices, fused with their Frobenius product */
+            sq = (float)ab__k.ghost_sq(Ai, Gi, T, d_in, d_out);
             /* The exact value is >= 0; when a sample's gradient nearly cancels, float Gram rounding
              * (absolute, ~eps * ||A||_F^2 ||G||_F^2) can exceed it: clamp, never return < 0. */
             if (sq < 0.0f) sq = 0.0f;

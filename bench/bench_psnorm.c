@@ -4,8 +4,9 @@
  *
  * Cases (unit samples/s, higher is better)
  *   psnorm_T<T>_d<d>   T tokens per sample, d_in = d_out = d = 256, N_SAMPLES samples per call.
- *     ours         ab_psnorm_linear(..., AB_PSNORM_AUTO): ghost (<A A^T, G G^T>_F from two T x T Gram
- *                  matrices) when 2 T^2 < d_in d_out, else materialising; T = 1: ||g||^2 ||a||^2.
+ *     ours         ab_psnorm_linear(..., AB_PSNORM_AUTO): ghost (<A A^T, G G^T>_F, the pairs t <= s
+ *                  of the two T x T Gram matrices fused with their product, one kernel call per
+ *                  sample) when 2 T^2 < d_in d_out, else materialising; T = 1: ||g||^2 ||a||^2.
  *     materialize  what one would do without the identity: for each sample, its gradient G^T A
  *                  (d_out x d_in) with ab_sgemm (our own fast GEMM), then ab_l2_norm of it, squared.
  * Both compute the weight term only (no bias). The results are checked against each other first.

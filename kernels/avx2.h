@@ -621,6 +621,88 @@ AB__AVX2_FN static void ab__avx2_axpy_save(float *theta, float *saved, const flo
     }
 }
 
+/* ---- ghost norm ------------------------------------------------------------------------------ */
+/* Pairs (t, s) in register tiles of 2 rows x 4 columns: 8 ymm accumulators + 4 column vectors + 1
+ * row vector = 13 of the 16 ymm registers (a 4 x 4 tile would need 16 accumulators alone and
+ * spill), and 8 dot products are exactly one 8-lane vector after the reduction. */
+#define AB__GHOST256_ROWS 2
+#define AB__GHOST256_COLS 4
+
+#define AB__GRAM256_ROW(a, x0, x1, x2, x3)                                                         \
+    do {                                                                                           \
+        x0 = _mm256_fmadd_ps(a, c0, x0);                                                           \
+        x1 = _mm256_fmadd_ps(a, c1, x1);                                                           \
+        x2 = _mm256_fmadd_ps(a, c2, x2);                                                           \
+        x3 = _mm256_fmadd_ps(a, c3, x3);                                                           \
+    } while (0)
+#define AB__GRAM256_STEP(LOAD)                                                                     \
+    do {                                                                                           \
+        __m256 c0 = LOAD(c[0] + k), c1 = LOAD(c[1] + k), c2 = LOAD(c[2] + k), c3 = LOAD(c[3] + k); \
+        __m256 a0 = LOAD(r[0] + k);                                                                \
+        AB__GRAM256_ROW(a0, x00, x01, x02, x03);                                                   \
+        __m256 a1 = LOAD(r[1] + k);                                                                \
+        AB__GRAM256_ROW(a1, x10, x11, x12, x13);                                                   \
+    } while (0)
+#define AB__GRAM256_LOAD(p) _mm256_loadu_ps(p)
+#define AB__GRAM256_LOAD_TAIL(p) ab__avx2_load_part(p, (size_t)(n - k), 0.0f)
+
+/* Lane 4i + j = x_{r[i]} . x_{c[j]} over n floats: 8 accumulators over k, then a fixed hadd tree. */
+AB__AVX2_INL __m256 ab__avx2_gram_tile(const float *const r[2], const float *const c[4], int n) {
+    __m256 x00 = _mm256_setzero_ps(), x01 = x00, x02 = x00, x03 = x00, x10 = x00, x11 = x00,
+           x12 = x00, x13 = x00;
+    int k = 0;
+    for (; k + 8 <= n; k += 8) AB__GRAM256_STEP(AB__GRAM256_LOAD);
+    if (k < n) AB__GRAM256_STEP(AB__GRAM256_LOAD_TAIL);
+    /* within each 128-bit lane: [x00, x01, x02, x03] (and x1*), each a partial sum */
+    __m256 h0 = _mm256_hadd_ps(_mm256_hadd_ps(x00, x01), _mm256_hadd_ps(x02, x03));
+    __m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(x10, x11), _mm256_hadd_ps(x12, x13));
+    return _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31));
+}
+
+/* Tiles (t0, s0), t0 in steps of 2, s0 in steps of 4 from the 4-aligned block holding t0: every
+ * pair t <= s once. Rows past T repeat row T - 1 (valid memory) and get weight 0, as do pairs
+ * s < t; t < s weighs 2, t == s 1. */
+AB__AVX2_FN static double ab__avx2_ghost_sq(const float *A, const float *G, int T, int d_in, int d_out) {
+    const __m256i lane_i = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    const __m256i lane_j = _mm256_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3);
+    const __m256i vT = _mm256_set1_epi32(T);
+    __m256d sum_lo = _mm256_setzero_pd(), sum_hi = sum_lo;
+    for (int t0 = 0; t0 < T; t0 += AB__GHOST256_ROWS) {
+        const float *ra[2], *rg[2];
+        for (int i = 0; i < 2; i++) {
+            int t = t0 + i < T ? t0 + i : T - 1;
+            ra[i] = A + (size_t)t * d_in;
+            rg[i] = G + (size_t)t * d_out;
+        }
+        __m256i vt = _mm256_add_epi32(_mm256_set1_epi32(t0), lane_i);
+        __m256i t_ok = _mm256_cmpgt_epi32(vT, vt);
+        for (int s0 = t0 - t0 % AB__GHOST256_COLS; s0 < T; s0 += AB__GHOST256_COLS) {
+            const float *ca[4], *cg[4];
+            for (int j = 0; j < 4; j++) {
+                int s = s0 + j < T ? s0 + j : T - 1;
+                ca[j] = A + (size_t)s * d_in;
+                cg[j] = G + (size_t)s * d_out;
+            }
+            __m256 ga = ab__avx2_gram_tile(ra, ca, d_in);
+            __m256 gg = ab__avx2_gram_tile(rg, cg, d_out);
+            __m256i vs = _mm256_add_epi32(_mm256_set1_epi32(s0), lane_j);
+            __m256i valid = _mm256_andnot_si256(_mm256_cmpgt_epi32(vt, vs),
+                                                _mm256_and_si256(t_ok, _mm256_cmpgt_epi32(vT, vs)));
+            __m256 off_diag = _mm256_castsi256_ps(_mm256_cmpgt_epi32(vs, vt));
+            /* w * ga exact (w in {0, 1, 2}); a product of two floats is exact in double */
+            __m256 w = _mm256_and_ps(_mm256_castsi256_ps(valid),
+                                     _mm256_blendv_ps(_mm256_set1_ps(1.0f), _mm256_set1_ps(2.0f), off_diag));
+            ga = _mm256_mul_ps(ga, w);
+            gg = _mm256_and_ps(gg, _mm256_castsi256_ps(valid)); /* no 0 * inf from a skipped lane */
+            sum_lo = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(ga)),
+                                     _mm256_cvtps_pd(_mm256_castps256_ps128(gg)), sum_lo);
+            sum_hi = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(ga, 1)),
+                                     _mm256_cvtps_pd(_mm256_extractf128_ps(gg, 1)), sum_hi);
+        }
+    }
+    return ab__avx2_hsum_pd(_mm256_add_pd(sum_lo, sum_hi));
+}
+
 static void ab__avx2_fill(ab__kernels *k) {
     k->vexpf = ab__avx2_vexpf;
     k->softmax = ab__avx2_softmax;
@@ -637,6 +719,7 @@ static void ab__avx2_fill(ab__kernels *k) {
     k->dot_block = ab__avx2_dot_block;
     k->scale = ab__avx2_scale;
     k->axpy_save = ab__avx2_axpy_save;
+    k->ghost_sq = ab__avx2_ghost_sq;
 }
 
 #ifdef __cplusplus

@@ -525,6 +525,115 @@ AB__AVX512_FN static void ab__avx512_axpy_save(float *theta, float *saved, const
     }
 }
 
+/* ---- ghost norm ------------------------------------------------------------------------------ */
+/* Pairs (t, s) in register tiles of AB__GHOST512_TILE x AB__GHOST512_TILE rows: 4 x 4 = 16 float
+ * dot products, one zmm accumulator each (16 of the 32 zmm, plus 4 + 1 for the loaded rows), which
+ * is exactly one 16-lane vector after the horizontal reduction below. 8 row loads feed 16 FMAs per
+ * 16 floats of k, so the loop is FMA-bound rather than load-bound. */
+#define AB__GHOST512_TILE 4
+
+/* Lane 4i + j = x_{r[i]} . x_{c[j]} over n floats: 16 accumulators over k, then a fixed
+ * transpose-and-add tree (15 adds), so the summation order depends only on n. */
+/* One k step of the tile: row i of the tile times the four column vectors. */
+#define AB__GRAM512_ROW(a, x0, x1, x2, x3)                                                         \
+    do {                                                                                           \
+        x0 = _mm512_fmadd_ps(a, c0, x0);                                                           \
+        x1 = _mm512_fmadd_ps(a, c1, x1);                                                           \
+        x2 = _mm512_fmadd_ps(a, c2, x2);                                                           \
+        x3 = _mm512_fmadd_ps(a, c3, x3);                                                           \
+    } while (0)
+#define AB__GRAM512_STEP(LOAD)                                                                     \
+    do {                                                                                           \
+        __m512 c0 = LOAD(c[0] + k), c1 = LOAD(c[1] + k), c2 = LOAD(c[2] + k), c3 = LOAD(c[3] + k); \
+        __m512 a0 = LOAD(r[0] + k), a1 = LOAD(r[1] + k);                                           \
+        AB__GRAM512_ROW(a0, x00, x01, x02, x03);                                                   \
+        AB__GRAM512_ROW(a1, x10, x11, x12, x13);                                                   \
+        __m512 a2 = LOAD(r[2] + k), a3 = LOAD(r[3] + k);                                           \
+        AB__GRAM512_ROW(a2, x20, x21, x22, x23);                                                   \
+        AB__GRAM512_ROW(a3, x30, x31, x32, x33);                                                   \
+    } while (0)
+#define AB__GRAM512_LOAD(p) _mm512_loadu_ps(p)
+#define AB__GRAM512_LOAD_TAIL(p) _mm512_maskz_loadu_ps(m, p)
+
+/* 16 -> 8 (within 128-bit lanes: [x0, y0, x1, y1] + [x2, y2, x3, y3]) */
+AB__AVX512_INL __m512 ab__avx512_pair_ps(__m512 x, __m512 y) {
+    return _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
+}
+/* 8 -> 4 (within 128-bit lanes: the four accumulators in order, each partial) */
+AB__AVX512_INL __m512 ab__avx512_pair_pd(__m512 x, __m512 y) {
+    __m512d a = _mm512_castps_pd(x), b = _mm512_castps_pd(y);
+    return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+}
+/* 4 -> 2 -> 1 (128-bit lanes: [x0 + x1, x2 + x3, y0 + y1, y2 + y3]) */
+AB__AVX512_INL __m512 ab__avx512_pair_128(__m512 x, __m512 y) {
+    return _mm512_add_ps(_mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* Lane 4i + j = x_{r[i]} . x_{c[j]} over n floats: 16 accumulators over k, then a fixed
+ * transpose-and-add tree (15 adds), so the summation order depends only on n. */
+AB__AVX512_INL __m512 ab__avx512_gram_tile(const float *const r[4], const float *const c[4], int n) {
+    __m512 x00 = _mm512_setzero_ps(), x01 = x00, x02 = x00, x03 = x00, x10 = x00, x11 = x00,
+           x12 = x00, x13 = x00, x20 = x00, x21 = x00, x22 = x00, x23 = x00, x30 = x00, x31 = x00,
+           x32 = x00, x33 = x00;
+    int k = 0;
+    for (; k + 16 <= n; k += 16) AB__GRAM512_STEP(AB__GRAM512_LOAD);
+    if (k < n) {
+        __mmask16 m = ab__avx512_mask((size_t)(n - k));
+        AB__GRAM512_STEP(AB__GRAM512_LOAD_TAIL);
+    }
+    __m512 b0 = ab__avx512_pair_ps(x00, x01), b1 = ab__avx512_pair_ps(x02, x03);
+    __m512 b2 = ab__avx512_pair_ps(x10, x11), b3 = ab__avx512_pair_ps(x12, x13);
+    __m512 b4 = ab__avx512_pair_ps(x20, x21), b5 = ab__avx512_pair_ps(x22, x23);
+    __m512 b6 = ab__avx512_pair_ps(x30, x31), b7 = ab__avx512_pair_ps(x32, x33);
+    __m512 q0 = ab__avx512_pair_pd(b0, b1), q1 = ab__avx512_pair_pd(b2, b3);
+    __m512 q2 = ab__avx512_pair_pd(b4, b5), q3 = ab__avx512_pair_pd(b6, b7);
+    return ab__avx512_pair_128(ab__avx512_pair_128(q0, q1), ab__avx512_pair_128(q2, q3));
+}
+
+/* Tiles (t0, s0) with s0 >= t0 cover every pair t <= s once. Rows past T repeat row T - 1 (valid
+ * memory) and get weight 0, as do the pairs s < t of diagonal tiles; t < s weighs 2, t == s 1. */
+AB__AVX512_FN static double ab__avx512_ghost_sq(const float *A, const float *G, int T, int d_in,
+                                                int d_out) {
+    const __m512i lane_i = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i lane_j = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
+    const __m512i vT = _mm512_set1_epi32(T);
+    __m512d sum_lo = _mm512_setzero_pd(), sum_hi = sum_lo;
+    for (int t0 = 0; t0 < T; t0 += AB__GHOST512_TILE) {
+        const float *ra[4], *rg[4];
+        for (int i = 0; i < 4; i++) {
+            int t = t0 + i < T ? t0 + i : T - 1;
+            ra[i] = A + (size_t)t * d_in;
+            rg[i] = G + (size_t)t * d_out;
+        }
+        __m512i vt = _mm512_add_epi32(_mm512_set1_epi32(t0), lane_i);
+        for (int s0 = t0; s0 < T; s0 += AB__GHOST512_TILE) {
+            const float *ca[4], *cg[4];
+            for (int j = 0; j < 4; j++) {
+                int s = s0 + j < T ? s0 + j : T - 1;
+                ca[j] = A + (size_t)s * d_in;
+                cg[j] = G + (size_t)s * d_out;
+            }
+            __m512 ga = ab__avx512_gram_tile(ra, ca, d_in);
+            __m512 gg = ab__avx512_gram_tile(rg, cg, d_out);
+            __m512i vs = _mm512_add_epi32(_mm512_set1_epi32(s0), lane_j);
+            __mmask16 valid = _mm512_cmplt_epi32_mask(vs, vT) & _mm512_cmplt_epi32_mask(vt, vT) &
+                              _mm512_cmple_epi32_mask(vt, vs);
+            __mmask16 off_diag = _mm512_cmplt_epi32_mask(vt, vs);
+            /* w * ga exact (w in {0, 1, 2}); a product of two floats is exact in double */
+            __m512 w = _mm512_mask_blend_ps(off_diag, _mm512_set1_ps(1.0f), _mm512_set1_ps(2.0f));
+            ga = _mm512_maskz_mul_ps(valid, ga, w);
+            gg = _mm512_maskz_mov_ps(valid, gg); /* no 0 * inf from a lane that does not count */
+            sum_lo = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(ga)),
+                                     _mm512_cvtps_pd(_mm512_castps512_ps256(gg)), sum_lo);
+            sum_hi = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(ga, 1)),
+                                     _mm512_cvtps_pd(_mm512_extractf32x8_ps(gg, 1)), sum_hi);
+        }
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(sum_lo, sum_hi));
+}
+
 static void ab__avx512_fill(ab__kernels *k) {
     k->vexpf = ab__avx512_vexpf;
     k->softmax = ab__avx512_softmax;
@@ -541,6 +650,7 @@ static void ab__avx512_fill(ab__kernels *k) {
     k->dot_block = ab__avx512_dot_block;
     k->scale = ab__avx512_scale;
     k->axpy_save = ab__avx512_axpy_save;
+    k->ghost_sq = ab__avx512_ghost_sq;
 }
 
 #ifdef __cplusplus

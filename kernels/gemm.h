@@ -94,6 +94,21 @@ extern "C" {
 #define AB__GEMM_MIN_PAR_FMA (1024 * 1024)
 /* Copy packs prefetch this many rows ahead: ~16 loop iterations cover a DRAM miss. */
 #define AB__GEMM_PF_ROWS 16
+/* op(A) = A^T is packed, even with rows under 4 KiB apart, once n reaches this: in place, the
+ * kc steps of an A micro-panel lie lda floats apart, which for lda = 512 or 768 falls into 2 or 4
+ * L1 sets, so the panel is re-read from L2 for every B micro-panel it meets; n / NR of them per
+ * pass. Measured tn, k = 512, m = 768 (A^T, AVX-512 / AVX2 GFLOP/s, in place -> packed): n = 256
+ * 207 -> 197 / 96 -> 92, n = 384 205 -> 200 / 93 -> 95, n = 512 204 -> 204 / 88 -> 94,
+ * n = 1024 193 -> 198 / 90 -> 98, n = 3072 186 -> 195 / 95 -> 100. */
+#define AB__GEMM_AT_PACK_MIN_N 512
+/* The AVX-512 copy pack goes AB__GEMM_PACK_ROWS source rows at a time, panel by panel. Row by
+ * row, every row stores into every panel, and panels lie R * kc floats apart (14 336 B for the A
+ * panels at kc = 256, 32 KiB for the B panels): addresses in one or two L1 sets, so the stores of
+ * one row evict each other's lines. 16 rows fill whole lines of a panel (16 * 14 * 4 B = 14 lines)
+ * before moving on and keep 16 sequential source streams; the next 16 rows are prefetched into L2
+ * meanwhile. Measured on 2304x768x512 tn (A^T packed): the pack went from 5.9% to 3.6% of the
+ * time, ~197 -> ~201 GFLOP/s. */
+#define AB__GEMM_PACK_ROWS 16
 /* Operands with rows closer than this (floats: 4 KiB, the L1 set-index period of 64 sets x 64 B)
  * are read in place; from 4 KiB on, all rows of a micro-panel can fall into one L1 set. */
 #define AB__GEMM_INPLACE_MAX_LD 1024
@@ -159,16 +174,43 @@ AB__UNROLL
         _mm_prefetch((const char *)(c + (ptrdiff_t)i * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + (ptrdiff_t)i * ldc + AB__G512_NR - 1), _MM_HINT_T0);
     }
-    for (int p = 0; p < kc; p++) {
-        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+    if (a_rs == 1) { /* packed A (a_rs is a literal 1 here: the branch folds) */
+        for (int p = 0; p < kc; p++) {
+            __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
 AB__UNROLL
-        for (int i = 0; i < MRV; i++) {
-            __m512 av = _mm512_set1_ps(a[i * a_rs]);
-            c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
-            c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+            for (int i = 0; i < MRV; i++) {
+                __m512 av = _mm512_set1_ps(a[i]);
+                c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+                c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+            }
+            a += a_ps;
+            b += b_ps;
         }
-        a += a_ps;
-        b += b_ps;
+    } else {
+        /* Rows of A in place, a_rs apart. 14 row offsets plus the pointers and the counter would
+         * exceed the 15 free general registers (the offsets were reloaded from the stack every
+         * step); instead every row is base + index * {1, 2, 4, 8} from two bases (rows 0 and 7)
+         * and three byte offsets (1, 3 and 5 rows): 8 registers in all. */
+        const char *a0 = (const char *)a, *a7 = (const char *)(a + 7 * a_rs);
+        const ptrdiff_t r1 = a_rs * (ptrdiff_t)sizeof(float), r3 = 3 * r1, r5 = 5 * r1;
+        const ptrdiff_t step = a_ps * (ptrdiff_t)sizeof(float);
+        for (int p = 0; p < kc; p++) {
+            __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+AB__UNROLL
+            for (int i = 0; i < MRV; i++) {
+                const char *base = i < 7 ? a0 : a7;
+                int j = i < 7 ? i : i - 7;
+                const char *row = j == 0 ? base : j == 1 ? base + r1 : j == 2 ? base + 2 * r1
+                                : j == 3 ? base + r3 : j == 4 ? base + 4 * r1 : j == 5 ? base + r5
+                                : base + 2 * r3;
+                __m512 av = _mm512_set1_ps(*(const float *)row);
+                c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+                c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+            }
+            a0 += step;
+            a7 += step;
+            b += b_ps;
+        }
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     if (nr == AB__G512_NR) {
@@ -330,27 +372,32 @@ AB__UNROLL
 }
 
 /* Panels of R columns from rows of src: panel q holds columns [q*R, q*R + R) of the cols, at
- * dst + q*R*kc, row p at [p*R], zero-padded past cols; rows p_begin..p_end-1 only. Each row of src is
- * read once from start to end (sequential within a page, prefetched a few rows ahead), rather
- * than panel by panel, which would touch every row's page once per panel. R <= 32. */
+ * dst + q*R*kc, row p at [p*R], zero-padded past cols; rows p_begin..p_end-1 only. Blocks of
+ * AB__GEMM_PACK_ROWS rows of src go panel by panel (whole lines of each panel, 16 short
+ * sequential source streams), and the next block is prefetched into L2 meanwhile. R <= 32. */
 static AB__T_AVX512 void ab__g512_pack_copy(float *dst, int R, const float *src, int ld, int cols,
                                             int kc, int p_begin, int p_end) {
-    const ptrdiff_t ahead = (ptrdiff_t)AB__GEMM_PF_ROWS * ld;
     __mmask16 s0 = ab__g512_mask(R), s1 = ab__g512_mask(R - 16);
-    for (int p = p_begin; p < p_end; p++) {
-        const float *s = src + (ptrdiff_t)p * ld;
-        float *d = dst + (ptrdiff_t)p * R;
-        _mm_prefetch((const char *)(s + ahead), _MM_HINT_T0);
+    const ptrdiff_t next = (ptrdiff_t)AB__GEMM_PACK_ROWS * ld;
+    for (int pb = p_begin; pb < p_end; pb += AB__GEMM_PACK_ROWS) {
+        int pe = ab__gemm_min(pb + AB__GEMM_PACK_ROWS, p_end);
+        float *d = dst;
         for (int c0 = 0; c0 < cols; c0 += R, d += (ptrdiff_t)R * kc) {
             int w = cols - c0;
-            if (R == 32 && w >= 32) {
-                _mm512_storeu_ps(d, _mm512_loadu_ps(s + c0));
-                _mm512_storeu_ps(d + 16, _mm512_loadu_ps(s + c0 + 16));
-                continue;
+            for (int p = pb; p < pe; p++) {
+                const float *s = src + (ptrdiff_t)p * ld + c0;
+                float *dp = d + (ptrdiff_t)p * R;
+                /* an integer address: the row may lie past the end of src (a harmless hint) */
+                _mm_prefetch((const char *)((uintptr_t)s + (uintptr_t)next * sizeof(float)), _MM_HINT_T1);
+                if (R == 32 && w >= 32) {
+                    _mm512_storeu_ps(dp, _mm512_loadu_ps(s));
+                    _mm512_storeu_ps(dp + 16, _mm512_loadu_ps(s + 16));
+                    continue;
+                }
+                _mm512_mask_storeu_ps(dp, s0, _mm512_maskz_loadu_ps(ab__g512_mask(w), s));
+                if (R > 16)
+                    _mm512_mask_storeu_ps(dp + 16, s1, _mm512_maskz_loadu_ps(ab__g512_mask(w - 16), s + 16));
             }
-            _mm512_mask_storeu_ps(d, s0, _mm512_maskz_loadu_ps(ab__g512_mask(w), s + c0));
-            if (R > 16)
-                _mm512_mask_storeu_ps(d + 16, s1, _mm512_maskz_loadu_ps(ab__g512_mask(w - 16), s + c0 + 16));
         }
     }
 }
@@ -677,8 +724,9 @@ static void ab__gemm_run(const ab__gemm_impl *im, int trans_a, int trans_b, int 
     /* Operands are read in place, unpacked, when their rows are under 4 KiB apart: op(A) = A by
      * rows (strided micro-kernel), op(A) = A^T by columns, op(B) = B. Measured faster than packing
      * at every such shape here (e.g. 512x128x256 tn 171 -> 215 GFLOP/s, 256^3 207 -> 220); at 4 KiB
-     * and beyond every row of a micro-panel maps to the same L1 set, which packing avoids. */
-    g.a_inplace = lda < AB__GEMM_INPLACE_MAX_LD;
+     * and beyond every row of a micro-panel maps to the same L1 set, which packing avoids. A^T is
+     * packed for wide C all the same (AB__GEMM_AT_PACK_MIN_N). */
+    g.a_inplace = lda < AB__GEMM_INPLACE_MAX_LD && (!trans_a || n < AB__GEMM_AT_PACK_MIN_N);
     g.b_inplace = !trans_b && ldb < AB__GEMM_INPLACE_MAX_LD;
 
     /* Threads: every thread runs the five loops on its own range of C, whole MR-row or NR-column

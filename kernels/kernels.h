@@ -42,6 +42,10 @@ typedef struct ab__kernels {
     void (*scale)(float *x, size_t n, float s);
     /* saved = theta (if saved != NULL); theta += s * g. One pass. */
     void (*axpy_save)(float *theta, float *saved, const float *g, size_t n, float s);
+    /* Ghost norm of one sample: <A A^T, G G^T>_F = sum_{t,s} (a_t . a_s)(g_t . g_s) for row-major
+     * A (T x d_in) and G (T x d_out). Only pairs t <= s are formed (symmetry: t < s counted twice);
+     * each Gram entry is a float dot product, the products and their sum are in double. */
+    double (*ghost_sq)(const float *A, const float *G, int T, int d_in, int d_out);
 } ab__kernels;
 
 #ifdef __cplusplus

@@ -274,6 +274,26 @@ static void ab__scalar_axpy_save(float *theta, float *saved, const float *g, siz
     for (size_t i = 0; i < n; i++) theta[i] += s * g[i];
 }
 
+/* Ghost norm (contract in kernels/kernels.h): sequential float dot products, one per pair t <= s. */
+static float ab__scalar_dotf(const float *x, const float *y, int n) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+static double ab__scalar_ghost_sq(const float *A, const float *G, int T, int d_in, int d_out) {
+    double sq = 0.0;
+    for (int t = 0; t < T; t++) {
+        const float *at = A + (size_t)t * d_in, *gt = G + (size_t)t * d_out;
+        for (int s = t; s < T; s++) {
+            double w = s == t ? 1.0 : 2.0;
+            sq += w * (double)ab__scalar_dotf(at, A + (size_t)s * d_in, d_in) *
+                  (double)ab__scalar_dotf(gt, G + (size_t)s * d_out, d_out);
+        }
+    }
+    return sq;
+}
+
 /* ||sum_t g_t||^2 for one sample's T x d_out output gradient (the bias gradient's norm). Not
  * dispatched: O(T * d_out), negligible next to the weight term. */
 static float ab__psnorm_bias(const float *G, int T, int d_out) {
@@ -303,6 +323,7 @@ static void ab__scalar_fill(ab__kernels *k) {
     k->dot_block = ab__scalar_dot_block;
     k->scale = ab__scalar_scale;
     k->axpy_save = ab__scalar_axpy_save;
+    k->ghost_sq = ab__scalar_ghost_sq;
 }
 
 #ifdef __cplusplus
