@@ -26,7 +26,8 @@ BENCH_BINS = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 TOOL_SRCS  = $(sort $(wildcard tools/*.c))
 TOOL_BINS  = $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
 
-.PHONY: all help test valgrind sanitize single check bench tools examples run clean deps readme bench-gpt2
+.PHONY: all help test valgrind sanitize single check bench tools examples run clean deps readme bench-gpt2 \
+        flow-check sweep
 .DEFAULT_GOAL := all
 
 all: examples tools $(BENCH_BINS)   ## examples, tools and benchmarks (needs only a C compiler)
@@ -87,9 +88,9 @@ single: $(BUILD)/antibody.h   ## build/antibody.h (one file) + its C and C++ smo
 	cd $(BUILD)/single && $(CXX) -std=c++11 -O2 $(WARN) smoke.cpp -o smoke_cpp -lm && ./smoke_cpp
 
 # Everything CI runs; closes with one countable "N passed, N failed" line over all suites.
-check:   ## all + test + valgrind + sanitize + single + README snippet: what CI runs
+check:   ## all + test + valgrind + sanitize + single + README snippet + flow-check: what CI runs
 	@rm -f $(BUILD)/check-results
-	@$(MAKE) --no-print-directory CHECK_RESULTS=$(CURDIR)/$(BUILD)/check-results all test valgrind sanitize single readme; \
+	@$(MAKE) --no-print-directory CHECK_RESULTS=$(CURDIR)/$(BUILD)/check-results all test valgrind sanitize single readme flow-check; \
 	 rc=$$?; tests/summarize.sh $(BUILD)/check-results $$rc
 
 # The README's drop-in example must be examples/dropin.c verbatim (which `all` compiles and this runs).
@@ -109,8 +110,18 @@ bench: $(BENCH_BINS)   ## all benchmarks (< 5 min); writes bench/results.md and 
 bench-gpt2: $(BUILD)/bench/bench_step   ## the GPT-2-shaped training step vs the scalar path (~5 min)
 	$(BUILD)/bench/bench_step --case step_gpt2
 
-run: $(BUILD)/examples/quickstart   ## the main job (needs only a C compiler)
-	$(BUILD)/examples/quickstart
+# The main job: the lab's data (0.1 s, deterministic), then the whole flow with its defaults.
+run: $(BUILD)/examples/flow $(BUILD)/tools/gen_data   ## the lab: align -> fine-tune -> prune, HS/FA table (< 10 min)
+	$(BUILD)/tools/gen_data --out $(BUILD)/data --quiet
+	$(BUILD)/examples/flow --data $(BUILD)/data --cache $(BUILD)/cache --log $(BUILD)/flow-log.tsv $(FLOW_ARGS)
+
+# `flow --quick` twice (1 and 2 threads, fresh and cached base): table structure, bitwise reproducibility.
+flow-check: $(BUILD)/examples/flow $(BUILD)/tools/gen_data   ## the lab's --quick end-to-end check (~2 min)
+	@tests/flow_check.sh $(BUILD)/examples/flow $(BUILD)/tools/gen_data $(BUILD)/flowcheck
+
+# HS and FA over p and n for every method: CSV + plot (long: one full flow per point; SWEEP_ARGS=--quick).
+sweep: $(BUILD)/examples/flow $(BUILD)/tools/gen_data   ## p and n sweeps: build/sweep/sweep.csv and sweep.png
+	tools/sweep.sh --flow $(BUILD)/examples/flow --gen $(BUILD)/tools/gen_data --out $(BUILD)/sweep $(SWEEP_ARGS)
 
 deps:   ## install the test dependencies (Debian, as root)
 	tools/install-deps.sh

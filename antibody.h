@@ -70,6 +70,14 @@
  *   lab data   (the lab's vocabulary, data files, judge and task scorer; see "Lab data" below)
  *              ab_vocab_* ab_dataset_load ab_dataset_free ab_pack_sample ab_pack_prompt
  *              ab_judge_harmful ab_judge_refusal ab_task_score
+ *   defences   (ALGORITHMS.md; see "DEFENCES" below)
+ *     arrays   ab_antibody_weights ab_antibody_lambda ab_cosine ab_antidote_mask ab_random_mask
+ *              ab_mask_apply ab_proximal_grad          (no model needed: use them on your own)
+ *     steps    ab_trainer_create ab_trainer_free ab_align_default ab_align_step (SFT, Booster,
+ *              Vaccine, Antibody) ab_harmful_sharpness ab_ft_default ab_finetune_phase
+ *              ab_finetune_step (SFT, Lisa, Antibody weighting) ab_antidote_prune
+ *     eval     ab_eval_harmful (HS) ab_eval_task (FA) ab_batch_pack ab_batch_buf_free
+ *   The whole align -> fine-tune -> prune flow is examples/flow.c (`make run`).
  *
  * EXAMPLE
  *   float A[2*3] = {1,2,3,4,5,6}, B[3*2] = {1,0,0,1,1,1}, C[2*2];
@@ -83,7 +91,9 @@
  *          named tensor table), masked per-sample-weighted loss, scoring forward, LoRA on q/k/v
  *          with merge/unmerge and train modes, per-sample gradient norms and clipping from one
  *          backward, Vaccine and Antidote hooks, KV-cache generation, CRC-checked checkpoints;
- *          lab data: word vocabulary, strict data-file loader, harmfulness judge, task scorer.
+ *          lab data: word vocabulary, strict data-file loader, harmfulness judge, task scorer;
+ *          defences: Antibody (flatness alignment, weighted fine-tuning), Booster, Vaccine, Lisa,
+ *          Antidote and its random control, HS/FA evaluation; ab_model_lora_fold.
  */
 #ifndef ANTIBODY_H
 #define ANTIBODY_H

@@ -85,8 +85,8 @@ static opts opts_default(void) {
     o.n_layer = 4, o.d_model = 128, o.n_head = 4, o.lora_rank = 8;
     o.pre_epochs = 6, o.pre_lr = 1e-3f;
     o.align_epochs = 4, o.align_lr = 5e-4f;
-    o.alpha = 0.1f, o.eta = 5.0f, o.lambda2 = 0.05f, o.booster_lambda = 5.0f, o.vaccine_rho = 5.0f;
-    o.p = 0.2f, o.n = 1000, o.ft_epochs = 10, o.batch = 16;
+    o.alpha = 0.1f, o.eta = 0.1f, o.lambda2 = 0.05f, o.booster_lambda = 0.1f, o.vaccine_rho = 5.0f;
+    o.p = 0.2f, o.n = 1000, o.ft_epochs = 20, o.batch = 16;
     o.ft_lr = 1e-4f, o.tau = 1.0f, o.lisa_rho = 1.0f, o.lisa_align_share = 0.1f;
     o.prune_alpha = 0.1f;
     o.eval_n = 200;
@@ -125,15 +125,18 @@ static void usage(FILE *f, const char *argv0) {
             "  --align-epochs N      passes over align.txt (default %d)\n"
             "  --align-lr X          (default %g; the paper's 5e-4)\n"
             "  --alpha X             simulated-attack step of Booster and Antibody (default %g, paper)\n"
-            "  --eta X               Antibody: lambda_raw = max(0, eta - cos) (default %g, paper)\n"
+            "  --eta X               Antibody: lambda_raw = max(0, eta - cos) (default %g; the\n"
+            "                        paper's 5 scaled: at 5 the tiny model's alignment does not take,\n"
+            "                        HS after alignment 77%% vs 1%% for SFT, see README)\n"
             "  --lambda2 X           Antibody: refusal term at theta' (default %g, paper)\n"
-            "  --booster-lambda X    Booster: constant lambda (default %g, paper)\n"
+            "  --booster-lambda X    Booster: constant lambda (default %g; the paper's 5 scaled as\n"
+            "                        --eta: at 5, HS after alignment 79%%)\n"
             "  --vaccine-rho X       Vaccine: perturbation radius (default %g, paper)\n"
             "Stage 2, fine-tuning (AdamW, weight decay 0.1, gradient clip 1.0)\n"
             "  --task sst2|agnews|gsm8k   the benign task (default %s)\n"
             "  --p X                 share of harmful samples in the user data (default %g)\n"
             "  --n N                 user samples (default %d; the paper's 1000)\n"
-            "  --epochs N            fine-tuning epochs (default %d; the paper's 20, scaled)\n"
+            "  --epochs N            fine-tuning epochs (default %d, paper)\n"
             "  --batch N             batch size of every stage (default %d, paper)\n"
             "  --lr X                fine-tuning learning rate (default %g; the paper's 1e-5 is for\n"
             "                        LoRA on a 7B model; the tiny full model needs a larger one)\n"
