@@ -975,7 +975,8 @@ ABDEF ab_status ab_finetune_step(ab_trainer *trainer, const ab_ft_cfg *cfg, cons
 
 /* --- stage 3: Antidote ------------------------------------------------------------------------- */
 typedef enum ab_prune_target {
-    AB_PRUNE_AUTO = 0, /* LoRA matrices if the model has unmerged adapters, else q/k/v weights */
+    AB_PRUNE_AUTO = 0, /* LoRA matrices if the model trains them (train mode AB_TRAIN_LORA,
+                          adapters unmerged: LoRA fine-tuning), else the q/k/v weights */
     AB_PRUNE_QKV,      /* the fused q/k/v weight of every block */
     AB_PRUNE_LORA,     /* every LoRA A and B (unmerged) */
     AB_PRUNE_LINEAR    /* every base linear layer: qkv, attn_proj, fc, mlp_proj */
