@@ -4483,11 +4483,9 @@ ABDEF ab_status ab_task_score(const ab_vocab *vocab, ab_kind kind, const int *re
 /* ============================================================================================== */
 /* DEFENCES implementation (DESIGN.md layer 4). Declarations and the contract: see "DEFENCES".    */
 /* ============================================================================================== */
-static int ab__finite(float x) { return x == x && x - x == 0.0f; }
-
 static ab_status ab__check_finite(const char *fn, const char *what, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++)
-        if (!ab__finite(x[i]))
+        if (!isfinite(x[i]))
             return ab__fail(AB_ERR_NAN, "%s: %s[%zu] = %g is not finite", fn, what, i, (double)x[i]);
     return AB_OK;
 }
@@ -4497,7 +4495,7 @@ ABDEF ab_status ab_antibody_weights(float *w, const float *c, const float *q, in
     AB__CHECK_PTR(c);
     AB__CHECK_PTR(q);
     AB__CHECK_POS(n);
-    if (!ab__finite(tau) || !(tau > 0.0f))
+    if (!isfinite(tau) || !(tau > 0.0f))
         return ab__fail(AB_ERR_ARG, "ab_antibody_weights: tau = %g must be finite and > 0", (double)tau);
     AB__TRY(ab__check_finite(__func__, "nll_response", c, (size_t)n));
     AB__TRY(ab__check_finite(__func__, "nll_refusal", q, (size_t)n));
@@ -4514,10 +4512,10 @@ ABDEF ab_status ab_antibody_weights(float *w, const float *c, const float *q, in
 ABDEF ab_status ab_antibody_lambda(ab_lambda_ema *st, float cos, float eta, float decay,
                                    float *lambda_raw) {
     AB__CHECK_PTR(st);
-    if (!ab__finite(eta) || !(decay >= 0.0f && decay <= 1.0f))
+    if (!isfinite(eta) || !(decay >= 0.0f && decay <= 1.0f))
         return ab__fail(AB_ERR_ARG, "ab_antibody_lambda: eta = %g must be finite, decay = %g in [0, 1]",
                         (double)eta, (double)decay);
-    if (!ab__finite(cos)) return ab__fail(AB_ERR_NAN, "ab_antibody_lambda: cos = %g is not finite", (double)cos);
+    if (!isfinite(cos)) return ab__fail(AB_ERR_NAN, "ab_antibody_lambda: cos = %g is not finite", (double)cos);
     float raw = eta - cos > 0.0f ? eta - cos : 0.0f;
     if (lambda_raw) *lambda_raw = raw;
     if (!st->initialised) {
@@ -4540,7 +4538,7 @@ ABDEF ab_status ab_cosine(const float *x, const float *y, size_t n, float eps, f
     double xy = ab__reduce_blocked(x, y, n), xx = ab__reduce_blocked(x, NULL, n);
     double yy = ab__reduce_blocked(y, NULL, n);
     *cos = (float)(xy / (sqrt(xx) * sqrt(yy) + eps));
-    if (!ab__finite(*cos)) return ab__fail(AB_ERR_NAN, "ab_cosine: the inputs hold NaN or Inf");
+    if (!isfinite(*cos)) return ab__fail(AB_ERR_NAN, "ab_cosine: the inputs hold NaN or Inf");
     return AB_OK;
 }
 
@@ -4577,7 +4575,7 @@ ABDEF ab_status ab_antidote_mask(unsigned char *prune, const float *W, int d_out
     AB__CHECK_PTR(W);
     AB__CHECK_PTR(in_sumsq);
     for (int j = 0; j < d_in; j++)
-        if (!(in_sumsq[j] >= 0.0) || in_sumsq[j] - in_sumsq[j] != 0.0)
+        if (!(in_sumsq[j] >= 0.0) || !isfinite(in_sumsq[j]))
             return ab__fail(AB_ERR_NAN, "ab_antidote_mask: in_sumsq[%d] = %g must be finite and >= 0", j,
                             in_sumsq[j]);
     AB__TRY(ab__check_finite(__func__, "W", W, (size_t)d_out * d_in));
@@ -4634,7 +4632,7 @@ ABDEF ab_status ab_mask_apply(float *W, const unsigned char *prune, size_t n) {
 ABDEF ab_status ab_proximal_grad(float *g, const float *theta, const float *anchor, size_t n,
                                  float rho, float *penalty) {
     if (penalty) *penalty = 0.0f;
-    if (!ab__finite(rho) || rho < 0.0f)
+    if (!isfinite(rho) || rho < 0.0f)
         return ab__fail(AB_ERR_ARG, "ab_proximal_grad: rho = %g must be finite and >= 0", (double)rho);
     if (n == 0) return AB_OK;
     AB__CHECK_PTR(g);
@@ -4744,7 +4742,7 @@ static ab_status ab__apply_update(ab_model *m, const ab_model_view *v, float cli
     float norm = 0.0f;
     if (clip > 0.0f) AB__TRY(ab_clip_grad_norm(v->grads, v->count, clip, &norm));
     else AB__TRY(ab_l2_norm(v->grads, v->count, &norm));
-    if (!ab__finite(norm)) return ab__fail(AB_ERR_NAN, "training step: the gradient is not finite");
+    if (!isfinite(norm)) return ab__fail(AB_ERR_NAN, "training step: the gradient is not finite");
     if (grad_norm) *grad_norm = norm;
     return ab_model_adamw_step(m, adamw);
 }
@@ -4777,7 +4775,7 @@ static ab_status ab__check_align_cfg(const ab_align_cfg *c) {
     static const char *const names[7] = {"alpha", "eta", "lambda_decay", "lambda2", "booster_lambda",
                                          "vaccine_rho", "clip"};
     for (int i = 0; i < 7; i++)
-        if (!ab__finite(v[i]) || (i != 1 && v[i] < 0.0f))
+        if (!isfinite(v[i]) || (i != 1 && v[i] < 0.0f))
             return ab__fail(AB_ERR_ARG, "ab_align_step: %s = %g must be finite%s", names[i], (double)v[i],
                             i != 1 ? " and >= 0" : "");
     if (c->lambda_decay > 1.0f)
@@ -4877,7 +4875,7 @@ ABDEF ab_status ab_harmful_sharpness(ab_trainer *t, const ab_batch *harmful, flo
     AB__CHECK_PTR(harmful);
     AB__CHECK_PTR(h);
     AB__CHECK_PTR(h_attacked);
-    if (!ab__finite(alpha) || alpha < 0.0f)
+    if (!isfinite(alpha) || alpha < 0.0f)
         return ab__fail(AB_ERR_ARG, "ab_harmful_sharpness: alpha = %g must be finite and >= 0", (double)alpha);
     ab_model_view v;
     AB__TRY(ab__trainer_view(t, &v, __func__));
@@ -4920,9 +4918,9 @@ ABDEF ab_ft_phase ab_finetune_phase(const ab_trainer *t, const ab_ft_cfg *cfg) {
 static ab_status ab__check_ft_cfg(const ab_ft_cfg *c) {
     if ((int)c->method < 0 || c->method >= AB_FT_COUNT)
         return ab__fail(AB_ERR_ARG, "ab_finetune_step: unknown method %d", (int)c->method);
-    if (!ab__finite(c->tau) || !(c->tau > 0.0f))
+    if (!isfinite(c->tau) || !(c->tau > 0.0f))
         return ab__fail(AB_ERR_ARG, "ab_finetune_step: tau = %g must be finite and > 0", (double)c->tau);
-    if (!ab__finite(c->clip) || c->clip < 0.0f || !ab__finite(c->lisa_rho) || c->lisa_rho < 0.0f)
+    if (!isfinite(c->clip) || c->clip < 0.0f || !isfinite(c->lisa_rho) || c->lisa_rho < 0.0f)
         return ab__fail(AB_ERR_ARG, "ab_finetune_step: clip = %g and lisa_rho = %g must be finite, >= 0",
                         (double)c->clip, (double)c->lisa_rho);
     if (c->method == AB_FT_LISA && (c->lisa_align_steps < 0 || c->lisa_user_steps < 1))
@@ -5151,6 +5149,9 @@ ABDEF void ab_batch_buf_free(ab_batch_buf *buf) {
     memset(buf, 0, sizeof *buf);
 }
 
+/* refusal[b] mod AB_N_REFUSALS, in [0, AB_N_REFUSALS) for negative values too. */
+static int ab__refusal_index(int k) { return ((k % AB_N_REFUSALS) + AB_N_REFUSALS) % AB_N_REFUSALS; }
+
 ABDEF ab_status ab_batch_pack(ab_batch_buf *buf, ab_batch *out, const ab_dataset *ds,
                               const int *indices, int B, const ab_vocab *vocab, const int *refusal) {
     AB__CHECK_PTR(buf);
@@ -5168,7 +5169,7 @@ ABDEF ab_status ab_batch_pack(ab_batch_buf *buf, ab_batch *out, const ab_dataset
         const ab_sample *s = &ds->samples[indices[b]];
         int n_resp = s->n_response;
         if (refusal) {
-            int r = ((refusal[b] % AB_N_REFUSALS) + AB_N_REFUSALS) % AB_N_REFUSALS;
+            int r = ab__refusal_index(refusal[b]);
             AB__TRY(ab_vocab_encode(vocab, ab__lab_refusals[r], ref_ids[r], 32, &ref_n[r]));
             n_resp = ref_n[r];
         }
@@ -5193,7 +5194,7 @@ ABDEF ab_status ab_batch_pack(ab_batch_buf *buf, ab_batch *out, const ab_dataset
         const int *resp = s->response;
         int n_resp = s->n_response;
         if (refusal) {
-            int r = ((refusal[b] % AB_N_REFUSALS) + AB_N_REFUSALS) % AB_N_REFUSALS;
+            int r = ab__refusal_index(refusal[b]);
             resp = ref_ids[r], n_resp = ref_n[r];
         }
         size_t o = (size_t)b * T;

@@ -549,10 +549,10 @@ static void finetune(const opts *o, lab *L, ab_model *m, ab_ft_method method, co
             if (method == AB_FT_ANTIBODY)
                 CHECK(ab_batch_pack(&br, &r, &L->user, idx, o->batch, L->vocab, ref));
             CHECK(ab_finetune_step(tr, &cfg, &b, method == AB_FT_ANTIBODY ? &r : NULL, harm, &lg));
-            if (lg.weight_harmful == lg.weight_harmful && lg.weight_benign == lg.weight_benign) {
+            if (!isnan(lg.weight_harmful) && !isnan(lg.weight_benign)) {
                 sum->w_harm += lg.weight_harmful, sum->w_benign += lg.weight_benign, sum->n_w++;
             }
-            if (lg.harmful_influence == lg.harmful_influence) sum->influence += lg.harmful_influence, sum->n_infl++;
+            if (!isnan(lg.harmful_influence)) sum->influence += lg.harmful_influence, sum->n_infl++;
         }
         if (g_log)
             fprintf(g_log, "finetune\t%s\t%ld\t%s\t%.6f\t%.6f\t%.6f\t%.6f\t%.6f\t%.6f\n", row, s,
