@@ -62,15 +62,22 @@ extern "C" {
  * under Zen 5's 2 loads/cycle at 2 FMAs/cycle. */
 #define AB__G512_MR 14
 #define AB__G512_NR 32
-/* KC: the A micro-panel (MR x KC x 4 B = 21 KiB at 384) stays in L1 while one B micro-panel line
- * per k step streams past it; with 384 the ~half of L1 left over holds the streaming B lines and
- * the C tile. Larger KC amortises the C tile load/store (once per KC) better but starts evicting
- * the A panel. */
-#define AB__G512_KC 384
-/* NC: the packed B block (KC x NC x 4 B = 768 KiB at 512) lives in the 1 MiB L2 and is swept once
- * per A micro-panel; the remaining quarter of L2 takes the A panels and C tiles passing through. */
-#define AB__G512_NC 512
-/* MC: the packed A block (MC x KC x 4 B = 3 MiB at 2016) lives in the L3 (32 MiB per CCD on
+/* KC and NC were chosen by measurement: bench_sgemm, ratio to openblas_skx, medians of 5
+ * interleaved runs. KC x NC = 256 x 512, 256 x 1024, 384 x 256, 448 x 256, 512 x 128, 512 x 384,
+ * 640 x 192 and 768 x 256 were tried at 2048^3 against the earlier 384 x 512, the best four on
+ * every 1-thread shape. 512 x 256 gained 1-3% wherever k or n >= 512 (2048^3 0.984 -> 1.000,
+ * 512^3 1.028 -> 1.046, 512x3072x768 nn 1.010 -> 1.042) and was even elsewhere. Our reading: a
+ * larger KC spreads the C tile's load and store (28 zmm each way, once per KC block) over more
+ * FMAs, and a smaller NC keeps the B block well inside L2.
+ * KC: the A micro-panel (MR x KC x 4 B = 28 KiB at 512) stays in L1, being read every k step,
+ * while the B micro-panel (KC x NR x 4 B = 64 KiB) streams past it from L2. */
+#define AB__G512_KC 512
+/* NC: the packed B block (KC x NC x 4 B = 512 KiB at 256) takes half of the 1 MiB L2 and is
+ * swept once per A micro-panel; the other half holds the A panels and C tiles passing through.
+ * 512 (1 MiB at KC = 512) would not fit; 128 measured the same as 256 at 2048^3 but 1% lower at
+ * 256^3. */
+#define AB__G512_NC 256
+/* MC: the packed A block (MC x KC x 4 B = 4 MiB at 2016) lives in the L3 (32 MiB per CCD on
  * Zen 5 EPYC, shared) and is reused for every NC block of B; large so that B is packed only once
  * for every m <= 2016 (every training shape here; 1008 cost 2-3% at 1024^3 by packing B twice).
  * A multiple of MR. */
@@ -83,7 +90,7 @@ extern "C" {
 /* KC: A micro-panel 6 x 384 x 4 B = 9 KiB and one B micro-panel 384 x 16 x 4 B = 24 KiB together
  * fit the 48 KiB L1. */
 #define AB__G256_KC 384
-/* NC: B block 384 x 512 x 4 B = 768 KiB in the 1 MiB L2, as for AVX-512. */
+/* NC: B block 384 x 512 x 4 B = 768 KiB in the 1 MiB L2. */
 #define AB__G256_NC 512
 /* MC: A block 2016 x 384 x 4 B = 3 MiB in L3, as for AVX-512 (a multiple of MR). */
 #define AB__G256_MC 2016
@@ -169,10 +176,14 @@ AB__UNROLL
     for (int i = 0; i < MRV; i++) {
         c0[i] = _mm512_setzero_ps();
         c1[i] = _mm512_setzero_ps();
-        /* The C tile is needed only after kc steps: start fetching it now (first and last byte
-         * of the row's NR floats, which may straddle three lines when unaligned). */
-        _mm_prefetch((const char *)(c + (ptrdiff_t)i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + (ptrdiff_t)i * ldc + AB__G512_NR - 1), _MM_HINT_T0);
+        /* The C tile is read only after kc steps, and only if beta != 0: start fetching it now
+         * (first and last byte of the row's NR floats, which may straddle three lines when
+         * unaligned). With beta == 0 C is only written, and these 28 prefetches measured a loss
+         * (64^3 0.982 -> 0.990 of openblas_skx without them, 512^3 1.044 -> 1.056). */
+        if (beta != 0.0f) {
+            _mm_prefetch((const char *)(c + (ptrdiff_t)i * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + (ptrdiff_t)i * ldc + AB__G512_NR - 1), _MM_HINT_T0);
+        }
     }
     if (a_rs == 1) { /* packed A (a_rs is a literal 1 here: the branch folds) */
         for (int p = 0; p < kc; p++) {
@@ -623,8 +634,11 @@ static const ab__gemm_impl ab__g256_impl = {AB__G256_MR, AB__G256_NR, AB__G256_K
 static int ab__gemm_ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 /* Split len into ceil(len / cap) equal steps, rounded up to a multiple of unit (load balance:
- * k = 512 with KC = 384 becomes 2 x 256, not 384 + 128). */
-static int ab__gemm_step(int len, int cap, int unit) {
+ * k = 768 with KC = 512 becomes 2 x 384, not 512 + 256). A len that fits one block is that one
+ * block, without the divisions: a small product's whole call costs ~50 ns, and these chained
+ * integer divisions were a large part of it. */
+static AB__ALWAYS_INLINE int ab__gemm_step(int len, int cap, int unit) {
+    if (len <= cap) return len;
     int blocks = ab__gemm_ceil_div(len, cap);
     int step = ab__gemm_ceil_div(len, blocks);
     return ab__gemm_ceil_div(step, unit) * unit;
@@ -642,9 +656,11 @@ typedef struct ab__gemm_args {
 } ab__gemm_args;
 
 /* The five loops over rows [i0, i1) and columns [j0, j1) of C, with this thread's packing
- * buffers abuf (>= mc_step * kc_step floats) and bbuf (>= kc_step * nc_step floats). */
-static void ab__gemm_block(const ab__gemm_impl *im, const ab__gemm_args *g, int i0, int i1, int j0,
-                           int j1, float *abuf, float *bbuf) {
+ * buffers abuf (>= mc_step rounded up to MR, times kc_step floats) and bbuf (>= kc_step times
+ * nc_step rounded up to NR floats): the packs zero-pad the last micro-panel. */
+static AB__ALWAYS_INLINE void ab__gemm_block(const ab__gemm_impl *im, const ab__gemm_args *g,
+                                             int i0, int i1, int j0, int j1, float *abuf,
+                                             float *bbuf) {
     const int MR = im->mr, NR = im->nr;
     int mc_step = ab__gemm_step(i1 - i0, im->mc, MR);
     int nc_step = j1 > j0 ? ab__gemm_step(j1 - j0, im->nc, NR) : NR;
@@ -702,9 +718,10 @@ static void ab__gemm_part(int t, int parts, int units, int unit, int len, int *l
 
 static size_t ab__gemm_round16(size_t floats) { return (floats + 15) & ~(size_t)15; }
 
-static void ab__gemm_run(const ab__gemm_impl *im, int trans_a, int trans_b, int m, int n, int k,
-                         float alpha, const float *A, int lda, const float *B, int ldb, float beta,
-                         float *C, int ldc) {
+static AB__ALWAYS_INLINE void ab__gemm_run(const ab__gemm_impl *im, int trans_a, int trans_b,
+                                           int m, int n, int k, float alpha, const float *A,
+                                           int lda, const float *B, int ldb, float beta, float *C,
+                                           int ldc) {
     ab__gemm_args g;
     g.trans_a = trans_a;
     g.trans_b = trans_b;

@@ -5,8 +5,8 @@
  *   - the definition evaluated in double precision.
  * Every combination of trans_a, trans_b in {N, T}, alpha in {1, -0.5, 0}, beta in {0, 1, 0.7} and
  * leading dimensions minimal or padded, on odd, prime and blocked shapes (1x1x1, 1xNxK, Mx1xK,
- * MxNx1, primes, the AVX-512 register tile + 1, KC + 1, NC + 8, MC + 2, 128x96x200; smaller under
- * AB_TEST_SMALL).
+ * MxNx1, primes, the AVX-512 register tile + 1, KC + 1 and NC + 8 of both ISAs, 1008 + 2 rows,
+ * 128x96x200; smaller under AB_TEST_SMALL).
  *
  * Error metric. With S_ij = |alpha| sum_p |a_ip| |b_pj| + |beta| |c_ij| (in double), the standard
  * rounding-error bound of a float GEMM, in any summation order, with or without FMA, is
@@ -58,10 +58,12 @@ static int make_shapes(shape *s) {
     s[n++] = (shape){17, 31, 13}; /* primes */
     s[n++] = (shape){67, 5, 89};
     s[n++] = (shape){15, 33, 7};  /* AVX-512 register tile 14 x 32, plus one */
-    s[n++] = (shape){7, 9, 385};  /* KC = 384, plus one */
+    s[n++] = (shape){7, 9, 385};  /* AVX2 KC = 384, plus one */
+    s[n++] = (shape){7, 9, 513};  /* AVX-512 KC = 512, plus one */
     s[n++] = (shape){TU_SIZE(128, 24), TU_SIZE(96, 20), TU_SIZE(200, 36)};
-    s[n++] = (shape){TU_SIZE(61, 13), TU_SIZE(520, 35), TU_SIZE(24, 9)};  /* NC = 512, plus 8 */
-    s[n++] = (shape){TU_SIZE(1010, 29), TU_SIZE(17, 6), TU_SIZE(16, 5)}; /* MC = 1008, plus 2 */
+    s[n++] = (shape){TU_SIZE(61, 13), TU_SIZE(520, 35), TU_SIZE(24, 9)};  /* AVX2 NC = 512, plus 8 */
+    s[n++] = (shape){TU_SIZE(61, 13), TU_SIZE(264, 35), TU_SIZE(24, 9)};  /* AVX-512 NC = 256, plus 8 */
+    s[n++] = (shape){TU_SIZE(1010, 29), TU_SIZE(17, 6), TU_SIZE(16, 5)}; /* 1008 = 72 x MR rows, plus 2 */
     return n;
 }
 #define MAX_SHAPES 16

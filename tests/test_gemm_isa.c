@@ -5,7 +5,8 @@
  * final alpha/beta update and the different FMA/summation order of each path):
  *     |ours - ref| <= 2 k FLT_EPSILON (|alpha| sum_p |a_ip| |b_pj| + |beta c_ij|)
  * Shapes sit on the block boundaries of kernels/gemm.h: MR/NR = 14/32 (AVX-512) and 6/16 (AVX2),
- * KC = 384, NC = 512, MC = 2016 (keep the lists below in sync when those change), plus tiny ones.
+ * KC = 512 / 384, NC = 256 / 512 (AVX-512 / AVX2) and MC = 2016 (keep the lists below in sync when
+ * those change), plus tiny ones.
  * Every call uses padded leading dimensions, small ones (operands read in place) and >= 1024
  * (operands packed); the padding of C must come back untouched. beta == 0 runs start from a
  * NaN-filled C, which must not leak. Results must be bitwise identical for 1, 2 and 3 threads, and
@@ -154,22 +155,26 @@ static void test_register_tile_edges(void **state) {
     check_shapes(shapes, (int)(sizeof shapes / sizeof shapes[0]), 1);
 }
 
-/* KC edges (k = 383, 384, 385, 769: one, one and two balanced blocks, three blocks) with beta != 0,
- * which the later KC blocks must not re-apply. */
+/* KC edges of both ISAs with beta != 0, which the later KC blocks must not re-apply. AVX-512
+ * (KC = 512): k = 511 and 512 one block, 513 two balanced blocks, 1025 three; AVX2 (KC = 384):
+ * 383 and 384 one block, 385 two, 769 three. */
 static void test_kc_edges(void **state) {
     (void)state;
     int m = TU_SIZE(17, 15), n = TU_SIZE(35, 33);
-    const int shapes[][3] = {{m, n, 383}, {m, n, 384}, {m, n, 385}, {m, n, 769}};
-    check_shapes(shapes, 4, 0);
+    const int shapes[][3] = {{m, n, 383}, {m, n, 384},  {m, n, 385}, {m, n, 511},
+                             {m, n, 512}, {m, n, 513},  {m, n, 769}, {m, n, 1025}};
+    check_shapes(shapes, 8, 0);
 }
 
-/* NC and MC edges: n = 511 / 512 / 513 and m = 2015 / 2016 / 2017 around one block. */
+/* NC and MC edges: n = 255 / 256 / 257 (AVX-512) and 511 / 512 / 513 (AVX2), m = 2015 / 2016 /
+ * 2017, around one block. */
 static void test_cache_block_edges(void **state) {
     (void)state;
     int k = TU_SIZE(24, 5), other = TU_SIZE(29, 15);
-    const int shapes[][3] = {{other, 511, k}, {other, 512, k}, {other, 513, k},
+    const int shapes[][3] = {{other, 255, k},  {other, 256, k},  {other, 257, k},
+                             {other, 511, k},  {other, 512, k},  {other, 513, k},
                              {2015, other, k}, {2016, other, k}, {2017, other, k}};
-    check_shapes(shapes, 6, 0);
+    check_shapes(shapes, 9, 0);
 }
 
 /* The packed path (leading dimensions >= 1024): register-tile, KC and NC edges and a medium shape
@@ -178,6 +183,8 @@ static void test_packed_path(void **state) {
     (void)state;
     const int shapes[][3] = {{13, 31, 9}, {15, 33, 9}, {7, 17, 8}, {1, 1, 1},
                              {TU_SIZE(17, 15), TU_SIZE(35, 33), 385},
+                             {TU_SIZE(17, 15), TU_SIZE(35, 33), 513},
+                             {TU_SIZE(29, 15), 257, TU_SIZE(24, 5)},
                              {TU_SIZE(29, 15), 513, TU_SIZE(24, 5)},
                              {TU_SIZE(130, 45), TU_SIZE(150, 70), TU_SIZE(170, 100)}};
     g_pad = PAD_PACKED;
@@ -211,9 +218,10 @@ static void test_beta_zero_ignores_nan(void **state) {
 static void test_threads_bitwise(void **state) {
     (void)state;
     int saved_threads = ab_get_threads();
-    /* All above the kernel's 1M multiply-add threading threshold: rows split (two KC blocks);
+    /* All above the kernel's 1M multiply-add threading threshold: rows split (two KC blocks on
+     * both ISAs);
      * rows split, narrow; rows split because n is under two NR panels; columns split (few rows). */
-    const int shapes[][3] = {{TU_SIZE(150, 100), TU_SIZE(333, 120), TU_SIZE(401, 90)},
+    const int shapes[][3] = {{TU_SIZE(150, 100), TU_SIZE(333, 120), TU_SIZE(601, 90)},
                              {TU_SIZE(301, 130), TU_SIZE(70, 60), TU_SIZE(390, 140)},
                              {TU_SIZE(301, 130), TU_SIZE(20, 12), TU_SIZE(390, 700)},
                              {20, TU_SIZE(333, 300), TU_SIZE(401, 200)}};
