@@ -212,6 +212,8 @@ typedef struct bench_entry {
     void *ctx;
     double value;    /* fn == NULL: the peer's throughput; after bench_compare: the median */
     double best;     /* after bench_compare: the highest sample (for ceilings such as a peak) */
+    double work;     /* > 0: this entry's own work per call (a peer doing other work, such as an
+                        FMA-peak loop); 0: the case's work */
 } bench_entry;
 
 #define BENCH_MAX_ENTRIES 16
@@ -282,7 +284,8 @@ static inline double bench_compare(const char *case_name, const char *unit, doub
             int e = (r + s) % n;
             if (!entries[e].fn) continue;
             double dt = bench_time_calls(&entries[e], calls[e]);
-            samples[e][kept] = dt > 0 ? work * (double)calls[e] / dt : 0.0;
+            double w = entries[e].work > 0 ? entries[e].work : work;
+            samples[e][kept] = dt > 0 ? w * (double)calls[e] / dt : 0.0;
             bench_sleep(gap);
         }
         double other = bench_other_cpu() - other0, wall = bench_now() - t0;

@@ -12,9 +12,11 @@
  *                     gradient), tn = dY^T*X (weight gradient, K = tokens). Peers: openblas,
  *                     openblas_skx (same thread count), gslcblas (always 1 thread; skipped above
  *                     512^3 multiply-adds: at ~2 GFLOP/s one call would take seconds), peak
- *                     (ratio = fraction of the measured FMA peak for T threads).
+ *                     (ratio = fraction of the FMA peak for T threads: the fma_peak loop is a
+ *                     peer of its own, timed in the same interleaved rounds as the others, so a
+ *                     clock change on the shared host moves both sides of the ratio).
  *   sgemm_avx2_1024x1024x1024_t1
- *                     our AVX2 path, peak = the AVX2 (ymm) FMA peak.
+ *                     our AVX2 path, peak = the AVX2 (ymm) FMA loop.
  * Every case computes C = A*B with alpha = 1, beta = 0, tight leading dimensions, inputs uniform
  * in [-1, 1). Before timing, ours is checked against openblas_skx (or scalar) on the same inputs.
  */
@@ -147,8 +149,14 @@ static void check_against(gemm_ctx *ours, gemm_ctx *other, void (*run_other)(voi
     }
 }
 
-static void run_shape(const shape *s, int threads, ab_isa isa, const char *isa_tag, double peak,
-                      bench_blas *blas, int n_blas, ab_rng *rng) {
+/* An FMA-peak loop as a peer: its function and its GFLOP per call. */
+typedef struct peak_peer {
+    bench_fn fn;
+    double work;
+} peak_peer;
+
+static void run_shape(const shape *s, int threads, ab_isa isa, const char *isa_tag,
+                      peak_peer peak, bench_blas *blas, int n_blas, ab_rng *rng) {
     char name[128];
     snprintf(name, sizeof name, "sgemm_%s%dx%dx%d%s%s_t%d", isa_tag, s->m, s->n, s->k,
              *s->layout ? "_" : "", s->layout, threads);
@@ -178,7 +186,7 @@ static void run_shape(const shape *s, int threads, ab_isa isa, const char *isa_t
     e[n].ref = "ours";
     e[n].fn = run_ours;
     e[n].ctx = &g;
-    e[n].value = e[n].best = 0;
+    e[n].value = e[n].best = e[n].work = 0;
     n++;
     double fmas = (double)s->m * s->n * s->k;
     for (int b = 0; b < n_blas; b++) {
@@ -196,15 +204,16 @@ static void run_shape(const shape *s, int threads, ab_isa isa, const char *isa_t
         e[n].ref = blas[b].name;
         e[n].fn = run_blas;
         e[n].ctx = &peer_ctx[n];
-        e[n].value = e[n].best = 0;
+        e[n].value = e[n].best = e[n].work = 0;
         n++;
     }
     /* correctness first: against OpenBLAS-SkylakeX if loaded, else whatever peer there is */
     if (n > 1) check_against(&g, &peer_ctx[n > 2 ? 2 : 1], run_blas, C2, name);
     e[n].ref = "peak";
-    e[n].fn = NULL;
+    e[n].fn = peak.fn;
     e[n].ctx = NULL;
-    e[n].value = e[n].best = peak;
+    e[n].value = e[n].best = 0;
+    e[n].work = peak.work;
     n++;
     bench_compare(name, "GFLOP/s", 2.0 * fmas * 1e-9, threads, e, n);
     ab_aligned_free((void *)g.A);
@@ -234,20 +243,23 @@ int main(int argc, char **argv) {
         return 0;
     }
 
-    /* The peaks: every case's `peak` peer needs them, so they are measured even when filtered
-     * out. The zmm and ymm loops do different work per call, so each is its own measurement. */
+    /* The peaks on their own (fma_peak, fma_peak_t2); each sgemm case times the same loops again
+     * as its `peak` peer, interleaved with ours. */
     double flop_zmm = 2.0 * 16 * PEAK_ACC * PEAK_STEPS * 1e-9;
     double flop_ymm = 2.0 * 8 * 12 * PEAK_STEPS * 1e-9;
-    bench_entry ymm[1] = {{"ours", run_peak_ymm, NULL, 0, 0}};
+    bench_entry ymm[1] = {{"ours", run_peak_ymm, NULL, 0, 0, 0}};
     bench_compare("fma_peak_avx2", "GFLOP/s", flop_ymm, 1, ymm, 1);
     double peak_avx2 = ymm[0].best, peak1 = peak_avx2, peak2 = 2.0 * peak_avx2;
+    peak_peer p_ymm = {run_peak_ymm, flop_ymm}, p1 = p_ymm, p2 = p_ymm;
     if (have512) { /* a ceiling: the best sample, not the median */
-        bench_entry zmm[1] = {{"ours", run_peak_zmm, NULL, 0, 0}};
-        bench_entry zmm2[1] = {{"ours", run_peak_zmm_t2, NULL, 0, 0}};
+        bench_entry zmm[1] = {{"ours", run_peak_zmm, NULL, 0, 0, 0}};
+        bench_entry zmm2[1] = {{"ours", run_peak_zmm_t2, NULL, 0, 0, 0}};
         bench_compare("fma_peak", "GFLOP/s", flop_zmm, 1, zmm, 1);
         bench_compare("fma_peak_t2", "GFLOP/s", 2.0 * flop_zmm, 2, zmm2, 1);
         peak1 = zmm[0].best;
         peak2 = zmm2[0].best;
+        p1 = (peak_peer){run_peak_zmm, flop_zmm};
+        p2 = (peak_peer){run_peak_zmm_t2, 2.0 * flop_zmm};
     }
     if (bench_want("fma_peak", 1)) bench_line("fma_peak", "GFLOP/s", peak1, "avx2_fma", peak_avx2);
     if (bench_want("fma_peak_t2", 2)) bench_line("fma_peak_t2", "GFLOP/s", peak2, "fma_peak", peak1);
@@ -257,10 +269,10 @@ int main(int argc, char **argv) {
     int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int threads = 1; threads <= 2; threads++)
         for (int i = 0; i < n_shapes; i++)
-            run_shape(&shapes[i], threads, best, "", threads == 1 ? peak1 : peak2, blas, 3, &rng);
+            run_shape(&shapes[i], threads, best, "", threads == 1 ? p1 : p2, blas, 3, &rng);
     if (have512) { /* our AVX2 path on the same machine, for the record */
         shape sq = {1024, 1024, 1024, 0, 0, ""};
-        run_shape(&sq, 1, AB_ISA_AVX2, "avx2_", peak_avx2, blas, 3, &rng);
+        run_shape(&sq, 1, AB_ISA_AVX2, "avx2_", p_ymm, blas, 3, &rng);
     }
     return 0;
 }
