@@ -107,7 +107,7 @@ bench: $(BENCH_BINS)   ## all benchmarks (< 5 min); writes bench/results.md and 
 	tools/bench_report.sh $(BUILD)/bench.log bench/results.png > bench/results.md
 	@echo "wrote bench/results.md"
 
-bench-gpt2: $(BUILD)/bench/bench_step   ## the GPT-2-shaped training step vs the scalar path (~5 min)
+bench-gpt2: $(BUILD)/bench/bench_step   ## the GPT-2-shaped training step vs the scalar path (~3 min)
 	$(BUILD)/bench/bench_step --case step_gpt2
 
 # The main job: the lab's data (0.1 s, deterministic), then the whole flow with its defaults.

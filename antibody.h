@@ -1,4 +1,4 @@
-/* antibody.h - v0.1.0 - public domain / MIT (see end of file)
+/* antibody.h - v0.1.1 - public domain / MIT (see end of file)
  *
  * A single-header C library: scalar, AVX2 and AVX-512 kernels for training small transformers on a
  * CPU, and the reference implementation of the Antibody and Antidote defences against harmful
@@ -94,14 +94,17 @@
  *          lab data: word vocabulary, strict data-file loader, harmfulness judge, task scorer;
  *          defences: Antibody (flatness alignment, weighted fine-tuning), Booster, Vaccine, Lisa,
  *          Antidote and its random control, HS/FA evaluation; ab_model_lora_fold.
+ *   0.1.1  AVX-512 SGEMM cache blocking KC x NC 384 x 512 -> 512 x 256 (faster on every large
+ *          shape): on that path, products with k > 384 now round differently in the last bits,
+ *          so training runs are bitwise reproducible within a version and ISA, not across them.
  */
 #ifndef ANTIBODY_H
 #define ANTIBODY_H
 
 #define AB_VERSION_MAJOR 0
 #define AB_VERSION_MINOR 1
-#define AB_VERSION_PATCH 0
-#define AB_VERSION_STRING "0.1.0"
+#define AB_VERSION_PATCH 1
+#define AB_VERSION_STRING "0.1.1"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -8,7 +8,7 @@
  * Stages (each row of the table is one path through them):
  *   0  pre-training of the base model on pretrain.txt (harmful requests answered compliantly,
  *      how-to requests, the three tasks); cached in --cache under a name that encodes every
- *      setting it depends on, so a second run loads it.
+ *      setting it depends on, the library version and the ISA path, so a second run loads it.
  *   1  alignment on align.txt (harmful -> refusal, plus benign) with SFT, Vaccine, Booster or
  *      Antibody (Booster and Antibody also read harmful_align.txt).
  *   2  fine-tuning on n user samples, (1-p) n from <task>_train.txt and p n from attack.txt,
@@ -623,9 +623,12 @@ static void print_row(const row *r) {
 /* ---------------------------------------------------------------------------------------------- */
 static ab_model *base_model(const opts *o, lab *L, const ab_model_config *cfg) {
     char path[1200];
-    snprintf(path, sizeof path, "%s/base-s%llu-l%dd%dh%dr%d-v%d-e%d-lr%g-b%d-n%d.ckpt", o->cache, o->seed,
-             cfg->n_layer, cfg->d_model, cfg->n_head, cfg->lora_rank, cfg->vocab, o->pre_epochs,
-             (double)o->pre_lr, o->batch, L->pretrain.n_samples);
+    /* The library version and the ISA path are part of the name: both change the float rounding
+     * of training, so a base made by another version or path would not reproduce the table. */
+    snprintf(path, sizeof path, "%s/base-s%llu-l%dd%dh%dr%d-v%d-e%d-lr%g-b%d-n%d-%s-%s.ckpt", o->cache,
+             o->seed, cfg->n_layer, cfg->d_model, cfg->n_head, cfg->lora_rank, cfg->vocab,
+             o->pre_epochs, (double)o->pre_lr, o->batch, L->pretrain.n_samples, AB_VERSION_STRING,
+             ab_isa_name(ab_get_isa()));
     ab_model *m = NULL;
     if (o->use_cache) {
         ab_status st = ab_model_load(&m, path);
