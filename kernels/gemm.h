@@ -635,8 +635,8 @@ static int ab__gemm_ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 /* Split len into ceil(len / cap) equal steps, rounded up to a multiple of unit (load balance:
  * k = 768 with KC = 512 becomes 2 x 384, not 512 + 256). A len that fits one block is that one
- * block, without the divisions: a small product's whole call costs ~50 ns, and these chained
- * integer divisions were a large part of it. */
+ * block, without the divisions: they are chained, and with the driver not yet inlined per ISA
+ * (divisions by a run-time MR) a whole 14x32x1 call cost 45 ns; with both changes, 27 ns. */
 static AB__ALWAYS_INLINE int ab__gemm_step(int len, int cap, int unit) {
     if (len <= cap) return len;
     int blocks = ab__gemm_ceil_div(len, cap);
