@@ -149,14 +149,9 @@ static void check_against(gemm_ctx *ours, gemm_ctx *other, void (*run_other)(voi
     }
 }
 
-/* An FMA-peak loop as a peer: its function and its GFLOP per call. */
-typedef struct peak_peer {
-    bench_fn fn;
-    double work;
-} peak_peer;
-
+/* peak: the FMA-peak loop as a peer entry (ref "peak", its own GFLOP per call in .work). */
 static void run_shape(const shape *s, int threads, ab_isa isa, const char *isa_tag,
-                      peak_peer peak, bench_blas *blas, int n_blas, ab_rng *rng) {
+                      bench_entry peak, bench_blas *blas, int n_blas, ab_rng *rng) {
     char name[128];
     snprintf(name, sizeof name, "sgemm_%s%dx%dx%d%s%s_t%d", isa_tag, s->m, s->n, s->k,
              *s->layout ? "_" : "", s->layout, threads);
@@ -209,12 +204,7 @@ static void run_shape(const shape *s, int threads, ab_isa isa, const char *isa_t
     }
     /* correctness first: against OpenBLAS-SkylakeX if loaded, else whatever peer there is */
     if (n > 1) check_against(&g, &peer_ctx[n > 2 ? 2 : 1], run_blas, C2, name);
-    e[n].ref = "peak";
-    e[n].fn = peak.fn;
-    e[n].ctx = NULL;
-    e[n].value = e[n].best = 0;
-    e[n].work = peak.work;
-    n++;
+    e[n++] = peak;
     bench_compare(name, "GFLOP/s", 2.0 * fmas * 1e-9, threads, e, n);
     ab_aligned_free((void *)g.A);
     ab_aligned_free((void *)g.B);
@@ -250,7 +240,7 @@ int main(int argc, char **argv) {
     bench_entry ymm[1] = {{"ours", run_peak_ymm, NULL, 0, 0, 0}};
     bench_compare("fma_peak_avx2", "GFLOP/s", flop_ymm, 1, ymm, 1);
     double peak_avx2 = ymm[0].best, peak1 = peak_avx2, peak2 = 2.0 * peak_avx2;
-    peak_peer p_ymm = {run_peak_ymm, flop_ymm}, p1 = p_ymm, p2 = p_ymm;
+    bench_entry p_ymm = {"peak", run_peak_ymm, NULL, 0, 0, flop_ymm}, p1 = p_ymm, p2 = p_ymm;
     if (have512) { /* a ceiling: the best sample, not the median */
         bench_entry zmm[1] = {{"ours", run_peak_zmm, NULL, 0, 0, 0}};
         bench_entry zmm2[1] = {{"ours", run_peak_zmm_t2, NULL, 0, 0, 0}};
@@ -258,8 +248,8 @@ int main(int argc, char **argv) {
         bench_compare("fma_peak_t2", "GFLOP/s", 2.0 * flop_zmm, 2, zmm2, 1);
         peak1 = zmm[0].best;
         peak2 = zmm2[0].best;
-        p1 = (peak_peer){run_peak_zmm, flop_zmm};
-        p2 = (peak_peer){run_peak_zmm_t2, 2.0 * flop_zmm};
+        p1 = (bench_entry){"peak", run_peak_zmm, NULL, 0, 0, flop_zmm};
+        p2 = (bench_entry){"peak", run_peak_zmm_t2, NULL, 0, 0, 2.0 * flop_zmm};
     }
     if (bench_want("fma_peak", 1)) bench_line("fma_peak", "GFLOP/s", peak1, "avx2_fma", peak_avx2);
     if (bench_want("fma_peak_t2", 2)) bench_line("fma_peak_t2", "GFLOP/s", peak2, "fma_peak", peak1);
