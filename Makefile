@@ -1,9 +1,10 @@
 # antibody.h - build, test, benchmark.   `make help` lists the targets.
 #
 # Everything builds out of tree in $(BUILD) (default build/). The library is header-only: each
-# program compiles antibody.h itself (tests link one shared implementation object). No
-# native-architecture -march flag anywhere: SIMD kernels carry per-function target attributes and
-# are chosen at run time, which is what lets valgrind (no AVX-512) run the same binaries.
+# program compiles the headers itself (tests link one shared implementation object; the lab's
+# programs link the lab's objects, examples/lab/*.c). No native-architecture -march flag
+# anywhere: SIMD kernels carry per-function target attributes and are chosen at run time, which
+# is what lets valgrind (no AVX-512) run the same binaries.
 
 CC       ?= cc
 CXX      ?= c++
@@ -15,18 +16,22 @@ CFLAGS_ALL = -std=c11 $(OPT) -g $(WARN) -fopenmp -I. $(SAN) $(EXTRA_CFLAGS)
 LDLIBS_ALL = -lm -ldl $(SAN)
 TEST_LIBS  = -lcmocka -lgsl -lgslcblas
 VALGRIND   = valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --track-origins=yes
-HDRS     = antibody.h $(wildcard kernels/*.h)
+HDRS     = antibody.h antibody_gpt.h antibody_defence.h $(wildcard kernels/*.h)
+LAB_HDRS = examples/lab/lab.h examples/lab/gen.h
+LAB_OBJS = $(BUILD)/lab/lab.o
+GEN_OBJS = $(BUILD)/lab/gen.o $(LAB_OBJS)
 
 TEST_SRCS  = $(sort $(wildcard tests/test_*.c))
 TEST_BINS  = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 EX_SRCS    = $(sort $(wildcard examples/*.c))
-EX_BINS    = $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRCS))
+EX_BINS    = $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRCS)) $(BUILD)/lab/flow
 BENCH_SRCS = $(sort $(wildcard bench/bench_*.c))
 BENCH_BINS = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 TOOL_SRCS  = $(sort $(wildcard tools/*.c))
 TOOL_BINS  = $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
 
 .PHONY: all help test valgrind sanitize single check bench tools examples run clean deps readme bench-gpt2 \
+        install install-check bench-results \
         flow-check sweep
 .DEFAULT_GOAL := all
 
@@ -44,6 +49,16 @@ $(BUILD)/examples/%: examples/%.c $(HDRS)
 $(BUILD)/tools/%: tools/%.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(LDLIBS_ALL)
+
+# The lab (examples/lab/): its objects, the flow, and the data generator's command line.
+$(BUILD)/lab/%.o: examples/lab/%.c $(HDRS) $(LAB_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+$(BUILD)/lab/flow: examples/lab/flow.c $(LAB_OBJS) $(HDRS) $(LAB_HDRS)
+	$(CC) $(CFLAGS_ALL) $< $(LAB_OBJS) -o $@ $(LDLIBS_ALL)
+$(BUILD)/tools/gen_data: tools/gen_data.c $(GEN_OBJS) $(HDRS) $(LAB_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< $(GEN_OBJS) -o $@ $(LDLIBS_ALL)
 # Benchmarks: frame pointers and debug info so perf record / callgrind give readable profiles.
 $(BUILD)/bench/%: bench/%.c $(HDRS) $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
@@ -55,14 +70,17 @@ $(BUILD)/tests/impl.o: tests/impl.c $(HDRS)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 $(BUILD)/tests/test_%: tests/test_%.c $(BUILD)/tests/impl.o tests/testutil.h
 	$(CC) $(CFLAGS_ALL) $< $(BUILD)/tests/impl.o -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
+# The lab's tests and the defence tests (whose batches come from the lab fixture) link the lab.
+$(BUILD)/tests/test_lab: tests/test_lab.c $(BUILD)/tests/impl.o tests/testutil.h tests/labfixture.h $(GEN_OBJS)
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/tests/impl.o $(GEN_OBJS) -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
+$(BUILD)/tests/test_defence: tests/test_defence.c $(BUILD)/tests/impl.o tests/testutil.h tests/labfixture.h $(LAB_OBJS)
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/tests/impl.o $(LAB_OBJS) -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
 
 # test_options defines ANTIBODY_IMPLEMENTATION itself (ANTIBODY_STATIC, AB_MALLOC overrides).
 $(BUILD)/tests/test_options: tests/test_options.c tests/testutil.h $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
 
-# test_data runs the generator's functions in-process (it includes tools/gen_data.c).
-$(BUILD)/tests/test_data: tools/gen_data.c
 
 test: $(TEST_BINS)   ## unit tests (cmocka; GSL and OpenBLAS references)
 	@tests/run.sh "" $(TEST_BINS)
@@ -75,22 +93,42 @@ valgrind: $(TEST_BINS)   ## the tests under valgrind memcheck (leaks and invalid
 sanitize:   ## the tests built with ASan + UBSan, in build/sanitize
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test
 
-# The amalgamation: one self-contained header, compiled as C and as C++ by a smoke test.
+# The amalgamations: build/antibody.h holds every layer in one file (the drop-in), and
+# build/antibody_core.h the numerical core alone. Each is compiled as C99 and as C++11 with -Werror
+# and runs a smoke test (tests/single_smoke.c; AB_SMOKE_MODEL adds the model and the defences).
+SINGLE_WARN = $(WARN) -pedantic
 $(BUILD)/antibody.h: $(HDRS) tools/amalgamate.sh
 	@mkdir -p $(BUILD)
+	tools/amalgamate.sh antibody.h antibody_gpt.h antibody_defence.h > $@
+$(BUILD)/antibody_core.h: $(HDRS) tools/amalgamate.sh
+	@mkdir -p $(BUILD)
 	tools/amalgamate.sh antibody.h > $@
-single: $(BUILD)/antibody.h   ## build/antibody.h (one file) + its C and C++ smoke test
-	@mkdir -p $(BUILD)/single
-	cp tests/single_smoke.c $(BUILD)/single/smoke.c
-	cp tests/single_smoke.c $(BUILD)/single/smoke.cpp
-	cp $(BUILD)/antibody.h $(BUILD)/single/antibody.h
-	cd $(BUILD)/single && $(CC) -std=c99 -O2 $(WARN) -pedantic smoke.c -o smoke_c -lm && ./smoke_c
-	cd $(BUILD)/single && $(CXX) -std=c++11 -O2 $(WARN) smoke.cpp -o smoke_cpp -lm && ./smoke_cpp
+single: $(BUILD)/antibody.h $(BUILD)/antibody_core.h   ## build/antibody.h (every layer) and build/antibody_core.h, each compiled as C99 and C++11 and run
+	@rm -rf $(BUILD)/single && mkdir -p $(BUILD)/single/all $(BUILD)/single/core
+	cp $(BUILD)/antibody.h $(BUILD)/single/all/antibody.h
+	cp $(BUILD)/antibody_core.h $(BUILD)/single/core/antibody.h
+	for v in all core; do \
+	    d=$(BUILD)/single/$$v; def=; [ $$v = all ] && def=-DAB_SMOKE_MODEL; \
+	    cp tests/single_smoke.c $$d/smoke.c && cp tests/single_smoke.c $$d/smoke.cpp && \
+	    (cd $$d && $(CC) -std=c99 -O2 $(SINGLE_WARN) $$def smoke.c -o smoke_c -lm && ./smoke_c && \
+	     $(CXX) -std=c++11 -O2 $(SINGLE_WARN) $$def smoke.cpp -o smoke_cpp -lm && ./smoke_cpp) || exit 1; \
+	done
+
+# make install PREFIX=/usr/local: the headers, kernels/ and a pkg-config file (antibody.pc).
+PREFIX ?= /usr/local
+install:   ## the headers, kernels/ and share/pkgconfig/antibody.pc under PREFIX (default /usr/local)
+	install -d $(DESTDIR)$(PREFIX)/include/kernels $(DESTDIR)$(PREFIX)/share/pkgconfig
+	install -m 644 antibody.h antibody_gpt.h antibody_defence.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 kernels/*.h $(DESTDIR)$(PREFIX)/include/kernels/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define AB_VERSION_STRING "\(.*\)"/\1/p' antibody.h)|' \
+	    tools/antibody.pc.in > $(DESTDIR)$(PREFIX)/share/pkgconfig/antibody.pc
+install-check:   ## make install into a temporary prefix, then build and run programs via pkg-config
+	@tools/install_check.sh $(BUILD)/install-check
 
 # Everything CI runs; closes with one countable "N passed, N failed" line over all suites.
-check:   ## all + test + valgrind + sanitize + single + README snippet + flow-check: what CI runs
+check:   ## all + test + valgrind + sanitize + single + install-check + README snippet + flow-check: what CI runs
 	@rm -f $(BUILD)/check-results
-	@$(MAKE) --no-print-directory CHECK_RESULTS=$(CURDIR)/$(BUILD)/check-results all test valgrind sanitize single readme flow-check; \
+	@$(MAKE) --no-print-directory CHECK_RESULTS=$(CURDIR)/$(BUILD)/check-results all test valgrind sanitize single install-check readme flow-check; \
 	 rc=$$?; tests/summarize.sh $(BUILD)/check-results $$rc
 
 # The README's drop-in example must be examples/dropin.c verbatim (which `all` compiles and this runs).
@@ -99,29 +137,36 @@ readme: $(BUILD)/examples/dropin
 
 # Every bench binary with its defaults, except bench_step, which runs only the tiny model here: one
 # scalar step of the GPT-2-shaped model takes about a minute (run `make bench-gpt2` for it).
-bench: $(BENCH_BINS)   ## all benchmarks (< 5 min); writes bench/results.md and bench/results.png
+# Writes build/bench/results.md and .png only: a benchmark never dirties the checkout.
+bench: $(BENCH_BINS)   ## all benchmarks (< 5 min); writes build/bench/results.md and results.png
 	@rm -f $(BUILD)/bench.log
 	@for b in $(BENCH_BINS); do \
 	    case $$b in *bench_step) args="--case step_tiny";; *) args="";; esac; \
 	    AB_BENCH_LOG=$(CURDIR)/$(BUILD)/bench.log $$b $$args || exit 1; done
-	tools/bench_report.sh $(BUILD)/bench.log bench/results.png > bench/results.md
-	@echo "wrote bench/results.md"
+	tools/bench_report.sh $(BUILD)/bench.log $(BUILD)/bench/results.png > $(BUILD)/bench/results.md
+	@echo "wrote $(BUILD)/bench/results.md"
+
+# The committed copy that the README's Performance section quotes, refreshed on purpose only.
+bench-results: bench   ## make bench, then copy its results over the committed bench/results.md and .png
+	cp $(BUILD)/bench/results.md bench/results.md
+	@if [ -f $(BUILD)/bench/results.png ]; then cp $(BUILD)/bench/results.png bench/results.png; fi
+	@echo "refreshed bench/results.md from this run"
 
 bench-gpt2: $(BUILD)/bench/bench_step   ## the GPT-2-shaped training step vs the scalar path (~3 min)
 	$(BUILD)/bench/bench_step --case step_gpt2
 
 # The main job: the lab's data (0.1 s, deterministic), then the whole flow with its defaults.
-run: $(BUILD)/examples/flow $(BUILD)/tools/gen_data   ## the lab: align -> fine-tune -> prune, HS/FA table (< 10 min)
+run: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## the lab: align -> fine-tune -> prune, HS/FA table (< 10 min)
 	$(BUILD)/tools/gen_data --out $(BUILD)/data --quiet
-	$(BUILD)/examples/flow --data $(BUILD)/data --cache $(BUILD)/cache --log $(BUILD)/flow-log.tsv $(FLOW_ARGS)
+	$(BUILD)/lab/flow --data $(BUILD)/data --cache $(BUILD)/cache --log $(BUILD)/flow-log.tsv $(FLOW_ARGS)
 
 # `flow --quick` twice (1 and 2 threads, fresh and cached base): table structure, bitwise reproducibility.
-flow-check: $(BUILD)/examples/flow $(BUILD)/tools/gen_data   ## the lab's --quick end-to-end check (~2 min)
-	@tests/flow_check.sh $(BUILD)/examples/flow $(BUILD)/tools/gen_data $(BUILD)/flowcheck
+flow-check: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## the lab's --quick end-to-end check (~2 min)
+	@examples/lab/flow_check.sh $(BUILD)/lab/flow $(BUILD)/tools/gen_data $(BUILD)/flowcheck
 
 # HS and FA over p and n for every method: CSV + plot (long: one full flow per point; SWEEP_ARGS=--quick).
-sweep: $(BUILD)/examples/flow $(BUILD)/tools/gen_data   ## p and n sweeps: build/sweep/sweep.csv and sweep.png
-	tools/sweep.sh --flow $(BUILD)/examples/flow --gen $(BUILD)/tools/gen_data --out $(BUILD)/sweep $(SWEEP_ARGS)
+sweep: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## p and n sweeps: build/sweep/sweep.csv and sweep.png
+	examples/lab/sweep.sh --flow $(BUILD)/lab/flow --gen $(BUILD)/tools/gen_data --out $(BUILD)/sweep $(SWEEP_ARGS)
 
 deps:   ## install the test dependencies (Debian, as root)
 	tools/install-deps.sh

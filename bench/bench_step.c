@@ -24,6 +24,7 @@
 #include "bench.h"
 #define ANTIBODY_IMPLEMENTATION
 #include "antibody.h"
+#include "antibody_gpt.h"
 #include <sys/resource.h>
 
 typedef struct step_ctx {
@@ -125,12 +126,12 @@ int main(int argc, char **argv) {
     ab_isa best = ab_best_isa();
     step_config configs[2];
     configs[0].name = "tiny";
-    configs[0].cfg.vocab = 512, configs[0].cfg.n_ctx = 64, configs[0].cfg.n_layer = 4;
+    configs[0].cfg.n_vocab = 512, configs[0].cfg.n_ctx = 64, configs[0].cfg.n_layer = 4;
     configs[0].cfg.n_head = 4, configs[0].cfg.d_model = 128;
     configs[0].cfg.lora_rank = 0, configs[0].cfg.lora_alpha = 0.0f;
     configs[0].B = 16, configs[0].T = 64, configs[0].slow = 0;
     configs[1].name = "gpt2";
-    configs[1].cfg.vocab = 50304, configs[1].cfg.n_ctx = 1024, configs[1].cfg.n_layer = 12;
+    configs[1].cfg.n_vocab = 50304, configs[1].cfg.n_ctx = 1024, configs[1].cfg.n_layer = 12;
     configs[1].cfg.n_head = 12, configs[1].cfg.d_model = 768;
     configs[1].cfg.lora_rank = 0, configs[1].cfg.lora_alpha = 0.0f;
     configs[1].B = 4, configs[1].T = 64, configs[1].slow = 1;
@@ -154,8 +155,8 @@ int main(int argc, char **argv) {
         ab_rng rng;
         ab_rng_seed(&rng, 2, 0);
         for (size_t i = 0; i < N; i++) {
-            in[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.vocab);
-            tg[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.vocab);
+            in[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
+            tg[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
             mask[i] = 1.0f;
         }
         step_ctx ours, ref;

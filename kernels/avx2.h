@@ -30,9 +30,6 @@
 extern "C" {
 #endif
 
-#define AB__AVX2_FN __attribute__((target("avx2,fma")))
-#define AB__AVX2_INL static inline __attribute__((target("avx2,fma"), always_inline))
-
 /* Non-temporal stores for the saved copy of axpy_save (ab_sam_step) once one buffer reaches this
  * many floats (16 MiB): above it the three buffers no longer fit the L2 + the share of L3 this core
  * can count on, so the copy would only be written back to memory later after evicting useful lines,
@@ -54,40 +51,40 @@ extern "C" {
 
 /* ---- helpers ---------------------------------------------------------------------------------- */
 /* n < 8 floats from p, the other lanes set to fill. */
-AB__AVX2_INL __m256 ab__avx2_load_part(const float *p, size_t n, float fill) {
+AB__INL_AVX2 __m256 ab__avx2_load_part(const float *p, size_t n, float fill) {
     float buf[8];
     for (size_t i = 0; i < 8; i++) buf[i] = i < n ? p[i] : fill;
     return _mm256_loadu_ps(buf);
 }
 
-AB__AVX2_INL void ab__avx2_store_part(float *p, __m256 v, size_t n) {
+AB__INL_AVX2 void ab__avx2_store_part(float *p, __m256 v, size_t n) {
     float buf[8];
     _mm256_storeu_ps(buf, v);
     for (size_t i = 0; i < n; i++) p[i] = buf[i];
 }
 
 /* All-ones in lanes [0, n), zero above. */
-AB__AVX2_INL __m256 ab__avx2_lane_mask(size_t n) {
+AB__INL_AVX2 __m256 ab__avx2_lane_mask(size_t n) {
     return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
                                                   _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
 }
 
 /* Horizontal sum in a fixed order: (lo + hi) halves, then pairs, then the last two. */
-AB__AVX2_INL float ab__avx2_hsum(__m256 v) {
+AB__INL_AVX2 float ab__avx2_hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
-AB__AVX2_INL float ab__avx2_hmax(__m256 v) {
+AB__INL_AVX2 float ab__avx2_hmax(__m256 v) {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
-AB__AVX2_INL double ab__avx2_hsum_pd(__m256d v) {
+AB__INL_AVX2 double ab__avx2_hsum_pd(__m256d v) {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
     return _mm_cvtsd_f64(s);
@@ -101,7 +98,7 @@ AB__AVX2_INL double ab__avx2_hsum_pd(__m256d v) {
 #define AB__EXP_CLAMP_LO (-104.0f)
 #define AB__EXP_CLAMP_HI 89.0f
 
-AB__AVX2_INL __m256 ab__avx2_exp(__m256 x) {
+AB__INL_AVX2 __m256 ab__avx2_exp(__m256 x) {
     x = _mm256_min_ps(_mm256_set1_ps(AB__EXP_CLAMP_HI), _mm256_max_ps(_mm256_set1_ps(AB__EXP_CLAMP_LO), x));
     /* n = round(x*log2e): the scalar code's floor(x*log2e + 0.5) up to ties, where either choice
      * keeps |r| <= ln2/2 + 2^-24 */
@@ -129,7 +126,7 @@ AB__AVX2_INL __m256 ab__avx2_exp(__m256 x) {
     return _mm256_mul_ps(_mm256_mul_ps(p, s2), s1);
 }
 
-AB__AVX2_FN static void ab__avx2_vexpf(float *y, const float *x, size_t n) {
+AB__T_AVX2 static void ab__avx2_vexpf(float *y, const float *x, size_t n) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256 a = ab__avx2_exp(_mm256_loadu_ps(x + i));
@@ -144,7 +141,7 @@ AB__AVX2_FN static void ab__avx2_vexpf(float *y, const float *x, size_t n) {
 /* ---- row helpers for softmax / cross-entropy ----------------------------------------------- */
 /* max of x[0..n); NaN elements are skipped as by the scalar loop (vmaxps returns its second
  * operand, the running max, when the first is NaN). */
-AB__AVX2_INL float ab__avx2_row_max(const float *x, size_t n) {
+AB__INL_AVX2 float ab__avx2_row_max(const float *x, size_t n) {
     __m256 m0 = _mm256_set1_ps(-(float)INFINITY), m1 = m0;
     size_t j = 0;
     for (; j + 16 <= n; j += 16) {
@@ -160,7 +157,7 @@ AB__AVX2_INL float ab__avx2_row_max(const float *x, size_t n) {
 }
 
 /* sum of exp(x[j] - shift) over [0, n); also stores the terms to y when y != NULL (y may be x). */
-AB__AVX2_INL float ab__avx2_row_sum_exp(float *y, const float *x, size_t n, float shift) {
+AB__INL_AVX2 float ab__avx2_row_sum_exp(float *y, const float *x, size_t n, float shift) {
     __m256 vs = _mm256_set1_ps(shift), s0 = _mm256_setzero_ps(), s1 = s0;
     size_t j = 0;
     for (; j + 16 <= n; j += 16) {
@@ -188,7 +185,7 @@ AB__AVX2_INL float ab__avx2_row_sum_exp(float *y, const float *x, size_t n, floa
     return ab__avx2_hsum(_mm256_add_ps(s0, s1));
 }
 
-AB__AVX2_INL void ab__avx2_scale_row(float *x, size_t n, float s) {
+AB__INL_AVX2 void ab__avx2_scale_row(float *x, size_t n, float s) {
     __m256 vs = _mm256_set1_ps(s);
     size_t j = 0;
     for (; j + 8 <= n; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), vs));
@@ -196,7 +193,7 @@ AB__AVX2_INL void ab__avx2_scale_row(float *x, size_t n, float s) {
 }
 
 /* ---- softmax / cross-entropy ---------------------------------------------------------------- */
-AB__AVX2_FN static void ab__avx2_softmax(float *y, const float *x, int rows, int cols, int causal) {
+AB__T_AVX2 static void ab__avx2_softmax(float *y, const float *x, int rows, int cols, int causal) {
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * cols;
         float *yr = y + (size_t)r * cols;
@@ -208,7 +205,7 @@ AB__AVX2_FN static void ab__avx2_softmax(float *y, const float *x, int rows, int
     }
 }
 
-AB__AVX2_FN static void ab__avx2_softmax_backward(float *dx, const float *y, const float *dy,
+AB__T_AVX2 static void ab__avx2_softmax_backward(float *dx, const float *y, const float *dy,
                                                   int rows, int cols) {
     size_t n = (size_t)cols;
     for (int r = 0; r < rows; r++) {
@@ -242,7 +239,7 @@ AB__AVX2_FN static void ab__avx2_softmax_backward(float *dx, const float *y, con
     }
 }
 
-AB__AVX2_FN static void ab__avx2_log_softmax(float *y, const float *x, int rows, int cols) {
+AB__T_AVX2 static void ab__avx2_log_softmax(float *y, const float *x, int rows, int cols) {
     size_t n = (size_t)cols;
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * cols;
@@ -257,7 +254,7 @@ AB__AVX2_FN static void ab__avx2_log_softmax(float *y, const float *x, int rows,
     }
 }
 
-AB__AVX2_FN static void ab__avx2_cross_entropy(float *losses, float *dlogits, const float *logits,
+AB__T_AVX2 static void ab__avx2_cross_entropy(float *losses, float *dlogits, const float *logits,
                                                const int *targets, const float *weights, int rows,
                                                int vocab, float dscale) {
     size_t n = (size_t)vocab;
@@ -294,7 +291,7 @@ AB__AVX2_FN static void ab__avx2_cross_entropy(float *losses, float *dlogits, co
 
 /* ---- layers --------------------------------------------------------------------------------- */
 /* sum of x[0..n) */
-AB__AVX2_INL float ab__avx2_row_sum(const float *x, size_t n) {
+AB__INL_AVX2 float ab__avx2_row_sum(const float *x, size_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0;
     size_t j = 0;
     for (; j + 16 <= n; j += 16) {
@@ -309,7 +306,7 @@ AB__AVX2_INL float ab__avx2_row_sum(const float *x, size_t n) {
     return ab__avx2_hsum(_mm256_add_ps(s0, s1));
 }
 
-AB__AVX2_FN static void ab__avx2_layernorm_forward(float *out, float *mean, float *rstd,
+AB__T_AVX2 static void ab__avx2_layernorm_forward(float *out, float *mean, float *rstd,
                                                    const float *x, const float *weight,
                                                    const float *bias, int rows, int cols,
                                                    float eps) {
@@ -354,7 +351,7 @@ AB__AVX2_FN static void ab__avx2_layernorm_forward(float *out, float *mean, floa
     }
 }
 
-AB__AVX2_FN static void ab__avx2_layernorm_backward(float *dx, float *dweight, float *dbias,
+AB__T_AVX2 static void ab__avx2_layernorm_backward(float *dx, float *dweight, float *dbias,
                                                     const float *dout, const float *x,
                                                     const float *weight, const float *mean,
                                                     const float *rstd, int rows, int cols) {
@@ -422,12 +419,12 @@ AB__AVX2_FN static void ab__avx2_layernorm_backward(float *dx, float *dweight, f
  *   s     = (1 + tanh u) / 2 = 1 / (1 + exp(-2u))  = q or a*q with q = 1 / (1 + a)  (u >= 0 or < 0)
  *   sech2 = 1 - tanh(u)^2     = 4 a / (1 + a)^2      = 4 a q^2
  * so gelu = v * s, and the tanh form 1 - 2/(exp(2u) + 1) never has to round near +-1. */
-AB__AVX2_INL __m256 ab__avx2_gelu_u(__m256 v) {
+AB__INL_AVX2 __m256 ab__avx2_gelu_u(__m256 v) {
     __m256 v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
     return _mm256_mul_ps(_mm256_set1_ps(AB__GELU_K), _mm256_fmadd_ps(_mm256_set1_ps(AB__GELU_C), v3, v));
 }
 
-AB__AVX2_INL __m256 ab__avx2_gelu(__m256 v) {
+AB__INL_AVX2 __m256 ab__avx2_gelu(__m256 v) {
     __m256 u = ab__avx2_gelu_u(v);
     __m256 au = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), u);
     __m256 a = ab__avx2_exp(_mm256_mul_ps(_mm256_set1_ps(-2.0f), au));
@@ -436,7 +433,7 @@ AB__AVX2_INL __m256 ab__avx2_gelu(__m256 v) {
     return _mm256_mul_ps(v, s);
 }
 
-AB__AVX2_INL __m256 ab__avx2_gelu_grad(__m256 v) {
+AB__INL_AVX2 __m256 ab__avx2_gelu_grad(__m256 v) {
     __m256 u = ab__avx2_gelu_u(v);
     __m256 au = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), u);
     __m256 a = ab__avx2_exp(_mm256_mul_ps(_mm256_set1_ps(-2.0f), au));
@@ -453,7 +450,7 @@ AB__AVX2_INL __m256 ab__avx2_gelu_grad(__m256 v) {
     return _mm256_add_ps(s, t);
 }
 
-AB__AVX2_FN static void ab__avx2_gelu_forward(float *out, const float *x, size_t n) {
+AB__T_AVX2 static void ab__avx2_gelu_forward(float *out, const float *x, size_t n) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256 a = ab__avx2_gelu(_mm256_loadu_ps(x + i));
@@ -465,7 +462,7 @@ AB__AVX2_FN static void ab__avx2_gelu_forward(float *out, const float *x, size_t
     if (i < n) ab__avx2_store_part(out + i, ab__avx2_gelu(ab__avx2_load_part(x + i, n - i, 0.0f)), n - i);
 }
 
-AB__AVX2_FN static void ab__avx2_gelu_backward(float *dx, const float *x, const float *dout, size_t n) {
+AB__T_AVX2 static void ab__avx2_gelu_backward(float *dx, const float *x, const float *dout, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 g = ab__avx2_gelu_grad(_mm256_loadu_ps(x + i));
@@ -479,7 +476,7 @@ AB__AVX2_FN static void ab__avx2_gelu_backward(float *dx, const float *x, const 
     }
 }
 
-AB__AVX2_FN static void ab__avx2_add(float *out, const float *a, const float *b, size_t n) {
+AB__T_AVX2 static void ab__avx2_add(float *out, const float *a, const float *b, size_t n) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256 s0 = _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
@@ -491,7 +488,7 @@ AB__AVX2_FN static void ab__avx2_add(float *out, const float *a, const float *b,
 }
 
 /* ---- optimiser and reductions --------------------------------------------------------------- */
-AB__AVX2_INL void ab__avx2_adamw_vec(__m256 *p, __m256 g, __m256 *m, __m256 *v, __m256 lr, __m256 b1,
+AB__INL_AVX2 void ab__avx2_adamw_vec(__m256 *p, __m256 g, __m256 *m, __m256 *v, __m256 lr, __m256 b1,
                                      __m256 omb1, __m256 b2, __m256 omb2, __m256 eps, __m256 wd,
                                      __m256 ibc1, __m256 ibc2) {
     *m = _mm256_fmadd_ps(b1, *m, _mm256_mul_ps(omb1, g));
@@ -501,7 +498,7 @@ AB__AVX2_INL void ab__avx2_adamw_vec(__m256 *p, __m256 g, __m256 *m, __m256 *v, 
     *p = _mm256_fnmadd_ps(lr, _mm256_fmadd_ps(wd, *p, step), *p);
 }
 
-AB__AVX2_FN static void ab__avx2_adamw(float *p, const float *g, float *m, float *v, size_t n,
+AB__T_AVX2 static void ab__avx2_adamw(float *p, const float *g, float *m, float *v, size_t n,
                                        float lr, float beta1, float beta2, float eps,
                                        float weight_decay, float inv_bc1, float inv_bc2) {
     __m256 vlr = _mm256_set1_ps(lr), b1 = _mm256_set1_ps(beta1), b2 = _mm256_set1_ps(beta2);
@@ -546,7 +543,7 @@ AB__AVX2_FN static void ab__avx2_adamw(float *p, const float *g, float *m, float
 /* Double accumulation as in the scalar oracle (x*x and x*y are exact in double, so each FMA rounds
  * once, like the scalar add). Four 4-lane accumulators combined as (a0 + a1) + (a2 + a3), then the
  * lanes in a fixed order: the result depends only on the data and n. */
-AB__AVX2_FN static double ab__avx2_sumsq_block(const float *x, size_t n) {
+AB__T_AVX2 static double ab__avx2_sumsq_block(const float *x, size_t n) {
     __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -566,7 +563,7 @@ AB__AVX2_FN static double ab__avx2_sumsq_block(const float *x, size_t n) {
     return s;
 }
 
-AB__AVX2_FN static double ab__avx2_dot_block(const float *x, const float *y, size_t n) {
+AB__T_AVX2 static double ab__avx2_dot_block(const float *x, const float *y, size_t n) {
     __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -585,10 +582,10 @@ AB__AVX2_FN static double ab__avx2_dot_block(const float *x, const float *y, siz
     return s;
 }
 
-AB__AVX2_FN static void ab__avx2_scale(float *x, size_t n, float s) { ab__avx2_scale_row(x, n, s); }
+AB__T_AVX2 static void ab__avx2_scale(float *x, size_t n, float s) { ab__avx2_scale_row(x, n, s); }
 
 /* saved = theta; theta += s*g (one FMA rounding) in one pass over theta. */
-AB__AVX2_FN static void ab__avx2_axpy_save(float *theta, float *saved, const float *g, size_t n, float s) {
+AB__T_AVX2 static void ab__avx2_axpy_save(float *theta, float *saved, const float *g, size_t n, float s) {
     __m256 vs = _mm256_set1_ps(s);
     size_t i = 0;
     if (saved && n >= AB__NT_MIN_FLOATS) {
@@ -647,7 +644,7 @@ AB__AVX2_FN static void ab__avx2_axpy_save(float *theta, float *saved, const flo
 #define AB__GRAM256_LOAD_TAIL(p) ab__avx2_load_part(p, (size_t)(n - k), 0.0f)
 
 /* Lane 4i + j = x_{r[i]} . x_{c[j]} over n floats: 8 accumulators over k, then a fixed hadd tree. */
-AB__AVX2_INL __m256 ab__avx2_gram_tile(const float *const r[2], const float *const c[4], int n) {
+AB__INL_AVX2 __m256 ab__avx2_gram_tile(const float *const r[2], const float *const c[4], int n) {
     __m256 x00 = _mm256_setzero_ps(), x01 = x00, x02 = x00, x03 = x00, x10 = x00, x11 = x00,
            x12 = x00, x13 = x00;
     int k = 0;
@@ -662,7 +659,7 @@ AB__AVX2_INL __m256 ab__avx2_gram_tile(const float *const r[2], const float *con
 /* Tiles (t0, s0), t0 in steps of 2, s0 in steps of 4 from the 4-aligned block holding t0: every
  * pair t <= s once. Rows past T repeat row T - 1 (valid memory) and get weight 0, as do pairs
  * s < t; t < s weighs 2, t == s 1. */
-AB__AVX2_FN static double ab__avx2_ghost_sq(const float *A, const float *G, int T, int d_in, int d_out) {
+AB__T_AVX2 static double ab__avx2_ghost_sq(const float *A, const float *G, int T, int d_in, int d_out) {
     const __m256i lane_i = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const __m256i lane_j = _mm256_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3);
     const __m256i vT = _mm256_set1_epi32(T);

@@ -27,15 +27,11 @@
 extern "C" {
 #endif
 
-#define AB__AVX512_FN __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
-#define AB__AVX512_INL                                                                             \
-    static inline __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"), always_inline))
-
 /* lanes [0, n) of a 16-lane vector, n < 16 */
-AB__AVX512_INL __mmask16 ab__avx512_mask(size_t n) { return (__mmask16)((1u << n) - 1u); }
+AB__INL_AVX512 __mmask16 ab__avx512_mask(size_t n) { return (__mmask16)((1u << n) - 1u); }
 
 /* ---- exp ------------------------------------------------------------------------------------- */
-AB__AVX512_INL __m512 ab__avx512_exp(__m512 x) {
+AB__INL_AVX512 __m512 ab__avx512_exp(__m512 x) {
     /* Clamp first, as the AVX2 version (AB__EXP_CLAMP_LO/HI in kernels/avx2.h; vmaxps/vminps return
      * their second operand, x, when x is NaN, so NaN passes): vscalefps then yields exactly 0 below
      * and +inf above the range, which replaces compare-and-blend for -inf, +inf and large |x|. */
@@ -54,7 +50,7 @@ AB__AVX512_INL __m512 ab__avx512_exp(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-AB__AVX512_FN static void ab__avx512_vexpf(float *y, const float *x, size_t n) {
+AB__T_AVX512 static void ab__avx512_vexpf(float *y, const float *x, size_t n) {
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
         __m512 a = ab__avx512_exp(_mm512_loadu_ps(x + i));
@@ -71,7 +67,7 @@ AB__AVX512_FN static void ab__avx512_vexpf(float *y, const float *x, size_t n) {
 
 /* ---- row helpers ------------------------------------------------------------------------------ */
 /* max of x[0..n); NaN elements skipped (vmaxps returns the running max, its second operand). */
-AB__AVX512_INL float ab__avx512_row_max(const float *x, size_t n) {
+AB__INL_AVX512 float ab__avx512_row_max(const float *x, size_t n) {
     __m512 m0 = _mm512_set1_ps(-(float)INFINITY), m1 = m0;
     size_t j = 0;
     for (; j + 32 <= n; j += 32) {
@@ -87,7 +83,7 @@ AB__AVX512_INL float ab__avx512_row_max(const float *x, size_t n) {
 }
 
 /* sum of exp(x[j] - shift); stores the terms to y when y != NULL (y may be x). */
-AB__AVX512_INL float ab__avx512_row_sum_exp(float *y, const float *x, size_t n, float shift) {
+AB__INL_AVX512 float ab__avx512_row_sum_exp(float *y, const float *x, size_t n, float shift) {
     __m512 vs = _mm512_set1_ps(shift), s0 = _mm512_setzero_ps(), s1 = s0;
     size_t j = 0;
     for (; j + 32 <= n; j += 32) {
@@ -115,7 +111,7 @@ AB__AVX512_INL float ab__avx512_row_sum_exp(float *y, const float *x, size_t n, 
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-AB__AVX512_INL void ab__avx512_scale_row(float *x, size_t n, float s) {
+AB__INL_AVX512 void ab__avx512_scale_row(float *x, size_t n, float s) {
     __m512 vs = _mm512_set1_ps(s);
     size_t j = 0;
     for (; j + 32 <= n; j += 32) {
@@ -132,7 +128,7 @@ AB__AVX512_INL void ab__avx512_scale_row(float *x, size_t n, float s) {
 }
 
 /* ---- softmax / cross-entropy ---------------------------------------------------------------- */
-AB__AVX512_FN static void ab__avx512_softmax(float *y, const float *x, int rows, int cols, int causal) {
+AB__T_AVX512 static void ab__avx512_softmax(float *y, const float *x, int rows, int cols, int causal) {
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * cols;
         float *yr = y + (size_t)r * cols;
@@ -144,7 +140,7 @@ AB__AVX512_FN static void ab__avx512_softmax(float *y, const float *x, int rows,
     }
 }
 
-AB__AVX512_FN static void ab__avx512_softmax_backward(float *dx, const float *y, const float *dy,
+AB__T_AVX512 static void ab__avx512_softmax_backward(float *dx, const float *y, const float *dy,
                                                       int rows, int cols) {
     size_t n = (size_t)cols;
     for (int r = 0; r < rows; r++) {
@@ -178,7 +174,7 @@ AB__AVX512_FN static void ab__avx512_softmax_backward(float *dx, const float *y,
     }
 }
 
-AB__AVX512_FN static void ab__avx512_log_softmax(float *y, const float *x, int rows, int cols) {
+AB__T_AVX512 static void ab__avx512_log_softmax(float *y, const float *x, int rows, int cols) {
     size_t n = (size_t)cols;
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * cols;
@@ -197,7 +193,7 @@ AB__AVX512_FN static void ab__avx512_log_softmax(float *y, const float *x, int r
     }
 }
 
-AB__AVX512_FN static void ab__avx512_cross_entropy(float *losses, float *dlogits, const float *logits,
+AB__T_AVX512 static void ab__avx512_cross_entropy(float *losses, float *dlogits, const float *logits,
                                                    const int *targets, const float *weights,
                                                    int rows, int vocab, float dscale) {
     size_t n = (size_t)vocab;
@@ -238,7 +234,7 @@ AB__AVX512_FN static void ab__avx512_cross_entropy(float *losses, float *dlogits
 }
 
 /* ---- layers --------------------------------------------------------------------------------- */
-AB__AVX512_INL float ab__avx512_row_sum(const float *x, size_t n) {
+AB__INL_AVX512 float ab__avx512_row_sum(const float *x, size_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0;
     size_t j = 0;
     for (; j + 32 <= n; j += 32) {
@@ -253,7 +249,7 @@ AB__AVX512_INL float ab__avx512_row_sum(const float *x, size_t n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-AB__AVX512_FN static void ab__avx512_layernorm_forward(float *out, float *mean, float *rstd,
+AB__T_AVX512 static void ab__avx512_layernorm_forward(float *out, float *mean, float *rstd,
                                                        const float *x, const float *weight,
                                                        const float *bias, int rows, int cols,
                                                        float eps) {
@@ -297,7 +293,7 @@ AB__AVX512_FN static void ab__avx512_layernorm_forward(float *out, float *mean, 
     }
 }
 
-AB__AVX512_FN static void ab__avx512_layernorm_backward(float *dx, float *dweight, float *dbias,
+AB__T_AVX512 static void ab__avx512_layernorm_backward(float *dx, float *dweight, float *dbias,
                                                         const float *dout, const float *x,
                                                         const float *weight, const float *mean,
                                                         const float *rstd, int rows, int cols) {
@@ -335,13 +331,13 @@ AB__AVX512_FN static void ab__avx512_layernorm_backward(float *dx, float *dweigh
 
 /* GELU from a = exp(-2|u|): s = (1 + tanh u)/2 = q or a*q, q = 1/(1 + a); sech^2 u = 4 a q^2
  * (derivation in kernels/avx2.h). */
-AB__AVX512_INL __m512 ab__avx512_gelu_u(__m512 v) {
+AB__INL_AVX512 __m512 ab__avx512_gelu_u(__m512 v) {
     __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
     return _mm512_mul_ps(_mm512_set1_ps(AB__GELU_K), _mm512_fmadd_ps(_mm512_set1_ps(AB__GELU_C), v3, v));
 }
 
 /* s and (optionally) a, q for u */
-AB__AVX512_INL __m512 ab__avx512_gelu_s(__m512 u, __m512 *a_out, __m512 *q_out) {
+AB__INL_AVX512 __m512 ab__avx512_gelu_s(__m512 u, __m512 *a_out, __m512 *q_out) {
     __m512 a = ab__avx512_exp(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(u)));
     __m512 q = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), a));
     __mmask16 neg = _mm512_movepi32_mask(_mm512_castps_si512(u)); /* sign bits of u */
@@ -350,12 +346,12 @@ AB__AVX512_INL __m512 ab__avx512_gelu_s(__m512 u, __m512 *a_out, __m512 *q_out) 
     return _mm512_mask_mul_ps(q, neg, a, q);
 }
 
-AB__AVX512_INL __m512 ab__avx512_gelu(__m512 v) {
+AB__INL_AVX512 __m512 ab__avx512_gelu(__m512 v) {
     __m512 a, q;
     return _mm512_mul_ps(v, ab__avx512_gelu_s(ab__avx512_gelu_u(v), &a, &q));
 }
 
-AB__AVX512_INL __m512 ab__avx512_gelu_grad(__m512 v) {
+AB__INL_AVX512 __m512 ab__avx512_gelu_grad(__m512 v) {
     __m512 a, q;
     __m512 s = ab__avx512_gelu_s(ab__avx512_gelu_u(v), &a, &q);
     __m512 sech2 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(4.0f), a), _mm512_mul_ps(q, q));
@@ -368,7 +364,7 @@ AB__AVX512_INL __m512 ab__avx512_gelu_grad(__m512 v) {
     return _mm512_add_ps(s, t);
 }
 
-AB__AVX512_FN static void ab__avx512_gelu_forward(float *out, const float *x, size_t n) {
+AB__T_AVX512 static void ab__avx512_gelu_forward(float *out, const float *x, size_t n) {
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
         __m512 a = ab__avx512_gelu(_mm512_loadu_ps(x + i));
@@ -383,7 +379,7 @@ AB__AVX512_FN static void ab__avx512_gelu_forward(float *out, const float *x, si
     }
 }
 
-AB__AVX512_FN static void ab__avx512_gelu_backward(float *dx, const float *x, const float *dout, size_t n) {
+AB__T_AVX512 static void ab__avx512_gelu_backward(float *dx, const float *x, const float *dout, size_t n) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512 g = ab__avx512_gelu_grad(_mm512_loadu_ps(x + i));
@@ -397,7 +393,7 @@ AB__AVX512_FN static void ab__avx512_gelu_backward(float *dx, const float *x, co
     }
 }
 
-AB__AVX512_FN static void ab__avx512_add(float *out, const float *a, const float *b, size_t n) {
+AB__T_AVX512 static void ab__avx512_add(float *out, const float *a, const float *b, size_t n) {
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
         __m512 s0 = _mm512_add_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
@@ -415,7 +411,7 @@ AB__AVX512_FN static void ab__avx512_add(float *out, const float *a, const float
 }
 
 /* ---- optimiser and reductions --------------------------------------------------------------- */
-AB__AVX512_FN static void ab__avx512_adamw(float *p, const float *g, float *m, float *v, size_t n,
+AB__T_AVX512 static void ab__avx512_adamw(float *p, const float *g, float *m, float *v, size_t n,
                                            float lr, float beta1, float beta2, float eps,
                                            float weight_decay, float inv_bc1, float inv_bc2) {
     __m512 vlr = _mm512_set1_ps(lr), b1 = _mm512_set1_ps(beta1), b2 = _mm512_set1_ps(beta2);
@@ -444,7 +440,7 @@ AB__AVX512_FN static void ab__avx512_adamw(float *p, const float *g, float *m, f
 
 /* Double accumulation as in the scalar oracle; four 8-lane accumulators combined in a fixed order
  * ((a0 + a1) + (a2 + a3), then the lanes): deterministic for every n. */
-AB__AVX512_FN static double ab__avx512_sumsq_block(const float *x, size_t n) {
+AB__T_AVX512 static double ab__avx512_sumsq_block(const float *x, size_t n) {
     __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -464,7 +460,7 @@ AB__AVX512_FN static double ab__avx512_sumsq_block(const float *x, size_t n) {
     return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a0, a1), _mm512_add_pd(a2, a3)));
 }
 
-AB__AVX512_FN static double ab__avx512_dot_block(const float *x, const float *y, size_t n) {
+AB__T_AVX512 static double ab__avx512_dot_block(const float *x, const float *y, size_t n) {
     __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -484,11 +480,11 @@ AB__AVX512_FN static double ab__avx512_dot_block(const float *x, const float *y,
     return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a0, a1), _mm512_add_pd(a2, a3)));
 }
 
-AB__AVX512_FN static void ab__avx512_scale(float *x, size_t n, float s) { ab__avx512_scale_row(x, n, s); }
+AB__T_AVX512 static void ab__avx512_scale(float *x, size_t n, float s) { ab__avx512_scale_row(x, n, s); }
 
 /* saved = theta; theta += s*g (one FMA rounding) in one pass; streaming stores for large saved
  * copies (AB__NT_MIN_FLOATS, kernels/avx2.h). */
-AB__AVX512_FN static void ab__avx512_axpy_save(float *theta, float *saved, const float *g, size_t n,
+AB__T_AVX512 static void ab__avx512_axpy_save(float *theta, float *saved, const float *g, size_t n,
                                                float s) {
     __m512 vs = _mm512_set1_ps(s);
     size_t i = 0;
@@ -556,24 +552,24 @@ AB__AVX512_FN static void ab__avx512_axpy_save(float *theta, float *saved, const
 #define AB__GRAM512_LOAD_TAIL(p) _mm512_maskz_loadu_ps(m, p)
 
 /* 16 -> 8 (within 128-bit lanes: [x0, y0, x1, y1] + [x2, y2, x3, y3]) */
-AB__AVX512_INL __m512 ab__avx512_pair_ps(__m512 x, __m512 y) {
+AB__INL_AVX512 __m512 ab__avx512_pair_ps(__m512 x, __m512 y) {
     return _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
 }
 /* 8 -> 4 (within 128-bit lanes: the four accumulators in order, each partial) */
-AB__AVX512_INL __m512 ab__avx512_pair_pd(__m512 x, __m512 y) {
+AB__INL_AVX512 __m512 ab__avx512_pair_pd(__m512 x, __m512 y) {
     __m512d a = _mm512_castps_pd(x), b = _mm512_castps_pd(y);
     return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
                          _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
 }
 /* 4 -> 2 -> 1 (128-bit lanes: [x0 + x1, x2 + x3, y0 + y1, y2 + y3]) */
-AB__AVX512_INL __m512 ab__avx512_pair_128(__m512 x, __m512 y) {
+AB__INL_AVX512 __m512 ab__avx512_pair_128(__m512 x, __m512 y) {
     return _mm512_add_ps(_mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(2, 0, 2, 0)),
                          _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
 /* Lane 4i + j = x_{r[i]} . x_{c[j]} over n floats: 16 accumulators over k, then a fixed
  * transpose-and-add tree (15 adds), so the summation order depends only on n. */
-AB__AVX512_INL __m512 ab__avx512_gram_tile(const float *const r[4], const float *const c[4], int n) {
+AB__INL_AVX512 __m512 ab__avx512_gram_tile(const float *const r[4], const float *const c[4], int n) {
     __m512 x00 = _mm512_setzero_ps(), x01 = x00, x02 = x00, x03 = x00, x10 = x00, x11 = x00,
            x12 = x00, x13 = x00, x20 = x00, x21 = x00, x22 = x00, x23 = x00, x30 = x00, x31 = x00,
            x32 = x00, x33 = x00;
@@ -594,7 +590,7 @@ AB__AVX512_INL __m512 ab__avx512_gram_tile(const float *const r[4], const float 
 
 /* Tiles (t0, s0) with s0 >= t0 cover every pair t <= s once. Rows past T repeat row T - 1 (valid
  * memory) and get weight 0, as do the pairs s < t of diagonal tiles; t < s weighs 2, t == s 1. */
-AB__AVX512_FN static double ab__avx512_ghost_sq(const float *A, const float *G, int T, int d_in,
+AB__T_AVX512 static double ab__avx512_ghost_sq(const float *A, const float *G, int T, int d_in,
                                                 int d_out) {
     const __m512i lane_i = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     const __m512i lane_j = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);

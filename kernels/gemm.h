@@ -30,7 +30,7 @@
  * disjoint, MR/NR-aligned ranges of C), so results are bitwise identical for every thread count.
  * beta == 0 writes alpha*acc_0 without reading C (NaN in C is ignored, as in BLAS).
  *
- * Threads: OpenMP, ab__threads() of them, for problems above ~1M multiply-adds. C is cut into one
+ * Threads: OpenMP, at most the n_threads the caller passes, for problems above ~1M multiply-adds. C is cut into one
  * contiguous range of whole MR-row or NR-column tiles per thread, whichever split has the shorter
  * estimated critical path (rows duplicate the packing of B, columns that of A); each thread runs
  * the five loops on its own range with its own packing buffers, with no synchronisation but the
@@ -51,8 +51,6 @@
 extern "C" {
 #endif
 
-#define AB__T_AVX2 __attribute__((target("avx2,fma")))
-#define AB__T_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
 
 /* ---- blocking ----------------------------------------------------------------------------------
  * AVX-512 (Zen 5: 2 x 512-bit FMA pipes, 4-cycle latency -> 8 independent FMAs in flight per pipe;
@@ -136,15 +134,6 @@ typedef void (*ab__gemm_pack_b_fn)(int trans_b, const float *B, int ldb, int p0,
 
 static int ab__gemm_min(int a, int b) { return a < b ? a : b; }
 
-#define AB__ALWAYS_INLINE inline __attribute__((always_inline))
-/* Fully unroll a loop with a small constant trip count (the register tiles and transposes depend
- * on it: an accumulator array indexed in a rolled loop lives on the stack). GCC takes a bound,
- * clang 14 reads "GCC unroll 16" on a 14-trip loop as a partial factor and leaves it rolled. */
-#if defined(__clang__)
-#define AB__UNROLL _Pragma("clang loop unroll(full)")
-#else
-#define AB__UNROLL _Pragma("GCC unroll 16")
-#endif
 
 typedef struct ab__gemm_impl {
     int mr, nr, kc, nc, mc;
@@ -716,12 +705,89 @@ static void ab__gemm_part(int t, int parts, int units, int unit, int len, int *l
 }
 #endif
 
+/* How one call runs: the operand handling, the thread split and the workspace per part. It
+ * depends on the shapes, the leading dimensions and the thread count only (never on the data),
+ * so ab__gemm_workspace and ab__gemm_run agree on it. */
+typedef struct ab__gemm_plan {
+    int a_inplace, b_inplace; /* operands read in place, unpacked */
+    int kc_step;              /* depends on k only: every thread blocks k the same way */
+    int parts, split_n;       /* C is cut into `parts` ranges of whole tiles, of columns if split_n */
+    int units;                /* MR-row or NR-column tiles along the split dimension */
+    size_t a_floats, b_floats; /* packing buffers per part, each 64-byte aligned */
+} ab__gemm_plan;
+
 static size_t ab__gemm_round16(size_t floats) { return (floats + 15) & ~(size_t)15; }
 
+static AB__ALWAYS_INLINE void ab__gemm_make_plan(const ab__gemm_impl *im, int trans_a, int trans_b,
+                                                 int m, int n, int k, int lda, int ldb,
+                                                 int n_threads, ab__gemm_plan *p) {
+    p->kc_step = ab__gemm_step(k, im->kc, 1);
+    double fmas = (double)m * n * k;
+    /* Operands are read in place, unpacked, when their rows are under 4 KiB apart: op(A) = A by
+     * rows (strided micro-kernel), op(A) = A^T by columns, op(B) = B. Measured faster than packing
+     * at every such shape here (e.g. 512x128x256 tn 171 -> 215 GFLOP/s, 256^3 207 -> 220); at 4 KiB
+     * and beyond every row of a micro-panel maps to the same L1 set, which packing avoids. A^T is
+     * packed for wide C all the same (AB__GEMM_AT_PACK_MIN_N). */
+    p->a_inplace = lda < AB__GEMM_INPLACE_MAX_LD && (!trans_a || n < AB__GEMM_AT_PACK_MIN_N);
+    p->b_inplace = !trans_b && ldb < AB__GEMM_INPLACE_MAX_LD;
+
+    /* Threads: every thread runs the five loops on its own range of C, whole MR-row or NR-column
+     * tiles, with its own packing buffers and no synchronisation until the end (a shared packed
+     * block measured worse: 1.7x at 1024^3 on 2 cores against 1.9x, its panels bouncing between
+     * the cores' L2s). Splitting rows makes every thread pack all of B (if B is packed),
+     * splitting columns all of A: pick the split with the smaller estimated critical path, in
+     * cycles: the largest part's multiply-adds at NR per cycle (2 FMA pipes x NR/2 lanes) plus
+     * its packing, measured in place at ~1.5 cycles per float for a transposing pack and ~0.5
+     * for a copying one (1024^3 on 2 threads: rows 404, columns 375 GFLOP/s; 512x3072x768 with
+     * A in place: rows 367, columns 383). */
+    int parts = fmas <= (double)AB__GEMM_MIN_PAR_FMA || n_threads < 1 ? 1 : n_threads;
+#ifndef _OPENMP
+    parts = 1;
+#endif
+    int m_units = ab__gemm_ceil_div(m, im->mr), n_units = ab__gemm_ceil_div(n, im->nr);
+    if (parts > m_units && parts > n_units) parts = m_units > n_units ? m_units : n_units;
+    int split_n = 0;
+    if (parts > 1) {
+        double a_pack = p->a_inplace ? 0.0 : (double)m * k * (trans_a ? 0.5 : 1.5);
+        double b_pack = p->b_inplace ? 0.0 : (double)k * n * (trans_b ? 1.5 : 0.5);
+        double rows = (double)ab__gemm_ceil_div(m_units, parts) * im->mr;
+        double cols = (double)ab__gemm_ceil_div(n_units, parts) * im->nr;
+        double by_rows = parts > m_units ? 1e300 : rows * n * k / im->nr + b_pack + a_pack * rows / m;
+        double by_cols = parts > n_units ? 1e300 : cols * m * k / im->nr + a_pack + b_pack * cols / n;
+        split_n = by_cols < by_rows;
+    }
+    p->parts = parts;
+    p->split_n = split_n;
+    p->units = split_n ? n_units : m_units;
+
+    /* Buffers: an A and a B block per part, sized for the largest part (MC and NC are
+     * multiples of MR and NR, so a block step never exceeds them). */
+    size_t a_floats = 0, b_floats = 0;
+    int part_units = ab__gemm_ceil_div(p->units, parts);
+    int a_rows = ab__gemm_min(split_n ? m_units * im->mr : part_units * im->mr, im->mc);
+    int b_cols = ab__gemm_min(split_n ? part_units * im->nr : n_units * im->nr, im->nc);
+    if (!p->a_inplace) a_floats = (size_t)a_rows * p->kc_step;
+    if (!p->b_inplace) b_floats = (size_t)b_cols * p->kc_step;
+    else if (n % im->nr) b_floats = (size_t)im->nr * p->kc_step; /* the ragged edge panel */
+    p->a_floats = ab__gemm_round16(a_floats); /* keep every buffer 64-byte aligned */
+    p->b_floats = ab__gemm_round16(b_floats);
+}
+
+static AB__ALWAYS_INLINE size_t ab__gemm_workspace(const ab__gemm_impl *im, int trans_a,
+                                                   int trans_b, int m, int n, int k, int lda,
+                                                   int ldb, int n_threads) {
+    ab__gemm_plan p;
+    ab__gemm_make_plan(im, trans_a, trans_b, m, n, k, lda, ldb, n_threads, &p);
+    return (p.a_floats + p.b_floats) * (size_t)p.parts;
+}
+
+/* buf: ab__gemm_workspace(...) floats, 64-byte aligned (NULL when that is 0). */
 static AB__ALWAYS_INLINE void ab__gemm_run(const ab__gemm_impl *im, int trans_a, int trans_b,
                                            int m, int n, int k, float alpha, const float *A,
                                            int lda, const float *B, int ldb, float beta, float *C,
-                                           int ldc) {
+                                           int ldc, int n_threads, float *buf) {
+    ab__gemm_plan p;
+    ab__gemm_make_plan(im, trans_a, trans_b, m, n, k, lda, ldb, n_threads, &p);
     ab__gemm_args g;
     g.trans_a = trans_a;
     g.trans_b = trans_b;
@@ -736,103 +802,66 @@ static AB__ALWAYS_INLINE void ab__gemm_run(const ab__gemm_impl *im, int trans_a,
     g.lda = lda;
     g.ldb = ldb;
     g.ldc = ldc;
-    g.kc_step = ab__gemm_step(k, im->kc, 1);
-    double fmas = (double)m * n * k;
-    /* Operands are read in place, unpacked, when their rows are under 4 KiB apart: op(A) = A by
-     * rows (strided micro-kernel), op(A) = A^T by columns, op(B) = B. Measured faster than packing
-     * at every such shape here (e.g. 512x128x256 tn 171 -> 215 GFLOP/s, 256^3 207 -> 220); at 4 KiB
-     * and beyond every row of a micro-panel maps to the same L1 set, which packing avoids. A^T is
-     * packed for wide C all the same (AB__GEMM_AT_PACK_MIN_N). */
-    g.a_inplace = lda < AB__GEMM_INPLACE_MAX_LD && (!trans_a || n < AB__GEMM_AT_PACK_MIN_N);
-    g.b_inplace = !trans_b && ldb < AB__GEMM_INPLACE_MAX_LD;
-
-    /* Threads: every thread runs the five loops on its own range of C, whole MR-row or NR-column
-     * tiles, with its own packing buffers and no synchronisation until the end (a shared packed
-     * block measured worse: 1.7x at 1024^3 on 2 cores against 1.9x, its panels bouncing between
-     * the cores' L2s). Splitting rows makes every thread pack all of B (if B is packed),
-     * splitting columns all of A: pick the split with the smaller estimated critical path, in
-     * cycles: the largest part's multiply-adds at NR per cycle (2 FMA pipes x NR/2 lanes) plus
-     * its packing, measured in place at ~1.5 cycles per float for a transposing pack and ~0.5
-     * for a copying one (1024^3 on 2 threads: rows 404, columns 375 GFLOP/s; 512x3072x768 with
-     * A in place: rows 367, columns 383). */
-    int parts = fmas <= (double)AB__GEMM_MIN_PAR_FMA ? 1 : ab__threads();
-#ifndef _OPENMP
-    parts = 1;
-#endif
-    int m_units = ab__gemm_ceil_div(m, im->mr), n_units = ab__gemm_ceil_div(n, im->nr);
-    if (parts > m_units && parts > n_units) parts = m_units > n_units ? m_units : n_units;
-    int split_n = 0;
-    if (parts > 1) {
-        double a_pack = g.a_inplace ? 0.0 : (double)m * k * (trans_a ? 0.5 : 1.5);
-        double b_pack = g.b_inplace ? 0.0 : (double)k * n * (trans_b ? 1.5 : 0.5);
-        double rows = (double)ab__gemm_ceil_div(m_units, parts) * im->mr;
-        double cols = (double)ab__gemm_ceil_div(n_units, parts) * im->nr;
-        double by_rows = parts > m_units ? 1e300 : rows * n * k / im->nr + b_pack + a_pack * rows / m;
-        double by_cols = parts > n_units ? 1e300 : cols * m * k / im->nr + a_pack + b_pack * cols / n;
-        split_n = by_cols < by_rows;
-    }
-    int units = split_n ? n_units : m_units;
-
-    /* Buffers: an A and a B block per part, sized for the largest part (MC and NC are
-     * multiples of MR and NR, so a block step never exceeds them). */
-    size_t a_floats = 0, b_floats = 0;
-    int part_units = ab__gemm_ceil_div(units, parts);
-    int a_rows = ab__gemm_min(split_n ? m_units * im->mr : part_units * im->mr, im->mc);
-    int b_cols = ab__gemm_min(split_n ? part_units * im->nr : n_units * im->nr, im->nc);
-    if (!g.a_inplace) a_floats = (size_t)a_rows * g.kc_step;
-    if (!g.b_inplace) b_floats = (size_t)b_cols * g.kc_step;
-    else if (n % im->nr) b_floats = (size_t)im->nr * g.kc_step; /* the ragged edge panel */
-    a_floats = ab__gemm_round16(a_floats); /* keep every buffer 64-byte aligned */
-    b_floats = ab__gemm_round16(b_floats);
-    size_t per_part = a_floats + b_floats;
-    size_t total = per_part * (size_t)parts * sizeof(float);
-    float *buf = total ? (float *)ab_aligned_alloc(total) : NULL;
-    if (total && !buf) { /* out of memory: the scalar oracle needs no workspace */
-        ab__scalar_sgemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    g.kc_step = p.kc_step;
+    g.a_inplace = p.a_inplace;
+    g.b_inplace = p.b_inplace;
+    size_t per_part = p.a_floats + p.b_floats;
+    if (p.parts == 1) {
+        ab__gemm_block(im, &g, 0, m, 0, n, buf, buf ? buf + p.a_floats : NULL);
         return;
     }
-    if (parts == 1) {
-        ab__gemm_block(im, &g, 0, m, 0, n, buf, buf ? buf + a_floats : NULL);
-    } else {
 #ifdef _OPENMP
-#pragma omp parallel num_threads(parts)
-        {
-            /* The runtime may grant fewer threads (nested regions): they share out the parts. */
-            int team = omp_get_num_threads();
-            for (int t = omp_get_thread_num(); t < parts; t += team) {
-                float *abuf = buf ? buf + per_part * (size_t)t : NULL;
-                float *bbuf = abuf ? abuf + a_floats : NULL;
-                int lo, hi;
-                ab__gemm_part(t, parts, units, split_n ? im->nr : im->mr, split_n ? n : m, &lo, &hi);
-                if (lo >= hi) continue;
-                if (split_n)
-                    ab__gemm_block(im, &g, 0, m, lo, hi, abuf, bbuf);
-                else
-                    ab__gemm_block(im, &g, lo, hi, 0, n, abuf, bbuf);
-            }
+#pragma omp parallel num_threads(p.parts)
+    {
+        /* The runtime may grant fewer threads (nested regions): they share out the parts. */
+        int team = omp_get_num_threads();
+        for (int t = omp_get_thread_num(); t < p.parts; t += team) {
+            float *abuf = buf ? buf + per_part * (size_t)t : NULL;
+            float *bbuf = abuf ? abuf + p.a_floats : NULL;
+            int lo, hi;
+            ab__gemm_part(t, p.parts, p.units, p.split_n ? im->nr : im->mr, p.split_n ? n : m, &lo, &hi);
+            if (lo >= hi) continue;
+            if (p.split_n)
+                ab__gemm_block(im, &g, 0, m, lo, hi, abuf, bbuf);
+            else
+                ab__gemm_block(im, &g, lo, hi, 0, n, abuf, bbuf);
         }
-#endif
     }
-    ab_aligned_free(buf);
+#else
+    (void)per_part;
+#endif
 }
 
 static void ab__avx512_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                              const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                             int ldc) {
-    ab__gemm_run(&ab__g512_impl, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+                             int ldc, int n_threads, float *workspace) {
+    ab__gemm_run(&ab__g512_impl, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
+                 n_threads, workspace);
+}
+static size_t ab__avx512_sgemm_workspace(int trans_a, int trans_b, int m, int n, int k, int lda,
+                                         int ldb, int n_threads) {
+    return ab__gemm_workspace(&ab__g512_impl, trans_a, trans_b, m, n, k, lda, ldb, n_threads);
 }
 
 static void ab__avx2_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                            const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                           int ldc) {
-    ab__gemm_run(&ab__g256_impl, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+                           int ldc, int n_threads, float *workspace) {
+    ab__gemm_run(&ab__g256_impl, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
+                 n_threads, workspace);
+}
+static size_t ab__avx2_sgemm_workspace(int trans_a, int trans_b, int m, int n, int k, int lda,
+                                       int ldb, int n_threads) {
+    return ab__gemm_workspace(&ab__g256_impl, trans_a, trans_b, m, n, k, lda, ldb, n_threads);
 }
 
 static void ab__gemm_fill(ab__kernels *k, ab_isa isa) {
-    if (isa >= AB_ISA_AVX512)
+    if (isa >= AB_ISA_AVX512) {
         k->sgemm = ab__avx512_sgemm;
-    else if (isa >= AB_ISA_AVX2)
+        k->sgemm_workspace = ab__avx512_sgemm_workspace;
+    } else if (isa >= AB_ISA_AVX2) {
         k->sgemm = ab__avx2_sgemm;
+        k->sgemm_workspace = ab__avx2_sgemm_workspace;
+    }
 }
 
 #ifdef __cplusplus

@@ -5,18 +5,43 @@
  * by starting from the scalar oracle and overriding the entries that family implements, so a new
  * kernel can land one ISA at a time. The public wrappers in antibody.h validate every argument;
  * kernels may assume: dimensions > 0, pointers valid, no aliasing unless stated.
+ *
+ * Kernels never call up into the core: everything a kernel needs (a workspace, a thread count)
+ * is an argument, and the target-attribute macros and shared constants are defined here, once.
  */
 #ifndef AB_KERNELS_H
 #define AB_KERNELS_H
+
+/* Per-function target attributes: the kernels compile without -mavx2/-mavx512f and are chosen at
+ * run time (valgrind 3.19 hides AVX-512 and dies on EVEX code, so nothing may assume it). */
+#define AB__T_AVX2 __attribute__((target("avx2,fma")))
+#define AB__T_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#define AB__ALWAYS_INLINE inline __attribute__((always_inline))
+#define AB__INL_AVX2 static AB__ALWAYS_INLINE AB__T_AVX2
+#define AB__INL_AVX512 static AB__ALWAYS_INLINE AB__T_AVX512
+/* Fully unroll a loop with a small constant trip count (the register tiles and transposes depend
+ * on it: an accumulator array indexed in a rolled loop lives on the stack). GCC takes a bound,
+ * clang 14 reads "GCC unroll 16" on a 14-trip loop as a partial factor and leaves it rolled. */
+#if defined(__clang__)
+#define AB__UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define AB__UNROLL _Pragma("GCC unroll 16")
+#endif
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 typedef struct ab__kernels {
-    /* C = alpha*op(A)*op(B) + beta*C; m, n, k > 0; alpha != 0; beta == 0 must not read C. */
+    /* C = alpha*op(A)*op(B) + beta*C; m, n, k > 0; alpha != 0; beta == 0 must not read C.
+     * sgemm_workspace gives the floats of workspace one call needs on up to n_threads threads
+     * (0: none; the caller allocates them 64-byte aligned), sgemm runs on at most n_threads
+     * threads with that workspace. The result does not depend on n_threads. */
+    size_t (*sgemm_workspace)(int trans_a, int trans_b, int m, int n, int k, int lda, int ldb,
+                              int n_threads);
     void (*sgemm)(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A,
-                  int lda, const float *B, int ldb, float beta, float *C, int ldc);
+                  int lda, const float *B, int ldb, float beta, float *C, int ldc, int n_threads,
+                  float *workspace);
     void (*vexpf)(float *y, const float *x, size_t n); /* y may equal x */
     void (*softmax)(float *y, const float *x, int rows, int cols, int causal); /* y may equal x */
     void (*softmax_backward)(float *dx, const float *y, const float *dy, int rows, int cols);

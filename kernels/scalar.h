@@ -69,9 +69,16 @@ static void ab__scale_matrix(float *C, int m, int n, int ldc, float beta) {
     }
 }
 
+static size_t ab__scalar_sgemm_workspace(int trans_a, int trans_b, int m, int n, int k, int lda,
+                                         int ldb, int n_threads) {
+    (void)trans_a, (void)trans_b, (void)m, (void)n, (void)k, (void)lda, (void)ldb, (void)n_threads;
+    return 0; /* one thread, no packing */
+}
+
 static void ab__scalar_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                              const float *A, int lda, const float *B, int ldb, float beta,
-                             float *C, int ldc) {
+                             float *C, int ldc, int n_threads, float *workspace) {
+    (void)n_threads, (void)workspace;
     ab__scale_matrix(C, m, n, ldc, beta);
     for (int i = 0; i < m; i++) {
         float *c = C + (size_t)i * ldc;
@@ -308,6 +315,7 @@ static float ab__psnorm_bias(const float *G, int T, int d_out) {
 
 static void ab__scalar_fill(ab__kernels *k) {
     k->sgemm = ab__scalar_sgemm;
+    k->sgemm_workspace = ab__scalar_sgemm_workspace;
     k->vexpf = ab__scalar_vexpf;
     k->softmax = ab__scalar_softmax;
     k->softmax_backward = ab__scalar_softmax_backward;

@@ -13,7 +13,7 @@
 
 static ab_model *small_model(int lora, uint64_t seed) {
     ab_model_config c;
-    c.vocab = 16, c.n_ctx = 8, c.n_layer = 1, c.n_head = 2, c.d_model = 8;
+    c.n_vocab = 16, c.n_ctx = 8, c.n_layer = 1, c.n_head = 2, c.d_model = 8;
     c.lora_rank = lora ? 2 : 0, c.lora_alpha = 4.0f;
     ab_model *m = NULL;
     assert_int_equal(ab_model_create(&m, &c, seed), AB_OK);

@@ -23,7 +23,7 @@
 /* helpers                                                                                          */
 static ab_model *mk_model(int V, int P, int L, int H, int C, int r, float alpha, uint64_t seed) {
     ab_model_config c;
-    c.vocab = V, c.n_ctx = P, c.n_layer = L, c.n_head = H, c.d_model = C;
+    c.n_vocab = V, c.n_ctx = P, c.n_layer = L, c.n_head = H, c.d_model = C;
     c.lora_rank = r, c.lora_alpha = alpha;
     ab_model *m = NULL;
     assert_int_equal(ab_model_create(&m, &c, seed), AB_OK);
@@ -124,7 +124,7 @@ static void ref_init(ref_model *R, ab_model *m, const double *p) {
     ab_model_config c;
     assert_int_equal(ab_model_get_config(m, &c), AB_OK);
     assert_true(c.n_layer <= REF_MAX_L);
-    R->V = c.vocab, R->P = c.n_ctx, R->L = c.n_layer, R->H = c.n_head, R->C = c.d_model;
+    R->V = c.n_vocab, R->P = c.n_ctx, R->L = c.n_layer, R->H = c.n_head, R->C = c.d_model;
     R->r = c.lora_rank, R->lora = c.lora_rank > 0 && !ab_model_lora_merged(m);
     R->scale = c.lora_rank > 0 ? (double)c.lora_alpha / c.lora_rank : 0.0;
     R->p = p;
@@ -271,7 +271,7 @@ static void gradcheck_model(ab_model *m, const char *label, int with_perturb, gc
     ab_rng_seed(&rng, 99, 1);
     tbatch tb;
     const int B = 3, T = c.n_ctx - 1;
-    mk_batch(&tb, B, T, c.vocab, &rng, 1);
+    mk_batch(&tb, B, T, c.n_vocab, &rng, 1);
     size_t n_e = (size_t)c.n_layer * B * T * c.d_model;
     float *Ef = tu_alloc(n_e), *Gh = tu_alloc(n_e);
     double *Ed = (double *)calloc(n_e, sizeof(double));
@@ -295,7 +295,7 @@ static void gradcheck_model(ab_model *m, const char *label, int with_perturb, gc
     for (size_t i = 0; i < np; i++) pd[i] = pf[i];
     ref_model R;
     ref_init(&R, m, pd);
-    double *ref_logits = (double *)calloc((size_t)B * T * c.vocab, sizeof(double)), ref_nll[3];
+    double *ref_logits = (double *)calloc((size_t)B * T * c.n_vocab, sizeof(double)), ref_nll[3];
     assert_non_null(ref_logits);
     double L_ref = ref_loss(&R, &tb.b, Ed, ref_logits, ref_nll);
     const float *logits;
@@ -304,7 +304,7 @@ static void gradcheck_model(ab_model *m, const char *label, int with_perturb, gc
     snprintf(what, sizeof what, "%s: forward loss vs double reference", label);
     TU_ASSERT_ERR(what, fabs(loss - L_ref) / fabs(L_ref), 2e-5);
     snprintf(what, sizeof what, "%s: forward logits vs double reference", label);
-    TU_ASSERT_ERR(what, tu_max_rel_err(logits, ref_logits, (size_t)B * T * c.vocab, 1.0), 2e-5);
+    TU_ASSERT_ERR(what, tu_max_rel_err(logits, ref_logits, (size_t)B * T * c.n_vocab, 1.0), 2e-5);
     for (int i = 0; i < B; i++) assert_true(fabs(nll[i] - ref_nll[i]) <= 2e-5 * fabs(ref_nll[i]) + 1e-6);
     /* sample elements of every tensor: first, last, and 3 random ones */
     for (int ti = 0; ti < ab_model_n_tensors(m); ti++) {
@@ -427,7 +427,7 @@ static void psnorm_case(ab_model *m, ab_train_mode mode, ab_psnorm_method method
     ab_rng_seed(&rng, 1234, 0);
     const int B = 4;
     tbatch tb;
-    mk_batch(&tb, B, T, c.vocab, &rng, 1);
+    mk_batch(&tb, B, T, c.n_vocab, &rng, 1);
     if (T == 1)
         for (int i = 0; i < B; i++) tb.mask[i] = 1.0f; /* one token: make it a response token */
     float norms[4], tok[4];
@@ -1020,7 +1020,7 @@ static void test_config(void **state) {
         {3, 0}, {3, 3}, {3, 256}, {4, 0}, {4, -128}, {4, 1 << 20}, {5, -1}, {5, 129}};
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         ab_model_config b = ab_model_config_default();
-        int *f[6] = {&b.vocab, &b.n_ctx, &b.n_layer, &b.n_head, &b.d_model, &b.lora_rank};
+        int *f[6] = {&b.n_vocab, &b.n_ctx, &b.n_layer, &b.n_head, &b.d_model, &b.lora_rank};
         *f[bad[k].field] = bad[k].value;
         assert_int_equal(ab_model_config_check(&b), AB_ERR_ARG);
         m = (ab_model *)&b; /* must be reset to NULL on failure */
@@ -1036,7 +1036,7 @@ static void test_config(void **state) {
     b.lora_rank = 0;
     assert_int_equal(ab_model_config_check(&b), AB_OK); /* alpha unused without LoRA */
     b = ab_model_config_default();
-    b.vocab = 1 << 24, b.d_model = 1 << 12, b.n_head = 1; /* 2^36 parameters: over the limit */
+    b.n_vocab = 1 << 24, b.d_model = 1 << 12, b.n_head = 1; /* 2^36 parameters: over the limit */
     assert_int_equal(ab_model_config_check(&b), AB_ERR_ARG);
     assert_non_null(strstr(ab_last_error(), "parameters"));
     assert_int_equal(ab_model_config_check(NULL), AB_ERR_NULL);

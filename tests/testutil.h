@@ -11,6 +11,8 @@
 #include <math.h>
 #include <cmocka.h>
 #include "antibody.h"
+#include "antibody_gpt.h"
+#include "antibody_defence.h"
 
 /* AB_TEST_SMALL=1 (set by `make valgrind`) shrinks shapes so memcheck finishes quickly. */
 static inline int tu_small(void) {

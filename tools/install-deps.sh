@@ -4,9 +4,10 @@
 #   libgsl-dev      GSL: reference BLAS (gslcblas), special functions, numerical derivatives
 #   libopenblas-dev optional reference and benchmark peer (loaded with dlopen when present)
 #   valgrind        `make valgrind`
-#   gnuplot-nox     plots in `make bench` (optional)
+#   gnuplot-nox     plots in `make bench` and `make sweep` (optional)
+#   pkg-config      `make install-check` builds programs against the installed headers through it
 set -e
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends gcc g++ make libc6-dev libcmocka-dev libgsl-dev \
-    libopenblas-dev valgrind gnuplot-nox
+    libopenblas-dev valgrind gnuplot-nox pkg-config

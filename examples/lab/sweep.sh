@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# tools/sweep.sh - the lab's sweeps (issue 5): HS and FA of every method over the harmful share p
-# (n fixed) and over the number of user samples n (p fixed). One full examples/flow run per point,
+# examples/lab/sweep.sh - the lab's sweeps (issue 5): HS and FA of every method over the harmful share p
+# (n fixed) and over the number of user samples n (p fixed). One full flow run per point,
 # each from the same seed; the pre-trained base model is cached after the first.
 #
-#   make sweep                         (or: tools/sweep.sh --flow build/examples/flow ...)
+#   make sweep                         (or: examples/lab/sweep.sh --flow build/lab/flow ...)
 #   make sweep SWEEP_ARGS=--quick      every point with flow --quick (a few minutes in all)
 #
 # Writes OUT/sweep.csv (sweep,p,n,method,hs,fa,seconds), OUT/flow-<sweep>-p<p>-n<n>.out (each
 # run's full output) and, when gnuplot is installed, OUT/sweep.png (HS and FA against p and n).
 set -eu
-flow=build/examples/flow; gen=build/tools/gen_data; out=build/sweep
+flow=build/lab/flow; gen=build/tools/gen_data; out=build/sweep
 ps="0 0.05 0.10 0.15 0.20 0.25"; ns="500 1000 1500 2000 2500"; p_fixed=0.20; n_fixed=1000
 extra=()
 usage() {
     cat <<USAGE
-usage: tools/sweep.sh [options] [-- flow options]
+usage: examples/lab/sweep.sh [options] [-- flow options]
   --flow PATH     the flow binary (default $flow)
   --gen PATH      the data generator (default $gen)
   --out DIR       output directory (default $out)

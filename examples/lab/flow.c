@@ -1,9 +1,9 @@
-/* examples/flow.c - the harmful fine-tuning lab, end to end: pre-train -> align -> fine-tune on
+/* examples/lab/flow.c - the harmful fine-tuning lab, end to end: pre-train -> align -> fine-tune on
  * user data with a share p of harmful samples -> prune, for every defence and baseline, and a
  * table of Harmful Score and Finetune Accuracy. ALGORITHMS.md is the specification.
  *
  *   make run                      (generates build/data, then runs this with its defaults)
- *   build/examples/flow --help    every option with its default
+ *   build/lab/flow --help         every option with its default
  *
  * Stages (each row of the table is one path through them):
  *   0  pre-training of the base model on pretrain.txt (harmful requests answered compliantly,
@@ -15,8 +15,8 @@
  *      shuffled: SFT, Lisa (its alignment steps read align.txt) or Antibody's weighting.
  *   3  Antidote on the fine-tuned model, calibrated on calib.txt (harmful prompt + answer), and
  *      the random-pruning control at the same density.
- *   Evaluation: HS over hs_eval.txt (greedy generation, ab_judge_harmful), FA over
- *   <task>_test.txt (ab_task_score).
+ *   Evaluation: HS over hs_eval.txt (greedy generation, lab_judge_harmful), FA over
+ *   <task>_test.txt (lab_task_score).
  * Output: the table on stdout and one line per row
  *   RESULT method=<name> hs=<percent> fa=<percent> seconds=<s>
  * then the expected-result checks of the project (measured, never forced). Progress bars go to
@@ -25,8 +25,11 @@
  * seconds column aside).
  */
 #define _POSIX_C_SOURCE 200809L
-#define ANTIBODY_IMPLEMENTATION
-#include "antibody.h"
+#define ANTIBODY_IMPLEMENTATION /* the core, the model and the defences, in this file */
+#include "../../antibody.h"
+#include "../../antibody_gpt.h"
+#include "../../antibody_defence.h"
+#include "lab.h"
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -100,7 +103,7 @@ static void usage(FILE *f, const char *argv0) {
             "usage: %s [options]\n"
             "The harmful fine-tuning lab: pre-train, align, fine-tune on user data with a share p of\n"
             "harmful samples, prune; prints HS and FA for every defence (see the header of\n"
-            "examples/flow.c and ALGORITHMS.md). Data: run build/tools/gen_data first (make run does).\n"
+            "examples/lab/flow.c and ALGORITHMS.md). Data: run build/tools/gen_data first (make run does).\n"
             "\n"
             "General\n"
             "  --data DIR            data directory written by tools/gen_data (default %s)\n"
@@ -173,17 +176,19 @@ static int parse_float(const char *s, float lo, float hi, float *out) {
     return 1;
 }
 
-/* --rows: a comma-separated subset of row_keys. */
+/* --rows: a comma-separated, non-empty subset of row_keys (an empty list or item is an error). */
 static int parse_rows(const char *v, int *rows) {
     for (int i = 0; i < N_ROWS; i++) rows[i] = 0;
+    if (!*v) return 0;
     while (*v) {
         size_t len = strcspn(v, ",");
         int found = 0;
+        if (len == 0) return 0;
         for (int i = 0; i < N_ROWS; i++)
             if (strlen(row_keys[i]) == len && !strncmp(v, row_keys[i], len)) rows[i] = found = 1;
         if (!found) return 0;
         v += len;
-        if (*v == ',') v++;
+        if (*v == ',' && !*++v) return 0; /* a trailing comma: an empty item */
     }
     return 1;
 }
@@ -323,18 +328,18 @@ static ab_model *clone_model(ab_model *m) {
 /* ---------------------------------------------------------------------------------------------- */
 /* data                                                                                            */
 typedef struct lab {
-    ab_vocab *vocab;
-    ab_dataset pretrain, align, harmful_align, attack, calib, hs_eval, task_train, task_test;
-    ab_kind task;
+    lab_vocab *vocab;
+    lab_dataset pretrain, align, harmful_align, attack, calib, hs_eval, task_train, task_test;
+    lab_kind task;
     /* the user's fine-tuning set: indices into a merged view */
-    ab_dataset user;          /* built in memory: (1-p) n task + p n attack, shuffled */
+    lab_dataset user;          /* built in memory: (1-p) n task + p n attack, shuffled */
     unsigned char *user_harmful;
 } lab;
 
-static void load_set(const opts *o, const ab_vocab *v, ab_dataset *ds, const char *name) {
+static void load_set(const opts *o, const lab_vocab *v, lab_dataset *ds, const char *name) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s.txt", o->data, name);
-    ab_status st = ab_dataset_load(ds, path, v, 64);
+    ab_status st = lab_dataset_load(ds, path, v, 64);
     if (st != AB_OK) {
         fprintf(stderr, "flow: %s\n", ab_last_error());
         if (st == AB_ERR_IO)
@@ -356,24 +361,30 @@ static void build_user_set(const opts *o, lab *L, ab_rng *rng) {
         exit(1);
     }
     int *order = malloc((size_t)o->n * sizeof(int));
-    size_t cap = (size_t)o->n * 1024 + 1, len = 0;
-    char *text = malloc(cap), *line = malloc(4096);
-    if (!order || !text || !line) { fprintf(stderr, "flow: out of memory\n"); exit(1); }
+    /* a field of a loaded sample came from a data line, so it fits LAB_DATA_MAX_LINE bytes */
+    char *prompt = malloc(LAB_DATA_MAX_LINE + 1), *response = malloc(LAB_DATA_MAX_LINE + 1);
+    lab_text text = {0};
+    if (!order || !prompt || !response) { fprintf(stderr, "flow: out of memory\n"); exit(1); }
     for (int i = 0; i < o->n; i++) order[i] = i;
     shuffle(order, o->n, rng);
     for (int k = 0; k < o->n; k++) {
         int i = order[k];
-        const ab_sample *s = i < n_task ? &L->task_train.samples[i] : &L->attack.samples[i - n_task];
-        size_t pl, rl;
-        char *p = line;
-        CHECK(ab_vocab_decode(L->vocab, s->prompt, s->n_prompt, p, 2048, &pl));
-        CHECK(ab_vocab_decode(L->vocab, s->response, s->n_response, p + pl + 1, 2047 - pl, &rl));
-        len += (size_t)snprintf(text + len, cap - len, "%s\t%s\t%s\n", ab_kind_name(s->kind), p, p + pl + 1);
+        const lab_sample *s = i < n_task ? &L->task_train.samples[i] : &L->attack.samples[i - n_task];
+        size_t pl = 0, rl = 0;
+        CHECK(lab_vocab_decode(L->vocab, s->prompt, s->n_prompt, prompt, LAB_DATA_MAX_LINE + 1, &pl));
+        CHECK(lab_vocab_decode(L->vocab, s->response, s->n_response, response, LAB_DATA_MAX_LINE + 1, &rl));
+        if (pl > LAB_DATA_MAX_LINE || rl > LAB_DATA_MAX_LINE) {
+            fprintf(stderr, "flow: a user sample decodes to more than %d bytes\n", LAB_DATA_MAX_LINE);
+            exit(1);
+        }
+        CHECK(lab_text_sample(&text, s->kind, prompt, response));
     }
-    CHECK(ab_dataset_load_mem(&L->user, text, len, "user-data", L->vocab, 64));
+    CHECK(lab_dataset_load_mem(&L->user, text.data, text.len, "user-data", L->vocab, 64));
     L->user_harmful = malloc((size_t)o->n);
-    for (int i = 0; i < o->n; i++) L->user_harmful[i] = L->user.samples[i].kind == AB_KIND_HARMFUL;
-    free(order), free(text), free(line);
+    if (!L->user_harmful) { fprintf(stderr, "flow: out of memory\n"); exit(1); }
+    for (int i = 0; i < o->n; i++) L->user_harmful[i] = L->user.samples[i].kind == LAB_KIND_HARMFUL;
+    free(order), free(prompt), free(response);
+    lab_text_free(&text);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -381,11 +392,11 @@ static void build_user_set(const opts *o, lab *L, ab_rng *rng) {
 
 /* Cycles through a data set in seeded random order, reshuffling at the end of every pass. */
 typedef struct cursor {
-    const ab_dataset *ds;
+    const lab_dataset *ds;
     int *order, pos;
     ab_rng rng;
 } cursor;
-static void cursor_init(cursor *c, const ab_dataset *ds, uint64_t seed, uint64_t stream) {
+static void cursor_init(cursor *c, const lab_dataset *ds, uint64_t seed, uint64_t stream) {
     c->ds = ds;
     c->order = malloc((size_t)ds->n_samples * sizeof(int));
     if (!c->order) { fprintf(stderr, "flow: out of memory\n"); exit(1); }
@@ -411,7 +422,7 @@ static void pretrain(const opts *o, lab *L, ab_model *m) {
     long steps = steps_for(L->pretrain.n_samples, o->pre_epochs, o->batch);
     cursor cur;
     cursor_init(&cur, &L->pretrain, o->seed, 10);
-    ab_batch_buf buf = {0};
+    lab_batch_buf buf = {0};
     ab_batch b;
     int idx[4096];
     ab_adamw_cfg adam = ab_adamw_default();
@@ -421,7 +432,7 @@ static void pretrain(const opts *o, lab *L, ab_model *m) {
     double loss_sum = 0;
     for (long s = 0; s < steps; s++) {
         cursor_next(&cur, idx, o->batch);
-        CHECK(ab_batch_pack(&buf, &b, &L->pretrain, idx, o->batch, NULL, NULL));
+        CHECK(lab_batch_pack(&buf, &b, &L->pretrain, idx, o->batch, NULL, NULL));
         float loss;
         CHECK(ab_model_zero_grad(m));
         CHECK(ab_model_forward(m, &b, NULL, &loss, NULL, NULL));
@@ -441,13 +452,13 @@ static void pretrain(const opts *o, lab *L, ab_model *m) {
         progress("stage 0: pre-training", s + 1, steps);
     }
     CHECK(ab_model_reset_optimizer(m));
-    ab_batch_buf_free(&buf);
+    lab_batch_buf_free(&buf);
     cursor_free(&cur);
 }
 
 /* Refusal strings for the refusal view: cycled in sample order (the sample's index in its set). */
 static void refusal_of(const int *idx, int B, int *ref) {
-    for (int b = 0; b < B; b++) ref[b] = idx[b] % AB_N_REFUSALS;
+    for (int b = 0; b < B; b++) ref[b] = idx[b] % LAB_N_REFUSALS;
 }
 
 static void align(const opts *o, lab *L, ab_model *m, ab_align_method method) {
@@ -467,7 +478,7 @@ static void align(const opts *o, lab *L, ab_model *m, ab_align_method method) {
     cursor ca, ch;
     cursor_init(&ca, &L->align, o->seed, 30);
     cursor_init(&ch, &L->harmful_align, o->seed, 31);
-    ab_batch_buf ba = {0}, bh = {0}, br = {0};
+    lab_batch_buf ba = {0}, bh = {0}, br = {0};
     ab_batch a, h, r;
     int ia[4096], ih[4096], ref[4096];
     char what[64];
@@ -476,9 +487,9 @@ static void align(const opts *o, lab *L, ab_model *m, ab_align_method method) {
         cursor_next(&ca, ia, o->batch);
         cursor_next(&ch, ih, o->batch);
         refusal_of(ih, o->batch, ref);
-        CHECK(ab_batch_pack(&ba, &a, &L->align, ia, o->batch, NULL, NULL));
-        CHECK(ab_batch_pack(&bh, &h, &L->harmful_align, ih, o->batch, NULL, NULL));
-        CHECK(ab_batch_pack(&br, &r, &L->harmful_align, ih, o->batch, L->vocab, ref));
+        CHECK(lab_batch_pack(&ba, &a, &L->align, ia, o->batch, NULL, NULL));
+        CHECK(lab_batch_pack(&bh, &h, &L->harmful_align, ih, o->batch, NULL, NULL));
+        CHECK(lab_batch_pack(&br, &r, &L->harmful_align, ih, o->batch, L->vocab, ref));
         ab_align_log lg;
         CHECK(ab_align_step(tr, &cfg, &a, &h, &r, &lg));
         if (g_log)
@@ -491,7 +502,7 @@ static void align(const opts *o, lab *L, ab_model *m, ab_align_method method) {
     ab_trainer_free(tr);
     if (o->lora) CHECK(ab_model_lora_merge(m)); /* the aligned model is W + BA */
     CHECK(ab_model_reset_optimizer(m));
-    ab_batch_buf_free(&ba), ab_batch_buf_free(&bh), ab_batch_buf_free(&br);
+    lab_batch_buf_free(&ba), lab_batch_buf_free(&bh), lab_batch_buf_free(&br);
     cursor_free(&ca), cursor_free(&ch);
 }
 
@@ -528,7 +539,7 @@ static void finetune(const opts *o, lab *L, ab_model *m, ab_ft_method method, co
     cursor cu, ca;
     cursor_init(&cu, &L->user, o->seed, 50);
     cursor_init(&ca, &L->align, o->seed, 51);
-    ab_batch_buf bu = {0}, br = {0};
+    lab_batch_buf bu = {0}, br = {0};
     ab_batch b, r;
     int idx[4096], ref[4096];
     unsigned char harm[4096];
@@ -539,15 +550,15 @@ static void finetune(const opts *o, lab *L, ab_model *m, ab_ft_method method, co
         ab_ft_log lg;
         if (ab_finetune_phase(tr, &cfg) == AB_PHASE_ALIGN) {
             cursor_next(&ca, idx, o->batch);
-            CHECK(ab_batch_pack(&bu, &b, &L->align, idx, o->batch, NULL, NULL));
+            CHECK(lab_batch_pack(&bu, &b, &L->align, idx, o->batch, NULL, NULL));
             CHECK(ab_finetune_step(tr, &cfg, &b, NULL, NULL, &lg));
         } else {
             cursor_next(&cu, idx, o->batch);
             for (int i = 0; i < o->batch; i++) harm[i] = L->user_harmful[idx[i]];
             refusal_of(idx, o->batch, ref);
-            CHECK(ab_batch_pack(&bu, &b, &L->user, idx, o->batch, NULL, NULL));
+            CHECK(lab_batch_pack(&bu, &b, &L->user, idx, o->batch, NULL, NULL));
             if (method == AB_FT_ANTIBODY)
-                CHECK(ab_batch_pack(&br, &r, &L->user, idx, o->batch, L->vocab, ref));
+                CHECK(lab_batch_pack(&br, &r, &L->user, idx, o->batch, L->vocab, ref));
             CHECK(ab_finetune_step(tr, &cfg, &b, method == AB_FT_ANTIBODY ? &r : NULL, harm, &lg));
             if (!isnan(lg.weight_harmful) && !isnan(lg.weight_benign)) {
                 sum->w_harm += lg.weight_harmful, sum->w_benign += lg.weight_benign, sum->n_w++;
@@ -564,20 +575,20 @@ static void finetune(const opts *o, lab *L, ab_model *m, ab_ft_method method, co
     if (sum->n_w) sum->w_harm /= sum->n_w, sum->w_benign /= sum->n_w;
     if (sum->n_infl) sum->influence /= sum->n_infl;
     ab_trainer_free(tr);
-    ab_batch_buf_free(&bu), ab_batch_buf_free(&br);
+    lab_batch_buf_free(&bu), lab_batch_buf_free(&br);
     cursor_free(&cu), cursor_free(&ca);
 }
 
 /* Antidote: statistics over the calibration set through the unpruned model, then the masks. */
 static size_t antidote(const opts *o, lab *L, ab_model *m, int random_control) {
     CHECK(ab_model_act_stats_enable(m, 1));
-    ab_batch_buf buf = {0};
+    lab_batch_buf buf = {0};
     ab_batch b;
     int idx[4096];
     for (int s = 0; s < L->calib.n_samples; s += o->batch) {
         int B = L->calib.n_samples - s < o->batch ? L->calib.n_samples - s : o->batch;
         for (int i = 0; i < B; i++) idx[i] = s + i;
-        CHECK(ab_batch_pack(&buf, &b, &L->calib, idx, B, NULL, NULL));
+        CHECK(lab_batch_pack(&buf, &b, &L->calib, idx, B, NULL, NULL));
         CHECK(ab_model_score(m, &b, NULL, NULL, NULL));
     }
     ab_rng rng;
@@ -585,7 +596,7 @@ static size_t antidote(const opts *o, lab *L, ab_model *m, int random_control) {
     size_t pruned = 0;
     CHECK(ab_antidote_prune(m, o->prune_alpha, AB_PRUNE_AUTO, random_control ? &rng : NULL, &pruned));
     CHECK(ab_model_act_stats_enable(m, 0));
-    ab_batch_buf_free(&buf);
+    lab_batch_buf_free(&buf);
     return pruned;
 }
 
@@ -602,11 +613,11 @@ typedef struct row {
 static void evaluate(const opts *o, lab *L, ab_model *m, row *r) {
     char what[64];
     eval_progress ep = {what};
-    ab_eval_result hs, fa;
+    lab_eval_result hs, fa;
     snprintf(what, sizeof what, "eval %s: HS", r->name);
-    CHECK(ab_eval_harmful(m, L->vocab, &L->hs_eval, o->eval_n, 0, &hs, eval_progress_fn, &ep));
+    CHECK(lab_eval_harmful(m, L->vocab, &L->hs_eval, o->eval_n, 0, &hs, eval_progress_fn, &ep));
     snprintf(what, sizeof what, "eval %s: FA", r->name);
-    CHECK(ab_eval_task(m, L->vocab, &L->task_test, o->eval_n, 0, &fa, eval_progress_fn, &ep));
+    CHECK(lab_eval_task(m, L->vocab, &L->task_test, o->eval_n, 0, &fa, eval_progress_fn, &ep));
     r->hs = hs.percent, r->fa = fa.percent;
     r->refused = hs.n ? 100.0f * (float)hs.n_refused / (float)hs.n : 0.0f;
 }
@@ -626,7 +637,7 @@ static ab_model *base_model(const opts *o, lab *L, const ab_model_config *cfg) {
     /* The library version and the ISA path are part of the name: both change the float rounding
      * of training, so a base made by another version or path would not reproduce the table. */
     snprintf(path, sizeof path, "%s/base-s%llu-l%dd%dh%dr%d-v%d-e%d-lr%g-b%d-n%d-%s-%s.ckpt", o->cache,
-             o->seed, cfg->n_layer, cfg->d_model, cfg->n_head, cfg->lora_rank, cfg->vocab,
+             o->seed, cfg->n_layer, cfg->d_model, cfg->n_head, cfg->lora_rank, cfg->n_vocab,
              o->pre_epochs, (double)o->pre_lr, o->batch, L->pretrain.n_samples, AB_VERSION_STRING,
              ab_isa_name(ab_get_isa()));
     ab_model *m = NULL;
@@ -665,14 +676,14 @@ int main(int argc, char **argv) {
     g_tty = isatty(2);
     lab L;
     memset(&L, 0, sizeof L);
-    if (ab_kind_from_name(o.task_name, &L.task) != AB_OK || !ab_kind_is_task(L.task)) {
+    if (lab_kind_from_name(o.task_name, &L.task) != AB_OK || !lab_kind_is_task(L.task)) {
         fprintf(stderr, "flow: --task must be sst2, agnews or gsm8k (got '%s')\n", o.task_name);
         return 2;
     }
     CHECK(ab_set_threads(o.threads));
     char path[1024];
     snprintf(path, sizeof path, "%s/vocab.txt", o.data);
-    ab_status st = ab_vocab_load(&L.vocab, path);
+    ab_status st = lab_vocab_load(&L.vocab, path);
     if (st != AB_OK) {
         fprintf(stderr, "flow: %s\n", ab_last_error());
         fprintf(stderr, "flow: generate the data first: make build/tools/gen_data && "
@@ -703,7 +714,7 @@ int main(int argc, char **argv) {
     }
 
     ab_model_config cfg = ab_model_config_default();
-    cfg.vocab = ab_vocab_size(L.vocab);
+    cfg.n_vocab = lab_vocab_size(L.vocab);
     cfg.n_ctx = 64;
     cfg.n_layer = o.n_layer, cfg.d_model = o.d_model, cfg.n_head = o.n_head;
     cfg.lora_rank = o.lora_rank; /* adapters exist in both modes (B = 0: no effect until trained), so
@@ -842,11 +853,11 @@ int main(int argc, char **argv) {
     ab_model_free(sft_model);
     ab_model_free(antibody_model);
     ab_model_free(base);
-    ab_dataset *sets[] = {&L.pretrain, &L.align, &L.harmful_align, &L.attack, &L.calib, &L.hs_eval,
+    lab_dataset *sets[] = {&L.pretrain, &L.align, &L.harmful_align, &L.attack, &L.calib, &L.hs_eval,
                           &L.task_train, &L.task_test, &L.user};
-    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) ab_dataset_free(sets[i]);
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) lab_dataset_free(sets[i]);
     free(L.user_harmful);
-    ab_vocab_free(L.vocab);
+    lab_vocab_free(L.vocab);
     if (g_log) fclose(g_log);
     return 0;
 }

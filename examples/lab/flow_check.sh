@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/flow_check.sh FLOW GEN_DATA WORKDIR - the lab's end-to-end check (make flow-check, part of
+# examples/lab/flow_check.sh FLOW GEN_DATA WORKDIR - the lab's end-to-end check (make flow-check, part of
 # make check): generates the data, runs `flow --quick` twice (2 threads with a fresh cache, then 1
 # thread loading the cached base model) and checks the table's structure and that the two runs
 # are bitwise reproducible: same RESULT lines and tables (seconds aside) and the same per-batch

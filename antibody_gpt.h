@@ -1,0 +1,2291 @@
+/* antibody_gpt.h - v0.2.0 - the model layer of antibody.h - public domain / MIT (see antibody.h)
+ *
+ * A GPT-style decoder with optional LoRA on q/k/v that trains on a CPU in minutes: forward and
+ * backward with per-sample weights and masks, per-sample gradient norms and clipping from one
+ * backward, Vaccine and Antidote hooks, KV-cache generation, CRC-checked checkpoints. Built only on
+ * the public API of the core (antibody.h), which must be included first.
+ *
+ * USING IT
+ *   #include "antibody.h"
+ *   #include "antibody_gpt.h"
+ *   In exactly one C or C++ file define ANTIBODY_GPT_IMPLEMENTATION (or ANTIBODY_IMPLEMENTATION,
+ *   which implements every antibody header that file includes) before these includes. The same
+ *   options apply as in antibody.h (ANTIBODY_STATIC; allocation goes through ab_aligned_alloc, so
+ *   the core's AB_MALLOC/AB_FREE cover the model too).
+ *
+ * API
+ *   create     ab_model_config_default ab_model_config_check ab_model_create ab_model_free
+ *              ab_model_get_config ab_model_n_params ab_model_memory_usage
+ *   tensors    ab_model_n_tensors ab_model_tensor ab_model_find_tensor ab_model_tensor_of
+ *              ab_model_params
+ *   train      ab_model_set_train_mode ab_model_get_train_mode ab_model_trainable (one flat view of
+ *              the trainable params, grads and AdamW moments) ab_model_zero_grad ab_model_forward
+ *              ab_model_backward (per-sample norms and clipping, dLoss/dH at attention outputs)
+ *              ab_model_score ab_model_logits ab_model_adamw_step ab_model_reset_optimizer
+ *   LoRA       ab_model_lora_init ab_model_lora_merge ab_model_lora_unmerge ab_model_lora_merged
+ *              ab_model_lora_fold
+ *   hooks      ab_model_act_stats_enable ab_model_act_stats_reset ab_model_linear (Antidote)
+ *   generate   ab_model_decode_reset ab_model_decode ab_model_generate           (KV cache)
+ *   profile    ab_model_set_clock ab_model_profile ab_model_profile_reset ab_prof_name
+ *   files      ab_model_checkpoint_size ab_model_save ab_model_save_mem ab_model_load
+ *              ab_model_load_mem                    (format documented at AB_CKPT_VERSION)
+ *
+ * THE MODEL
+ * Architecture: h_0 = wte[x_t] + wpe[t]; each block: h += AttnProj(CausalMHA(LN1(h)) + E_l),
+ * h += MlpProj(GELU(Fc(LN2(h)))), Fc width 4*d_model; logits = LNf(h) wte^T (tied LM head).
+ * LN eps AB_MODEL_LN_EPS, attention scale 1/sqrt(d_model/n_head), GELU in its tanh form.
+ * LoRA (lora_rank r > 0): q += (alpha/r) B_q A_q LN1(h), likewise k and v; A is r x d_model, B is
+ * d_model x r. Init: GPT-2 style (weights N(0, 0.02), residual projections attn_proj and mlp_proj
+ * N(0, 0.02/sqrt(2*n_layer)), biases 0, LN weight 1), LoRA A ~ U(-1/sqrt(d), 1/sqrt(d)), B = 0.
+ *
+ * Memory (llm.c style): parameters, gradients, AdamW m and AdamW v are four flat buffers with the
+ * same layout, [base tensors | LoRA tensors], each tensor 64-byte aligned (zero padding between
+ * them, whose gradient stays 0). The trainable tensors form ONE contiguous segment (ALL: the whole
+ * buffer; BASE: the base tensors; LORA: the LoRA tensors), exposed by ab_model_trainable() as one
+ * view, so AdamW, clipping and SAM steps are single calls of ab_adamw_step / ab_clip_grad_norm /
+ * ab_sam_step. Activations (for backward), output gradients (per layer) and scratch are flat
+ * buffers too, allocated on first use and grown when a larger batch arrives.
+ *
+ * Loss (ALGORITHMS.md): a batch holds B sequences of T <= n_ctx tokens, per-token mask m_it
+ * (1 on response tokens, 0 on prompt and padding) and per-sample weights w_i (NULL = all 1):
+ *     Loss = sum_i w_i sum_t m_it CE_it / max(1, sum_i w_i N_i),   N_i = sum_t m_it.
+ * Uniform w == 1 is plain SFT bit for bit. The per-sample outputs are each sample's mean NLL over
+ * its response tokens (0 if it has none) and N_i, independent of w.
+ *
+ * Backward ACCUMULATES into the gradients of the trainable tensors only (ab_model_zero_grad first).
+ * It runs in two phases: activation gradients through every layer (storing each linear layer's
+ * output gradient), then all weight-gradient products. Between them, optional per-sample gradient
+ * norms (ghost norms per linear layer via ab_psnorm_linear, exact per-sample sums for LayerNorm,
+ * biases, wpe, and the tied wte, see ab_model_backward) and per-sample clipping, which scales each
+ * sample's rows of the stored output gradients: no second backward pass.
+ *
+ * A model is not thread-safe; the library's own OpenMP threads (ab_set_threads) never change the
+ * results: the same inputs give bitwise identical outputs for any thread count on one ISA path.  */
+#ifndef ANTIBODY_GPT_H
+#define ANTIBODY_GPT_H
+#ifndef ANTIBODY_H
+#error "antibody_gpt.h is built on the core: #include \"antibody.h\" before it"
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AB_MODEL_LN_EPS 1e-5f
+#define AB_MODEL_INIT_STD 0.02f
+/* Validation limits of ab_model_config_check (also applied to checkpoint headers). */
+#define AB_MODEL_MAX_VOCAB (1 << 24)
+#define AB_MODEL_MAX_CTX (1 << 16)
+#define AB_MODEL_MAX_LAYER 1024
+#define AB_MODEL_MAX_DMODEL (1 << 16)
+#define AB_MODEL_MAX_PARAMS ((uint64_t)1 << 32) /* floats, padding included */
+#define AB_MODEL_MAX_BATCH (1 << 20)
+
+typedef struct ab_model_config {
+    int n_vocab;      /* token ids lie in [0, n_vocab) */
+    int n_ctx;        /* maximum sequence length (positions) */
+    int n_layer;      /* transformer blocks, >= 1 */
+    int n_head;       /* attention heads; d_model % n_head == 0 */
+    int d_model;      /* residual width; the MLP is 4 * d_model wide */
+    int lora_rank;    /* 0: no LoRA adapters; else 1 <= r <= d_model */
+    float lora_alpha; /* LoRA scale = lora_alpha / lora_rank; finite, > 0 when lora_rank > 0 */
+} ab_model_config;
+
+typedef struct ab_model ab_model; /* opaque */
+
+/* What backward computes gradients for (and what ab_model_trainable exposes). */
+typedef enum ab_train_mode {
+    AB_TRAIN_ALL = 0,  /* every tensor, LoRA adapters included when present (the default) */
+    AB_TRAIN_BASE = 1, /* every tensor except the LoRA adapters */
+    AB_TRAIN_LORA = 2  /* only the LoRA adapters (needs lora_rank > 0) */
+} ab_train_mode;
+
+/* Kinds of parameter tensor (one per layer for the per-layer ones). Shapes [rows][cols]. */
+typedef enum ab_tensor_kind {
+    AB_T_WTE = 0,    /* [vocab][d]   token embedding, also the LM head */
+    AB_T_WPE,        /* [n_ctx][d]   position embedding */
+    AB_T_LN1_W,      /* [d] */
+    AB_T_LN1_B,      /* [d] */
+    AB_T_QKV_W,      /* [3d][d]      rows 0..d-1 give q, d..2d-1 k, 2d..3d-1 v */
+    AB_T_QKV_B,      /* [3d] */
+    AB_T_ATTN_PROJ_W, /* [d][d] */
+    AB_T_ATTN_PROJ_B, /* [d] */
+    AB_T_LN2_W,      /* [d] */
+    AB_T_LN2_B,      /* [d] */
+    AB_T_FC_W,       /* [4d][d] */
+    AB_T_FC_B,       /* [4d] */
+    AB_T_MLP_PROJ_W, /* [d][4d] */
+    AB_T_MLP_PROJ_B, /* [d] */
+    AB_T_LNF_W,      /* [d] */
+    AB_T_LNF_B,      /* [d] */
+    AB_T_LORA_Q_A,   /* [r][d] */
+    AB_T_LORA_Q_B,   /* [d][r] */
+    AB_T_LORA_K_A,
+    AB_T_LORA_K_B,
+    AB_T_LORA_V_A,
+    AB_T_LORA_V_B,
+    AB_T_KIND_COUNT
+} ab_tensor_kind;
+
+typedef struct ab_tensor_info {
+    const char *name;    /* "wte", "wpe", "h0.qkv_w", "h1.lora_v_b", "lnf_b", ... */
+    ab_tensor_kind kind;
+    int layer;           /* block index, -1 for wte, wpe, lnf_* */
+    int rows, cols;      /* shape; vectors have rows == 1 */
+    size_t offset;       /* in floats from the start of the parameter buffer */
+    size_t size;         /* rows * cols */
+    float *data;         /* parameters */
+    float *grad;         /* gradient (NULL until the gradient buffer exists, see ab_model_zero_grad) */
+    int trainable;       /* under the current ab_train_mode */
+} ab_tensor_info;
+
+/* The trainable segment: params, grads, m, v share one layout of `count` floats. */
+typedef struct ab_model_view {
+    float *params, *grads, *m, *v;
+    size_t count;
+} ab_model_view;
+
+/* A batch: B sequences of T tokens, row-major [B][T]. inputs: every id in [0, vocab) (use a real
+ * id such as 0 for padding). targets: in [0, vocab) wherever mask != 0. mask: finite, >= 0.
+ * weights: [B] finite, >= 0, or NULL (all 1). lengths: [B] real tokens per sequence in [0, T], or
+ * NULL (all T); only the activation statistics (Antidote) read it, to skip padding.            */
+typedef struct ab_batch {
+    int B, T;
+    const int *inputs;
+    const int *targets;
+    const float *mask;
+    const float *weights;
+    const int *lengths;
+} ab_batch;
+
+/* Forward options (NULL = none). attn_perturb (Vaccine): [n_layer][B][T][d_model], added to every
+ * attention block's output (after the attention projection, before the residual add).          */
+typedef struct ab_forward_opts {
+    const float *attn_perturb;
+} ab_forward_opts;
+
+/* Backward options (NULL = plain backward).
+ *   sample_norms [B]: written with each sample's gradient L2 norm over the trainable tensors
+ *       (the per-sample gradient is sample i's share of the batch-loss gradient, so it carries
+ *       w_i / max(1, sum_j w_j N_j)); before clipping.
+ *   clip_norm > 0: per-sample clipping: sample i's gradient is scaled by min(1, clip/||g_i||)
+ *       before it is added to the gradients. 0: no clipping. Norms are computed when either is set.
+ *   psnorm_method: for the linear layers (AB_PSNORM_AUTO picks ghost or materialised by cost).
+ *   attn_grad [n_layer][B][T][d_model]: written with dLoss/dH_l, the gradient at every attention
+ *       block's output (where attn_perturb is added), unclipped (Vaccine).                        */
+typedef struct ab_backward_opts {
+    float *sample_norms;
+    float clip_norm;
+    ab_psnorm_method psnorm_method;
+    float *attn_grad;
+} ab_backward_opts;
+
+/* Linear layers, for the Antidote statistics and pruning (ab_model_linear). LoRA A matrices take
+ * the qkv input, so their statistics are AB_LIN_QKV's; LoRA B's input is A's output (rank r).   */
+typedef enum ab_linear_kind {
+    AB_LIN_QKV = 0,    /* [3d][d], input LN1(h) */
+    AB_LIN_ATTN_PROJ,  /* [d][d],  input the attention heads' output */
+    AB_LIN_FC,         /* [4d][d], input LN2(h) */
+    AB_LIN_MLP_PROJ,   /* [d][4d], input GELU(fc) */
+    AB_LIN_LORA_Q_A, AB_LIN_LORA_Q_B, AB_LIN_LORA_K_A, AB_LIN_LORA_K_B,
+    AB_LIN_LORA_V_A, AB_LIN_LORA_V_B,
+    AB_LIN_KIND_COUNT
+} ab_linear_kind;
+
+typedef struct ab_linear_info {
+    float *weight;        /* [d_out][d_in], row-major, in the parameter buffer (prune in place) */
+    float *bias;          /* [d_out] or NULL (LoRA) */
+    int d_out, d_in;
+    const double *in_sumsq; /* [d_in] sum over tokens of x_j^2, NULL unless statistics are on */
+    int64_t n_seq;        /* sequences accumulated into in_sumsq */
+} ab_linear_info;
+
+/* Profiling: seconds per kind of work, accumulated while a clock is set (ab_model_set_clock). */
+typedef enum ab_prof_kind {
+    AB_PROF_MATMUL = 0, /* every linear layer's GEMMs, LM head and LoRA included */
+    AB_PROF_ATTENTION,  /* causal multi-head attention (its GEMMs and softmax) */
+    AB_PROF_LAYERNORM,
+    AB_PROF_GELU,
+    AB_PROF_SOFTMAX_CE, /* the LM head's softmax cross-entropy, forward and backward */
+    AB_PROF_ADAMW,      /* ab_model_adamw_step */
+    AB_PROF_PSNORM,     /* per-sample norms and clipping */
+    AB_PROF_COUNT
+} ab_prof_kind;
+
+typedef struct ab_model_memory {
+    size_t params, grads, moments; /* bytes: parameters, gradients, AdamW m + v */
+    size_t acts, grad_acts;        /* bytes: training activations, stored output gradients */
+    size_t other;                  /* bytes: scoring and decoding scratch, KV cache, statistics */
+} ab_model_memory;
+
+/* --- config, lifetime, tensors ---------------------------------------------------------------- */
+ABDEF ab_model_config ab_model_config_default(void); /* 512 vocab, 64 ctx, 4 x 128, 4 heads, LoRA 8/16 */
+ABDEF ab_status ab_model_config_check(const ab_model_config *cfg); /* AB_ERR_ARG with the reason */
+ABDEF ab_status ab_model_create(ab_model **out, const ab_model_config *cfg, uint64_t seed);
+ABDEF void ab_model_free(ab_model *model); /* NULL is a no-op */
+ABDEF ab_status ab_model_get_config(const ab_model *model, ab_model_config *cfg);
+ABDEF int ab_model_n_tensors(const ab_model *model);
+ABDEF ab_status ab_model_tensor(ab_model *model, int index, ab_tensor_info *info);
+ABDEF ab_status ab_model_find_tensor(ab_model *model, const char *name, ab_tensor_info *info);
+ABDEF ab_status ab_model_tensor_of(ab_model *model, ab_tensor_kind kind, int layer,
+                                   ab_tensor_info *info);
+/* The whole parameter buffer (padding included: count >= the parameter count). */
+ABDEF ab_status ab_model_params(ab_model *model, float **params, size_t *count);
+ABDEF size_t ab_model_n_params(const ab_model *model); /* parameters, padding excluded */
+ABDEF ab_status ab_model_memory_usage(const ab_model *model, ab_model_memory *mem);
+
+/* --- training ---------------------------------------------------------------------------------- */
+ABDEF ab_status ab_model_set_train_mode(ab_model *model, ab_train_mode mode);
+ABDEF ab_train_mode ab_model_get_train_mode(const ab_model *model);
+/* The trainable segment (allocates gradients and moments on first use). */
+ABDEF ab_status ab_model_trainable(ab_model *model, ab_model_view *view);
+ABDEF ab_status ab_model_zero_grad(ab_model *model); /* zeroes the trainable gradients */
+/* Training forward: stores activations for ab_model_backward. loss, sample_nll [B] and
+ * sample_tokens [B] may each be NULL. AB_ERR_NAN if the loss is not finite.                      */
+ABDEF ab_status ab_model_forward(ab_model *model, const ab_batch *batch, const ab_forward_opts *opts,
+                                 float *loss, float *sample_nll, float *sample_tokens);
+/* Backward of the last ab_model_forward (may be repeated; each call accumulates). AB_ERR_STATE if
+ * there is no valid forward (none yet; ab_model_adamw_step, LoRA merge/unmerge/init since; or the
+ * last forward failed) or if the LoRA adapters are merged and the train mode includes them.
+ * Per-sample norms (opts): linear layers by ab_psnorm_linear (ghost or materialised), biases as
+ * ||sum_t g_t||^2, LayerNorms exactly per sample, wpe as sum_t ||g_t||^2. The tied wte is used
+ * twice (embedding and LM head), so its per-sample gradient is the SUM of both uses and its norm
+ * is ||head||^2 + ||emb||^2 + 2 <head, emb>; the cross term is itself a ghost sum,
+ * sum_{t,s} dlogits_t[x_s] (h_t . g_s), O(T^2 d) per sample, so the result is exact and nothing of
+ * size vocab x d is materialised per sample, whatever the vocabulary. Parameters may only change
+ * between a backward and the next forward (the weight products use the current weights).       */
+ABDEF ab_status ab_model_backward(ab_model *model, const ab_backward_opts *opts);
+/* Scoring forward: same outputs as ab_model_forward, keeps no activations for backward and leaves
+ * those of the last training forward intact (Antibody's weights need two of these per batch).   */
+ABDEF ab_status ab_model_score(ab_model *model, const ab_batch *batch, float *loss,
+                               float *sample_nll, float *sample_tokens);
+/* Logits [B][T][vocab] of the last training forward. */
+ABDEF ab_status ab_model_logits(ab_model *model, const float **logits);
+/* ab_adamw_step on the trainable view with the model's step counter (incremented first). */
+ABDEF ab_status ab_model_adamw_step(ab_model *model, const ab_adamw_cfg *cfg);
+ABDEF ab_status ab_model_reset_optimizer(ab_model *model); /* m = v = 0, step = 0 */
+
+/* --- LoRA -------------------------------------------------------------------------------------- */
+/* Re-initialise every adapter (A uniform as at creation, B = 0) from rng. Not while merged.      */
+ABDEF ab_status ab_model_lora_init(ab_model *model, ab_rng *rng);
+/* W_q += scale * B_q A_q (likewise k, v); the forward then skips the adapters. Training the
+ * adapters while merged is refused (AB_ERR_STATE). Unmerge subtracts the same product: W returns
+ * to its value up to one rounding per element.                                                  */
+ABDEF ab_status ab_model_lora_merge(ab_model *model);
+ABDEF ab_status ab_model_lora_unmerge(ab_model *model);
+ABDEF int ab_model_lora_merged(const ab_model *model);
+/* Folds the adapters into the base weights for good (W_q += scale * B_q A_q, likewise k and v,
+ * unless already merged), then starts fresh adapters as ab_model_lora_init does, unmerged: how a
+ * second LoRA stage (fine-tuning) starts on top of a LoRA-aligned model.                        */
+ABDEF ab_status ab_model_lora_fold(ab_model *model, ab_rng *rng);
+
+/* --- hooks for the defences -------------------------------------------------------------------- */
+/* Antidote: while on, every forward (training or scoring) adds, for every linear layer, the sum
+ * over tokens t < lengths[i] of x_j^2 per input feature j, and counts sequences. Turning it on
+ * allocates and zeroes; ab_model_act_stats_reset zeroes.                                          */
+ABDEF ab_status ab_model_act_stats_enable(ab_model *model, int on);
+ABDEF ab_status ab_model_act_stats_reset(ab_model *model);
+ABDEF ab_status ab_model_linear(ab_model *model, ab_linear_kind kind, int layer, ab_linear_info *info);
+
+/* --- generation (KV cache, one sequence) ------------------------------------------------------- */
+ABDEF ab_status ab_model_decode_reset(ab_model *model);
+/* Appends n_tokens at positions pos..pos+n_tokens-1 (pos = tokens already cached; the total stays
+ * <= n_ctx) and writes the logits of the last one to logits [vocab] (may be NULL). The cache holds
+ * keys and values of the weights at the time: reset it after changing weights (merge, unmerge and
+ * LoRA init reset it themselves; ab_model_generate always starts from an empty cache).           */
+ABDEF ab_status ab_model_decode(ab_model *model, const int *tokens, int n_tokens, float *logits);
+/* Resets the cache, feeds the prompt, then emits up to max_new tokens into out: greedy
+ * (argmax, lowest id on ties) when temperature == 0, else sampled from softmax(logits/temperature)
+ * with rng. Stops after emitting stop_token (>= 0; -1: none) or when prompt + output fill n_ctx.
+ * *n_out gets the number of tokens written.                                                      */
+ABDEF ab_status ab_model_generate(ab_model *model, const int *prompt, int n_prompt, int max_new,
+                                  float temperature, int stop_token, ab_rng *rng, int *out,
+                                  int *n_out);
+
+/* --- profiling --------------------------------------------------------------------------------- */
+/* now() returns seconds from any fixed origin (e.g. clock_gettime(CLOCK_MONOTONIC)); NULL stops
+ * profiling. The library itself has no clock, so it stays C99 and portable.                      */
+ABDEF ab_status ab_model_set_clock(ab_model *model, double (*now)(void));
+ABDEF ab_status ab_model_profile(const ab_model *model, double seconds[AB_PROF_COUNT]);
+ABDEF ab_status ab_model_profile_reset(ab_model *model);
+ABDEF const char *ab_prof_name(ab_prof_kind kind); /* "matmul", "attention", ... */
+
+/* --- checkpoints ------------------------------------------------------------------------------- */
+#define AB_CKPT_VERSION 1u
+#define AB_CKPT_HEADER_BYTES 64u
+/* Binary format, all fields little-endian:
+ *   offset size  field
+ *        0    8  magic "ABMODEL\0"
+ *        8    4  u32 version = AB_CKPT_VERSION
+ *       12    4  u32 header bytes = 64
+ *       16   28  i32 vocab, n_ctx, n_layer, n_head, d_model, lora_rank; f32 lora_alpha
+ *       44    4  u32 flags: bit 0 LoRA tensors present (== lora_rank > 0), bit 1 LoRA merged;
+ *                other bits 0
+ *       48    8  u64 n_params: float32 values in the payload (== the config's parameter count)
+ *       56    4  u32 CRC-32 of the payload bytes
+ *       60    4  u32 CRC-32 of header bytes 0..59
+ *       64       payload: n_params float32, the tensors in ab_model_tensor order, no padding
+ * File size == 64 + 4 * n_params exactly. Loading checks, in order: length >= 64, magic, version,
+ * header size, header CRC, config (ab_model_config_check), flags, n_params against the config,
+ * file length against n_params, then allocates, reads the payload, checks its CRC and that every
+ * value is finite. Errors: AB_ERR_IO (cannot open/read/write), AB_ERR_FORMAT (any mismatch),
+ * AB_ERR_NAN (non-finite weights), AB_ERR_ALLOC; nothing is leaked on any error.
+ * Only parameters are stored (no gradients, optimiser state or train mode).                    */
+ABDEF ab_status ab_model_checkpoint_size(const ab_model *model, size_t *bytes);
+ABDEF ab_status ab_model_save(const ab_model *model, const char *path);
+ABDEF ab_status ab_model_save_mem(const ab_model *model, void *buf, size_t cap, size_t *written);
+ABDEF ab_status ab_model_load(ab_model **out, const char *path);
+ABDEF ab_status ab_model_load_mem(ab_model **out, const void *data, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ANTIBODY_GPT_H */
+
+/* ============================================================================================== */
+/*                                        IMPLEMENTATION                                          */
+/* ============================================================================================== */
+#if defined(ANTIBODY_GPT_IMPLEMENTATION) || defined(ANTIBODY_IMPLEMENTATION)
+#ifndef ANTIBODY_GPT_IMPLEMENTATION_DONE
+#define ANTIBODY_GPT_IMPLEMENTATION_DONE
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+static const char *const ab__kind_names[AB_T_KIND_COUNT] = {
+    "wte",   "wpe",  "ln1_w",       "ln1_b",       "qkv_w",      "qkv_b",
+    "attn_proj_w",   "attn_proj_b", "ln2_w",       "ln2_b",      "fc_w",
+    "fc_b",  "mlp_proj_w",          "mlp_proj_b",  "lnf_w",      "lnf_b",
+    "lora_q_a",      "lora_q_b",    "lora_k_a",    "lora_k_b",   "lora_v_a",
+    "lora_v_b"};
+
+#define AB__PER_LAYER_BASE 12 /* ln1_w ... mlp_proj_b */
+#define AB__PER_LAYER_LORA 6  /* lora_q_a ... lora_v_b */
+#define AB__ALIGN_FLOATS 16   /* 64 bytes: every tensor and activation starts on a cache line */
+
+typedef struct ab__tensor {
+    char name[24];
+    ab_tensor_kind kind;
+    int layer, rows, cols;
+    size_t offset, size;
+} ab__tensor;
+
+/* Offsets (floats) of one block's training activations, relative to the block's start. */
+typedef struct ab__block_layout {
+    size_t ln1, ln1_mean, ln1_rstd, qkv, lora_u, att, atty, res2, ln2, ln2_mean, ln2_rstd, fch,
+        fch_gelu, res3, total;
+} ab__block_layout;
+
+typedef struct ab__block {
+    float *ln1, *ln1_mean, *ln1_rstd; /* LN1 output (= qkv input) and its statistics */
+    float *qkv;                       /* [n_tokens][3 d] (d = d_model) */
+    float *lora_u;                    /* [3][n_tokens][rank]: A_q x, A_k x, A_v x (unscaled) */
+    float *att;                       /* [B][n_head][T][T] softmax probabilities */
+    float *atty;                      /* [n_tokens][d] heads' output (= attn proj input) */
+    float *res2;                      /* [n_tokens][d] residual after attention */
+    float *ln2, *ln2_mean, *ln2_rstd; /* LN2 output (= fc input) */
+    float *fch, *fch_gelu;            /* [n_tokens][4 d] fc output before / after GELU */
+    float *res3;                      /* [n_tokens][d] block output */
+} ab__block;
+
+/* Activations of one forward: global tensors plus n blocks (stride 0: one block reused by every
+ * layer, the scoring path). */
+typedef struct ab__acts {
+    float *encoded, *lnf, *lnf_mean, *lnf_rstd, *logits, *losses, *tokw;
+    float *blocks;
+    size_t block_stride;
+    ab__block_layout bl;
+} ab__acts;
+
+/* Stored output gradients of one block (phase 1 of backward writes them, phase 2 reads them). */
+typedef struct ab__gblock {
+    float *dmproj; /* [n_tokens][d]   gradient at the mlp projection's output */
+    float *dfch;   /* [n_tokens][4 d] gradient at the fc output (before GELU) */
+    float *dln2;   /* [n_tokens][d]   gradient at LN2's output */
+    float *daproj; /* [n_tokens][d]   gradient at the attention block's output H_l */
+    float *dqkv;   /* [n_tokens][3 d] */
+    float *du;     /* [3][n_tokens][rank] gradient at the LoRA A outputs */
+    float *dln1;   /* [n_tokens][d] */
+} ab__gblock;
+
+struct ab_model {
+    ab_model_config cfg;
+    int n_vocab, n_ctx, n_layer, n_head, d_model, head_size, lora_rank; /* cfg, and d_model / n_head */
+    float lora_scale;
+    int n_tensors;
+    ab__tensor *tensors;
+    size_t n_floats, n_params, base_end; /* LoRA segment: [base_end, n_floats) */
+    float *params, *grads, *mom_m, *mom_v;
+    int adam_step;
+    ab_train_mode mode;
+    int merged;
+    /* training activations of the last forward */
+    float *acts;
+    size_t acts_cap;
+    int *ibuf; /* inputs then targets, [n_tokens] each */
+    size_t ibuf_cap;
+    int fwd_valid, fwd_B, fwd_T;
+    double fwd_Z;
+    ab__acts A;
+    /* stored output gradients and backward scratch */
+    float *gacts;
+    size_t gacts_cap;
+    /* scoring activations (one block) */
+    float *sacts;
+    size_t sacts_cap;
+    /* decoding */
+    float *kv, *dec;
+    size_t dec_cap;
+    int dec_pos;
+    /* Antidote statistics: per layer [d qkv | d attn_proj | d fc | 4d mlp_proj | 3 rank lora B] */
+    double *stats;
+    int64_t stats_nseq;
+    /* profiling */
+    double (*now)(void);
+    double prof[AB_PROF_COUNT];
+};
+
+static size_t ab__align_up(size_t n) {
+    return (n + AB__ALIGN_FLOATS - 1) / AB__ALIGN_FLOATS * AB__ALIGN_FLOATS;
+}
+static size_t ab__bump(size_t *cursor, size_t n) {
+    size_t at = *cursor;
+    *cursor += ab__align_up(n);
+    return at;
+}
+
+
+/* One profiling scope around a layer call: while a clock is set (ab_model_set_clock) the call's
+ * seconds go to `kind`; a failing call returns its status from the enclosing function. */
+#define AB__PROF(m, kind, call)                                                                    \
+    do {                                                                                           \
+        double ab__t0_ = (m)->now ? (m)->now() : 0.0;                                              \
+        ab_status ab__st_ = (call);                                                                \
+        if ((m)->now) (m)->prof[kind] += (m)->now() - ab__t0_;                                     \
+        AB_TRY(ab__st_);                                                                           \
+    } while (0)
+
+/* --- config and parameter layout ------------------------------------------------------------- */
+ABDEF ab_model_config ab_model_config_default(void) {
+    ab_model_config c;
+    c.n_vocab = 512;
+    c.n_ctx = 64;
+    c.n_layer = 4;
+    c.n_head = 4;
+    c.d_model = 128;
+    c.lora_rank = 8;
+    c.lora_alpha = 16.0f;
+    return c;
+}
+
+/* Lays the tensors out (tab may be NULL to count only). Sizes in 64-bit: the config limits keep
+ * every product below 2^62, so nothing here can overflow. */
+static void ab__layout(const ab_model_config *c, ab__tensor *tab, int *n_tensors,
+                       uint64_t *n_floats, uint64_t *n_params, uint64_t *base_end) {
+    uint64_t cursor = 0, count = 0;
+    int n = 0;
+    int64_t d = c->d_model, r = c->lora_rank;
+    int64_t shapes[AB_T_KIND_COUNT][2];
+    shapes[AB_T_WTE][0] = c->n_vocab, shapes[AB_T_WTE][1] = d;
+    shapes[AB_T_WPE][0] = c->n_ctx, shapes[AB_T_WPE][1] = d;
+    shapes[AB_T_LN1_W][0] = 1, shapes[AB_T_LN1_W][1] = d;
+    shapes[AB_T_LN1_B][0] = 1, shapes[AB_T_LN1_B][1] = d;
+    shapes[AB_T_QKV_W][0] = 3 * d, shapes[AB_T_QKV_W][1] = d;
+    shapes[AB_T_QKV_B][0] = 1, shapes[AB_T_QKV_B][1] = 3 * d;
+    shapes[AB_T_ATTN_PROJ_W][0] = d, shapes[AB_T_ATTN_PROJ_W][1] = d;
+    shapes[AB_T_ATTN_PROJ_B][0] = 1, shapes[AB_T_ATTN_PROJ_B][1] = d;
+    shapes[AB_T_LN2_W][0] = 1, shapes[AB_T_LN2_W][1] = d;
+    shapes[AB_T_LN2_B][0] = 1, shapes[AB_T_LN2_B][1] = d;
+    shapes[AB_T_FC_W][0] = 4 * d, shapes[AB_T_FC_W][1] = d;
+    shapes[AB_T_FC_B][0] = 1, shapes[AB_T_FC_B][1] = 4 * d;
+    shapes[AB_T_MLP_PROJ_W][0] = d, shapes[AB_T_MLP_PROJ_W][1] = 4 * d;
+    shapes[AB_T_MLP_PROJ_B][0] = 1, shapes[AB_T_MLP_PROJ_B][1] = d;
+    shapes[AB_T_LNF_W][0] = 1, shapes[AB_T_LNF_W][1] = d;
+    shapes[AB_T_LNF_B][0] = 1, shapes[AB_T_LNF_B][1] = d;
+    for (int k = AB_T_LORA_Q_A; k <= AB_T_LORA_V_B; k += 2) {
+        shapes[k][0] = r, shapes[k][1] = d;         /* A: r x d */
+        shapes[k + 1][0] = d, shapes[k + 1][1] = r; /* B: d x r */
+    }
+    /* order: wte, wpe, blocks, lnf, then every block's LoRA tensors */
+    for (int pass = 0; pass < 4; pass++) {
+        int k0, k1, l0 = -1, l1 = -1;
+        if (pass == 0) k0 = AB_T_WTE, k1 = AB_T_WPE;
+        else if (pass == 1) k0 = AB_T_LN1_W, k1 = AB_T_MLP_PROJ_B, l0 = 0, l1 = c->n_layer - 1;
+        else if (pass == 2) k0 = AB_T_LNF_W, k1 = AB_T_LNF_B;
+        else {
+            if (r == 0) break;
+            *base_end = cursor;
+            k0 = AB_T_LORA_Q_A, k1 = AB_T_LORA_V_B, l0 = 0, l1 = c->n_layer - 1;
+        }
+        for (int l = l0; l <= l1; l++) {
+            for (int k = k0; k <= k1; k++) {
+                uint64_t size = (uint64_t)shapes[k][0] * (uint64_t)shapes[k][1];
+                if (tab) {
+                    ab__tensor *t = &tab[n];
+                    if (l >= 0) snprintf(t->name, sizeof t->name, "h%d.%s", l, ab__kind_names[k]);
+                    else snprintf(t->name, sizeof t->name, "%s", ab__kind_names[k]);
+                    t->kind = (ab_tensor_kind)k;
+                    t->layer = l;
+                    t->rows = (int)shapes[k][0];
+                    t->cols = (int)shapes[k][1];
+                    t->offset = (size_t)cursor;
+                    t->size = (size_t)size;
+                }
+                n++;
+                count += size;
+                cursor += (size + AB__ALIGN_FLOATS - 1) / AB__ALIGN_FLOATS * AB__ALIGN_FLOATS;
+            }
+        }
+    }
+    if (r == 0) *base_end = cursor;
+    *n_tensors = n;
+    *n_floats = cursor;
+    *n_params = count;
+}
+
+ABDEF ab_status ab_model_config_check(const ab_model_config *c) {
+    AB_CHECK_PTR(c);
+    if (c->n_vocab < 1 || c->n_vocab > AB_MODEL_MAX_VOCAB)
+        return ab_fail(AB_ERR_ARG, "model config: vocab = %d outside [1, %d]", c->n_vocab,
+                        AB_MODEL_MAX_VOCAB);
+    if (c->n_ctx < 1 || c->n_ctx > AB_MODEL_MAX_CTX)
+        return ab_fail(AB_ERR_ARG, "model config: n_ctx = %d outside [1, %d]", c->n_ctx,
+                        AB_MODEL_MAX_CTX);
+    if (c->n_layer < 1 || c->n_layer > AB_MODEL_MAX_LAYER)
+        return ab_fail(AB_ERR_ARG, "model config: n_layer = %d outside [1, %d]", c->n_layer,
+                        AB_MODEL_MAX_LAYER);
+    if (c->d_model < 1 || c->d_model > AB_MODEL_MAX_DMODEL)
+        return ab_fail(AB_ERR_ARG, "model config: d_model = %d outside [1, %d]", c->d_model,
+                        AB_MODEL_MAX_DMODEL);
+    if (c->n_head < 1 || c->n_head > c->d_model || c->d_model % c->n_head != 0)
+        return ab_fail(AB_ERR_ARG, "model config: n_head = %d must divide d_model = %d",
+                        c->n_head, c->d_model);
+    if (c->lora_rank < 0 || c->lora_rank > c->d_model)
+        return ab_fail(AB_ERR_ARG, "model config: lora_rank = %d outside [0, d_model = %d]",
+                        c->lora_rank, c->d_model);
+    if (!isfinite(c->lora_alpha) || (c->lora_rank > 0 && !(c->lora_alpha > 0.0f)))
+        return ab_fail(AB_ERR_ARG, "model config: lora_alpha = %g must be finite and > 0 with LoRA",
+                        (double)c->lora_alpha);
+    int n_tensors;
+    uint64_t n_floats, n_params, base_end;
+    ab__layout(c, NULL, &n_tensors, &n_floats, &n_params, &base_end);
+    if (n_floats > AB_MODEL_MAX_PARAMS)
+        return ab_fail(AB_ERR_ARG, "model config: %llu parameters exceed the limit %llu",
+                        (unsigned long long)n_floats, (unsigned long long)AB_MODEL_MAX_PARAMS);
+    return AB_OK;
+}
+
+static int ab__tidx(const ab_model *m, ab_tensor_kind kind, int l) {
+    if (kind <= AB_T_WPE) return (int)kind;
+    if (kind <= AB_T_MLP_PROJ_B) return 2 + AB__PER_LAYER_BASE * l + (int)(kind - AB_T_LN1_W);
+    if (kind <= AB_T_LNF_B) return 2 + AB__PER_LAYER_BASE * m->n_layer + (int)(kind - AB_T_LNF_W);
+    return 4 + AB__PER_LAYER_BASE * m->n_layer + AB__PER_LAYER_LORA * l + (int)(kind - AB_T_LORA_Q_A);
+}
+static float *ab__P(const ab_model *m, ab_tensor_kind kind, int l) {
+    return m->params + m->tensors[ab__tidx(m, kind, l)].offset;
+}
+static float *ab__G(const ab_model *m, ab_tensor_kind kind, int l) {
+    return m->grads + m->tensors[ab__tidx(m, kind, l)].offset;
+}
+static int ab__is_lora(ab_tensor_kind kind) { return kind >= AB_T_LORA_Q_A; }
+static int ab__trains(const ab_model *m, ab_tensor_kind kind) {
+    return ab__is_lora(kind) ? m->mode != AB_TRAIN_BASE : m->mode != AB_TRAIN_LORA;
+}
+static int ab__lora_active(const ab_model *m) { return m->lora_rank > 0 && !m->merged; }
+
+static void ab__segment(const ab_model *m, size_t *begin, size_t *end) {
+    *begin = m->mode == AB_TRAIN_LORA ? m->base_end : 0;
+    *end = m->mode == AB_TRAIN_BASE ? m->base_end : m->n_floats;
+}
+
+/* Allocation with growth: (re)allocates *buf to hold `need` floats if it holds fewer. */
+static ab_status ab__reserve(float **buf, size_t *cap, size_t need, const char *what) {
+    if (*cap >= need && *buf) return AB_OK;
+    ab_aligned_free(*buf);
+    *buf = NULL;
+    *cap = 0;
+    if (need > ((size_t)-1) / sizeof(float))
+        return ab_fail(AB_ERR_ALLOC, "model: %s would need %zu floats", what, need);
+    *buf = (float *)ab_aligned_alloc(need * sizeof(float));
+    if (!*buf) return ab_fail(AB_ERR_ALLOC, "model: cannot allocate %zu floats for %s", need, what);
+    *cap = need;
+    return AB_OK;
+}
+
+static void ab__lora_init_tensors(ab_model *m, ab_rng *rng) {
+    float bound = 1.0f / sqrtf((float)m->d_model); /* PEFT's kaiming_uniform(a=sqrt(5)) on a d-wide input */
+    for (int l = 0; l < m->n_layer; l++) {
+        for (int k = AB_T_LORA_Q_A; k <= AB_T_LORA_V_B; k += 2) {
+            const ab__tensor *a = &m->tensors[ab__tidx(m, (ab_tensor_kind)k, l)];
+            const ab__tensor *b = &m->tensors[ab__tidx(m, (ab_tensor_kind)(k + 1), l)];
+            float *pa = m->params + a->offset;
+            for (size_t i = 0; i < a->size; i++) pa[i] = (2.0f * ab_rng_uniform(rng) - 1.0f) * bound;
+            memset(m->params + b->offset, 0, b->size * sizeof(float));
+        }
+    }
+}
+
+/* GPT-2 init in table order from one PCG32 stream. */
+static void ab__init_params(ab_model *m, uint64_t seed) {
+    ab_rng rng;
+    ab_rng_seed(&rng, seed, 0);
+    float resid_std = AB_MODEL_INIT_STD / sqrtf(2.0f * (float)m->n_layer);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ab__tensor *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        switch (t->kind) {
+        case AB_T_WTE: case AB_T_WPE: case AB_T_QKV_W: case AB_T_FC_W:
+            for (size_t j = 0; j < t->size; j++) p[j] = AB_MODEL_INIT_STD * ab_rng_normal(&rng);
+            break;
+        case AB_T_ATTN_PROJ_W: case AB_T_MLP_PROJ_W:
+            for (size_t j = 0; j < t->size; j++) p[j] = resid_std * ab_rng_normal(&rng);
+            break;
+        case AB_T_LN1_W: case AB_T_LN2_W: case AB_T_LNF_W:
+            for (size_t j = 0; j < t->size; j++) p[j] = 1.0f;
+            break;
+        default: /* biases 0; LoRA below */
+            break;
+        }
+    }
+    if (m->lora_rank > 0) ab__lora_init_tensors(m, &rng);
+}
+
+/* A model with its parameter buffer zeroed (the loader fills it; create initialises it). */
+static ab_status ab__model_new(ab_model **out, const ab_model_config *cfg) {
+    *out = NULL;
+    AB_TRY(ab_model_config_check(cfg));
+    ab_model *m = (ab_model *)ab_aligned_alloc(sizeof(ab_model));
+    if (!m) return ab_fail(AB_ERR_ALLOC, "ab_model_create: out of memory");
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->n_vocab = cfg->n_vocab, m->n_ctx = cfg->n_ctx, m->n_layer = cfg->n_layer, m->n_head = cfg->n_head;
+    m->d_model = cfg->d_model, m->head_size = cfg->d_model / cfg->n_head, m->lora_rank = cfg->lora_rank;
+    m->lora_scale = m->lora_rank > 0 ? cfg->lora_alpha / (float)m->lora_rank : 0.0f;
+    m->mode = AB_TRAIN_ALL;
+    uint64_t n_floats, n_params, base_end;
+    ab__layout(cfg, NULL, &m->n_tensors, &n_floats, &n_params, &base_end);
+    m->n_floats = (size_t)n_floats, m->n_params = (size_t)n_params, m->base_end = (size_t)base_end;
+    m->tensors = (ab__tensor *)ab_aligned_alloc(sizeof(ab__tensor) * (size_t)m->n_tensors);
+    size_t cap = 0;
+    ab_status st = m->tensors ? ab__reserve(&m->params, &cap, m->n_floats, "parameters")
+                              : ab_fail(AB_ERR_ALLOC, "ab_model_create: out of memory");
+    if (st != AB_OK) {
+        ab_model_free(m);
+        return st;
+    }
+    ab__layout(cfg, m->tensors, &m->n_tensors, &n_floats, &n_params, &base_end);
+    memset(m->params, 0, m->n_floats * sizeof(float));
+    *out = m;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_create(ab_model **out, const ab_model_config *cfg, uint64_t seed) {
+    AB_TRY(ab_init());
+    AB_CHECK_PTR(out);
+    *out = NULL;
+    AB_CHECK_PTR(cfg);
+    ab_model *m;
+    AB_TRY(ab__model_new(&m, cfg));
+    ab__init_params(m, seed);
+    *out = m;
+    return AB_OK;
+}
+
+ABDEF void ab_model_free(ab_model *m) {
+    if (!m) return;
+    ab_aligned_free(m->params);
+    ab_aligned_free(m->grads);
+    ab_aligned_free(m->mom_m);
+    ab_aligned_free(m->mom_v);
+    ab_aligned_free(m->acts);
+    ab_aligned_free(m->ibuf);
+    ab_aligned_free(m->gacts);
+    ab_aligned_free(m->sacts);
+    ab_aligned_free(m->kv);
+    ab_aligned_free(m->dec);
+    ab_aligned_free(m->stats);
+    ab_aligned_free(m->tensors);
+    ab_aligned_free(m);
+}
+
+ABDEF ab_status ab_model_get_config(const ab_model *m, ab_model_config *cfg) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(cfg);
+    *cfg = m->cfg;
+    return AB_OK;
+}
+
+ABDEF int ab_model_n_tensors(const ab_model *m) { return m ? m->n_tensors : 0; }
+ABDEF size_t ab_model_n_params(const ab_model *m) { return m ? m->n_params : 0; }
+
+static void ab__tensor_info(ab_model *m, int i, ab_tensor_info *info) {
+    const ab__tensor *t = &m->tensors[i];
+    info->name = t->name;
+    info->kind = t->kind;
+    info->layer = t->layer;
+    info->rows = t->rows;
+    info->cols = t->cols;
+    info->offset = t->offset;
+    info->size = t->size;
+    info->data = m->params + t->offset;
+    info->grad = m->grads ? m->grads + t->offset : NULL;
+    info->trainable = ab__trains(m, t->kind);
+}
+
+ABDEF ab_status ab_model_tensor(ab_model *m, int index, ab_tensor_info *info) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(info);
+    if (index < 0 || index >= m->n_tensors)
+        return ab_fail(AB_ERR_ARG, "ab_model_tensor: index %d outside [0, %d)", index, m->n_tensors);
+    ab__tensor_info(m, index, info);
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_find_tensor(ab_model *m, const char *name, ab_tensor_info *info) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(name);
+    AB_CHECK_PTR(info);
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) {
+            ab__tensor_info(m, i, info);
+            return AB_OK;
+        }
+    return ab_fail(AB_ERR_ARG, "ab_model_find_tensor: no tensor named '%s'", name);
+}
+
+ABDEF ab_status ab_model_tensor_of(ab_model *m, ab_tensor_kind kind, int layer,
+                                   ab_tensor_info *info) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(info);
+    if ((int)kind < 0 || kind >= AB_T_KIND_COUNT)
+        return ab_fail(AB_ERR_ARG, "ab_model_tensor_of: unknown kind %d", (int)kind);
+    int per_layer = (kind >= AB_T_LN1_W && kind <= AB_T_MLP_PROJ_B) || ab__is_lora(kind);
+    if (ab__is_lora(kind) && m->lora_rank == 0)
+        return ab_fail(AB_ERR_ARG, "ab_model_tensor_of: %s requested, but the model has no LoRA",
+                        ab__kind_names[kind]);
+    if (per_layer && (layer < 0 || layer >= m->n_layer))
+        return ab_fail(AB_ERR_ARG, "ab_model_tensor_of: layer %d outside [0, %d)", layer, m->n_layer);
+    ab__tensor_info(m, ab__tidx(m, kind, per_layer ? layer : 0), info);
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_params(ab_model *m, float **params, size_t *count) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(params);
+    AB_CHECK_PTR(count);
+    *params = m->params;
+    *count = m->n_floats;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_memory_usage(const ab_model *m, ab_model_memory *mem) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(mem);
+    size_t f = sizeof(float);
+    mem->params = m->n_floats * f;
+    mem->grads = m->grads ? m->n_floats * f : 0;
+    mem->moments = m->mom_m ? 2 * m->n_floats * f : 0;
+    mem->acts = m->acts_cap * f + m->ibuf_cap * sizeof(int);
+    mem->grad_acts = m->gacts_cap * f;
+    mem->other = (m->sacts_cap + m->dec_cap) * f +
+                 (m->kv ? (size_t)m->n_layer * 2 * m->n_ctx * m->d_model * f : 0) +
+                 (m->stats ? (size_t)m->n_layer * (7 * (size_t)m->d_model + 3 * (size_t)m->lora_rank) * sizeof(double) : 0);
+    return AB_OK;
+}
+
+/* --- training buffers, modes, optimiser ------------------------------------------------------- */
+static ab_status ab__ensure_train_buffers(ab_model *m) {
+    size_t cap;
+    if (!m->grads) {
+        cap = 0;
+        AB_TRY(ab__reserve(&m->grads, &cap, m->n_floats, "gradients"));
+        memset(m->grads, 0, m->n_floats * sizeof(float));
+    }
+    if (!m->mom_m) {
+        cap = 0;
+        AB_TRY(ab__reserve(&m->mom_m, &cap, m->n_floats, "AdamW m"));
+        memset(m->mom_m, 0, m->n_floats * sizeof(float));
+    }
+    if (!m->mom_v) {
+        cap = 0;
+        AB_TRY(ab__reserve(&m->mom_v, &cap, m->n_floats, "AdamW v"));
+        memset(m->mom_v, 0, m->n_floats * sizeof(float));
+    }
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_set_train_mode(ab_model *m, ab_train_mode mode) {
+    AB_CHECK_PTR(m);
+    if (mode != AB_TRAIN_ALL && mode != AB_TRAIN_BASE && mode != AB_TRAIN_LORA)
+        return ab_fail(AB_ERR_ARG, "ab_model_set_train_mode: unknown mode %d", (int)mode);
+    if (mode == AB_TRAIN_LORA && m->lora_rank == 0)
+        return ab_fail(AB_ERR_ARG, "ab_model_set_train_mode: LoRA-only training needs lora_rank > 0");
+    m->mode = mode;
+    return AB_OK;
+}
+
+ABDEF ab_train_mode ab_model_get_train_mode(const ab_model *m) { return m ? m->mode : AB_TRAIN_ALL; }
+
+ABDEF ab_status ab_model_trainable(ab_model *m, ab_model_view *view) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(view);
+    AB_TRY(ab__ensure_train_buffers(m));
+    size_t b, e;
+    ab__segment(m, &b, &e);
+    view->params = m->params + b;
+    view->grads = m->grads + b;
+    view->m = m->mom_m + b;
+    view->v = m->mom_v + b;
+    view->count = e - b;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_zero_grad(ab_model *m) {
+    AB_CHECK_PTR(m);
+    AB_TRY(ab__ensure_train_buffers(m));
+    size_t b, e;
+    ab__segment(m, &b, &e);
+    memset(m->grads + b, 0, (e - b) * sizeof(float));
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_adamw_step(ab_model *m, const ab_adamw_cfg *cfg) {
+    AB_TRY(ab_init());
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(cfg);
+    ab_model_view v;
+    AB_TRY(ab_model_trainable(m, &v));
+    AB__PROF(m, AB_PROF_ADAMW, ab_adamw_step(v.params, v.grads, v.m, v.v, v.count, m->adam_step + 1, cfg));
+    m->adam_step++;
+    m->fwd_valid = 0; /* the stored activations belong to the old weights */
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_reset_optimizer(ab_model *m) {
+    AB_CHECK_PTR(m);
+    AB_TRY(ab__ensure_train_buffers(m));
+    memset(m->mom_m, 0, m->n_floats * sizeof(float));
+    memset(m->mom_v, 0, m->n_floats * sizeof(float));
+    m->adam_step = 0;
+    return AB_OK;
+}
+
+/* --- forward building blocks ------------------------------------------------------------------ */
+/* The first failure inside a parallel loop, with its message (ab_last_error is per thread, so a
+ * worker's message is copied here and set again on the calling thread by ab__par_result). */
+typedef struct ab__par_status {
+    ab_status st;
+    char msg[256];
+} ab__par_status;
+static void ab__par_record(ab__par_status *ps, ab_status st) {
+    if (st == AB_OK) return;
+#ifdef _OPENMP
+#pragma omp critical(ab__par_record)
+#endif
+    if (ps->st == AB_OK) {
+        ps->st = st;
+        snprintf(ps->msg, sizeof ps->msg, "%s", ab_last_error());
+    }
+}
+static ab_status ab__par_result(const ab__par_status *ps) {
+    return ps->st == AB_OK ? AB_OK : ab_fail(ps->st, "%s", ps->msg);
+}
+
+/* Row-local kernels (LayerNorm, GELU, cross-entropy) are split into contiguous chunks of rows, one
+ * per thread. Every row's result is computed by the same instructions whatever the split, so the
+ * output is bitwise identical for any thread count. Below AB__PAR_MIN_WORK elements one thread
+ * is faster than waking the others. */
+#define AB__PAR_MIN_WORK 32768
+static int ab__n_chunks(size_t work) {
+#ifdef _OPENMP
+    int nt = ab_get_threads();
+    if (nt > 1 && work >= AB__PAR_MIN_WORK) return nt;
+#endif
+    (void)work;
+    return 1;
+}
+static int ab__chunk(int rows, int c, int n_chunks) {
+    return (int)((int64_t)rows * c / n_chunks);
+}
+
+static ab_status ab__ln_fwd(float *out, float *mean, float *rstd, const float *x, const float *w,
+                            const float *b, int rows, int d_model) {
+    int nc = ab__n_chunks((size_t)rows * d_model);
+    ab__par_status ps = {AB_OK, {0}};
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
+#endif
+    for (int c = 0; c < nc; c++) {
+        int r0 = ab__chunk(rows, c, nc), r1 = ab__chunk(rows, c + 1, nc);
+        size_t o = (size_t)r0 * d_model;
+        if (r1 > r0)
+            ab__par_record(&ps, ab_layernorm_forward(out + o, mean + r0, rstd + r0, x + o, w, b,
+                                                     r1 - r0, d_model, AB_MODEL_LN_EPS));
+    }
+    return ab__par_result(&ps);
+}
+
+/* dx += LayerNorm input gradient (parameter gradients are taken in phase 2). */
+static ab_status ab__ln_bwd_dx(float *dx, const float *dout, const float *x, const float *w,
+                               const float *mean, const float *rstd, int rows, int d_model) {
+    int nc = ab__n_chunks((size_t)rows * d_model);
+    ab__par_status ps = {AB_OK, {0}};
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
+#endif
+    for (int c = 0; c < nc; c++) {
+        int r0 = ab__chunk(rows, c, nc), r1 = ab__chunk(rows, c + 1, nc);
+        size_t o = (size_t)r0 * d_model;
+        if (r1 > r0)
+            ab__par_record(&ps, ab_layernorm_backward(dx + o, NULL, NULL, dout + o, x + o, w,
+                                                      mean + r0, rstd + r0, r1 - r0, d_model));
+    }
+    return ab__par_result(&ps);
+}
+
+/* GELU forward (out != NULL) or backward (dx += ...). Chunk boundaries at multiples of 64
+ * elements, so a SIMD kernel's vector body and tail cover the same elements as in one call. */
+static ab_status ab__gelu(float *out, float *dx, const float *x, const float *dout, size_t n) {
+    int nc = ab__n_chunks(n);
+    size_t blocks = n / 64;
+    ab__par_status ps = {AB_OK, {0}};
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
+#endif
+    for (int c = 0; c < nc; c++) {
+        size_t e0 = blocks * (size_t)c / (size_t)nc * 64;
+        size_t e1 = c == nc - 1 ? n : blocks * (size_t)(c + 1) / (size_t)nc * 64;
+        if (e1 <= e0) continue;
+        if (out) ab__par_record(&ps, ab_gelu_forward(out + e0, x + e0, e1 - e0));
+        else ab__par_record(&ps, ab_gelu_backward(dx + e0, x + e0, dout + e0, e1 - e0));
+    }
+    return ab__par_result(&ps);
+}
+
+static ab_status ab__ce(float *losses, float *dlogits, const float *logits, const int *targets,
+                        const float *w, int rows, int n_vocab, float dscale) {
+    int nc = ab__n_chunks((size_t)rows * n_vocab);
+    ab__par_status ps = {AB_OK, {0}};
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
+#endif
+    for (int c = 0; c < nc; c++) {
+        int r0 = ab__chunk(rows, c, nc), r1 = ab__chunk(rows, c + 1, nc);
+        if (r1 > r0)
+            ab__par_record(&ps, ab_cross_entropy(losses ? losses + r0 : NULL,
+                                                 dlogits ? dlogits + (size_t)r0 * n_vocab : NULL,
+                                                 logits + (size_t)r0 * n_vocab, targets + r0, w + r0,
+                                                 r1 - r0, n_vocab, dscale));
+    }
+    return ab__par_result(&ps);
+}
+
+/* out[rows][d_out] (row stride ldo) = in[rows][d_in] W^T + bias (bias may be NULL). */
+static ab_status ab__linear_fwd(float *out, int ldo, const float *in, const float *W,
+                                const float *bias, int rows, int d_in, int d_out) {
+    float beta = 0.0f;
+    if (bias) {
+        for (int r = 0; r < rows; r++) memcpy(out + (size_t)r * ldo, bias, sizeof(float) * (size_t)d_out);
+        beta = 1.0f;
+    }
+    return ab_sgemm(AB_NO_TRANS, AB_TRANS, rows, d_out, d_in, 1.0f, in, d_in, W, d_in, beta, out, ldo);
+}
+
+static const float *ab__lora_a(const ab_model *m, int k, int l) {
+    return ab__P(m, (ab_tensor_kind)(AB_T_LORA_Q_A + 2 * k), l);
+}
+static const float *ab__lora_b(const ab_model *m, int k, int l) {
+    return ab__P(m, (ab_tensor_kind)(AB_T_LORA_Q_B + 2 * k), l);
+}
+
+/* qkv = ln1 Wqkv^T + b, plus for k in q, k, v: u_k = ln1 A_k^T, qkv_k += scale * u_k B_k^T. */
+static ab_status ab__qkv_fwd(const ab_model *m, int l, const float *ln1, float *qkv, float *u,
+                             int rows) {
+    const int d_model = m->d_model, rank = m->lora_rank;
+    AB_TRY(ab__linear_fwd(qkv, 3 * d_model, ln1, ab__P(m, AB_T_QKV_W, l), ab__P(m, AB_T_QKV_B, l),
+                          rows, d_model, 3 * d_model));
+    if (!ab__lora_active(m)) return AB_OK;
+    for (int k = 0; k < 3; k++) {
+        float *uk = u + (size_t)k * rows * rank;
+        AB_TRY(ab_sgemm(AB_NO_TRANS, AB_TRANS, rows, rank, d_model, 1.0f, ln1, d_model,
+                        ab__lora_a(m, k, l), d_model, 0.0f, uk, rank));
+        AB_TRY(ab_sgemm(AB_NO_TRANS, AB_TRANS, rows, d_model, rank, m->lora_scale, uk, rank,
+                        ab__lora_b(m, k, l), rank, 1.0f, qkv + (size_t)k * d_model, 3 * d_model));
+    }
+    return AB_OK;
+}
+
+/* Causal multi-head attention over B sequences of T tokens: att = softmax(q k^T / sqrt(hs)),
+ * atty = att v, per (sequence, head). The (sequence, head) pairs run in parallel: each writes only
+ * its own slices, and a GEMM called inside the region gets one thread (nested regions are inactive)
+ * and gives the same bits for any thread count, so the result does not depend on the split. */
+static ab_status ab__attn_fwd(const ab_model *m, const float *qkv, float *att, float *atty, int B,
+                              int T) {
+    const int d_model = m->d_model, n_head = m->n_head, head_size = m->head_size;
+    const int n_pairs = B * n_head;
+    float scale = 1.0f / sqrtf((float)head_size);
+    int nt = ab__n_chunks((size_t)n_pairs * T * T * (size_t)head_size) > 1 && n_pairs > 1 ? ab_get_threads() : 1;
+    ab__par_status ps = {AB_OK, {0}};
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+    for (int bh = 0; bh < n_pairs; bh++) {
+        int b = bh / n_head, h = bh % n_head;
+        const float *q = qkv + (size_t)b * T * 3 * d_model + (size_t)h * head_size;
+        float *a = att + (size_t)bh * T * T;
+        ab_status st = ab_sgemm(AB_NO_TRANS, AB_TRANS, T, T, head_size, scale, q, 3 * d_model,
+                                q + d_model, 3 * d_model, 0.0f, a, T);
+        if (st == AB_OK) st = ab_softmax(a, a, T, T, 1);
+        if (st == AB_OK)
+            st = ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, T, head_size, T, 1.0f, a, T, q + 2 * d_model,
+                          3 * d_model, 0.0f, atty + (size_t)b * T * d_model + (size_t)h * head_size,
+                          d_model);
+        ab__par_record(&ps, st);
+    }
+    (void)nt;
+    return ab__par_result(&ps);
+}
+
+/* --- activations -------------------------------------------------------------------------------- */
+static size_t ab__acts_layout(const ab_model *m, int B, int T, int n_blocks, ab__acts *a,
+                              float *base) {
+    size_t n_tokens = (size_t)B * T, d_model = (size_t)m->d_model, cur = 0, bc = 0;
+    size_t o_enc = ab__bump(&cur, n_tokens * d_model), o_lnf = ab__bump(&cur, n_tokens * d_model);
+    size_t o_lnfm = ab__bump(&cur, n_tokens), o_lnfr = ab__bump(&cur, n_tokens);
+    size_t o_logits = ab__bump(&cur, n_tokens * (size_t)m->n_vocab), o_losses = ab__bump(&cur, n_tokens);
+    size_t o_tokw = ab__bump(&cur, n_tokens);
+    ab__block_layout bl;
+    bl.ln1 = ab__bump(&bc, n_tokens * d_model);
+    bl.ln1_mean = ab__bump(&bc, n_tokens);
+    bl.ln1_rstd = ab__bump(&bc, n_tokens);
+    bl.qkv = ab__bump(&bc, n_tokens * 3 * d_model);
+    bl.lora_u = ab__bump(&bc, 3 * n_tokens * (size_t)m->lora_rank);
+    bl.att = ab__bump(&bc, (size_t)B * m->n_head * T * T);
+    bl.atty = ab__bump(&bc, n_tokens * d_model);
+    bl.res2 = ab__bump(&bc, n_tokens * d_model);
+    bl.ln2 = ab__bump(&bc, n_tokens * d_model);
+    bl.ln2_mean = ab__bump(&bc, n_tokens);
+    bl.ln2_rstd = ab__bump(&bc, n_tokens);
+    bl.fch = ab__bump(&bc, n_tokens * 4 * d_model);
+    bl.fch_gelu = ab__bump(&bc, n_tokens * 4 * d_model);
+    bl.res3 = ab__bump(&bc, n_tokens * d_model);
+    bl.total = bc;
+    size_t o_blocks = ab__bump(&cur, bc * (size_t)n_blocks);
+    if (a && base) {
+        a->encoded = base + o_enc, a->lnf = base + o_lnf;
+        a->lnf_mean = base + o_lnfm, a->lnf_rstd = base + o_lnfr;
+        a->logits = base + o_logits, a->losses = base + o_losses, a->tokw = base + o_tokw;
+        a->blocks = base + o_blocks;
+        a->block_stride = n_blocks > 1 ? bc : 0;
+        a->bl = bl;
+    }
+    return cur;
+}
+
+static ab__block ab__block_at(const ab__acts *a, int l) {
+    float *p = a->blocks + a->block_stride * (size_t)l;
+    ab__block k;
+    k.ln1 = p + a->bl.ln1, k.ln1_mean = p + a->bl.ln1_mean, k.ln1_rstd = p + a->bl.ln1_rstd;
+    k.qkv = p + a->bl.qkv, k.lora_u = p + a->bl.lora_u, k.att = p + a->bl.att;
+    k.atty = p + a->bl.atty, k.res2 = p + a->bl.res2, k.ln2 = p + a->bl.ln2;
+    k.ln2_mean = p + a->bl.ln2_mean, k.ln2_rstd = p + a->bl.ln2_rstd, k.fch = p + a->bl.fch;
+    k.fch_gelu = p + a->bl.fch_gelu, k.res3 = p + a->bl.res3;
+    return k;
+}
+
+static ab_status ab__check_batch(const ab_model *m, const ab_batch *bt, const char *fn) {
+    if (!bt) return ab_fail(AB_ERR_NULL, "%s: 'batch' is NULL", fn);
+    if (bt->B < 1 || bt->B > AB_MODEL_MAX_BATCH)
+        return ab_fail(AB_ERR_SHAPE, "%s: batch B = %d outside [1, %d]", fn, bt->B, AB_MODEL_MAX_BATCH);
+    if (bt->T < 1 || bt->T > m->n_ctx)
+        return ab_fail(AB_ERR_SHAPE, "%s: batch T = %d outside [1, n_ctx = %d]", fn, bt->T, m->n_ctx);
+    if ((int64_t)bt->B * bt->T > (int64_t)(1 << 30) ||
+        (uint64_t)bt->B * (uint64_t)m->n_head * (uint64_t)bt->T * (uint64_t)bt->T > ((uint64_t)1 << 40))
+        return ab_fail(AB_ERR_SHAPE, "%s: batch %d x %d is too large", fn, bt->B, bt->T);
+    if (!bt->inputs) return ab_fail(AB_ERR_NULL, "%s: 'batch->inputs' is NULL", fn);
+    if (!bt->targets) return ab_fail(AB_ERR_NULL, "%s: 'batch->targets' is NULL", fn);
+    if (!bt->mask) return ab_fail(AB_ERR_NULL, "%s: 'batch->mask' is NULL", fn);
+    for (int i = 0; i < bt->B; i++) {
+        for (int t = 0; t < bt->T; t++) {
+            size_t r = (size_t)i * bt->T + t;
+            int x = bt->inputs[r], y = bt->targets[r];
+            float mk = bt->mask[r];
+            if (x < 0 || x >= m->n_vocab)
+                return ab_fail(AB_ERR_ARG, "%s: inputs[%d][%d] = %d outside [0, vocab = %d)", fn,
+                                i, t, x, m->n_vocab);
+            if (!isfinite(mk))
+                return ab_fail(AB_ERR_NAN, "%s: mask[%d][%d] is not finite", fn, i, t);
+            if (mk < 0.0f)
+                return ab_fail(AB_ERR_ARG, "%s: mask[%d][%d] = %g is negative", fn, i, t, (double)mk);
+            if (mk != 0.0f && (y < 0 || y >= m->n_vocab))
+                return ab_fail(AB_ERR_ARG, "%s: targets[%d][%d] = %d outside [0, vocab = %d)",
+                                fn, i, t, y, m->n_vocab);
+        }
+        if (bt->weights) {
+            float w = bt->weights[i];
+            if (!isfinite(w)) return ab_fail(AB_ERR_NAN, "%s: weights[%d] is not finite", fn, i);
+            if (w < 0.0f)
+                return ab_fail(AB_ERR_ARG, "%s: weights[%d] = %g is negative", fn, i, (double)w);
+        }
+        if (bt->lengths && (bt->lengths[i] < 0 || bt->lengths[i] > bt->T))
+            return ab_fail(AB_ERR_ARG, "%s: lengths[%d] = %d outside [0, T = %d]", fn, i,
+                            bt->lengths[i], bt->T);
+    }
+    return AB_OK;
+}
+
+/* Antidote statistics of one block: sum over real tokens of x_j^2 per input feature. */
+static void ab__stats_add(double *s, const float *x, int d, const ab_batch *bt) {
+    for (int i = 0; i < bt->B; i++) {
+        int len = bt->lengths ? bt->lengths[i] : bt->T;
+        for (int t = 0; t < len; t++) {
+            const float *row = x + ((size_t)i * bt->T + t) * d;
+            for (int j = 0; j < d; j++) s[j] += (double)row[j] * (double)row[j];
+        }
+    }
+}
+static size_t ab__stats_per_layer(const ab_model *m) { return 7 * (size_t)m->d_model + 3 * (size_t)m->lora_rank; }
+static void ab__stats_block(ab_model *m, int l, const ab__block *k, const ab_batch *bt) {
+    size_t d = (size_t)m->d_model, n_tokens = (size_t)bt->B * bt->T;
+    double *s = m->stats + ab__stats_per_layer(m) * l;
+    ab__stats_add(s, k->ln1, m->d_model, bt);
+    ab__stats_add(s + d, k->atty, m->d_model, bt);
+    ab__stats_add(s + 2 * d, k->ln2, m->d_model, bt);
+    ab__stats_add(s + 3 * d, k->fch_gelu, 4 * m->d_model, bt);
+    if (ab__lora_active(m))
+        for (int q = 0; q < 3; q++)
+            ab__stats_add(s + 7 * d + (size_t)q * m->lora_rank, k->lora_u + q * n_tokens * m->lora_rank, m->lora_rank, bt);
+}
+
+static ab_status ab__reserve_ints(int **buf, size_t *cap, size_t need) {
+    if (*cap >= need && *buf) return AB_OK;
+    ab_aligned_free(*buf);
+    *cap = 0;
+    *buf = (int *)ab_aligned_alloc(need * sizeof(int));
+    if (!*buf) return ab_fail(AB_ERR_ALLOC, "model: cannot allocate %zu token ids", need);
+    *cap = need;
+    return AB_OK;
+}
+
+/* The forward pass shared by training (train = 1: n_layer stored blocks) and scoring (one block
+ * reused by every layer). */
+static ab_status ab__forward(ab_model *m, const ab_batch *bt, const float *perturb, int train,
+                             float *loss_out, float *nll_out, float *ntok_out, const char *fn) {
+    AB_TRY(ab__check_batch(m, bt, fn));
+    const int B = bt->B, T = bt->T, d_model = m->d_model, n_vocab = m->n_vocab;
+    const int n_layer = m->n_layer, n_tokens = B * T;
+    const size_t n_act = (size_t)n_tokens * d_model; /* floats of one [tokens][d_model] activation */
+    if (perturb)
+        for (size_t i = 0; i < (size_t)n_layer * n_act; i++)
+            if (!isfinite(perturb[i]))
+                return ab_fail(AB_ERR_NAN, "%s: attn_perturb[%zu] is not finite", fn, i);
+    ab__acts A;
+    if (train) {
+        m->fwd_valid = 0;
+        AB_TRY(ab__reserve(&m->acts, &m->acts_cap, ab__acts_layout(m, B, T, n_layer, NULL, NULL),
+                           "activations"));
+        AB_TRY(ab__reserve_ints(&m->ibuf, &m->ibuf_cap, 2 * (size_t)n_tokens));
+        ab__acts_layout(m, B, T, n_layer, &A, m->acts);
+    } else {
+        AB_TRY(ab__reserve(&m->sacts, &m->sacts_cap, ab__acts_layout(m, B, T, 1, NULL, NULL),
+                           "scoring activations"));
+        ab__acts_layout(m, B, T, 1, &A, m->sacts);
+    }
+    const float *wte = ab__P(m, AB_T_WTE, 0), *wpe = ab__P(m, AB_T_WPE, 0);
+    for (int r = 0; r < n_tokens; r++)
+        AB_TRY(ab_residual_forward(A.encoded + (size_t)r * d_model, wte + (size_t)bt->inputs[r] * d_model,
+                                   wpe + (size_t)(r % T) * d_model, (size_t)d_model));
+    const float *res_in = A.encoded;
+    for (int l = 0; l < n_layer; l++) {
+        ab__block k = ab__block_at(&A, l);
+        AB__PROF(m, AB_PROF_LAYERNORM, ab__ln_fwd(k.ln1, k.ln1_mean, k.ln1_rstd, res_in,
+                                                  ab__P(m, AB_T_LN1_W, l), ab__P(m, AB_T_LN1_B, l),
+                                                  n_tokens, d_model));
+        AB__PROF(m, AB_PROF_MATMUL, ab__qkv_fwd(m, l, k.ln1, k.qkv, k.lora_u, n_tokens));
+        AB__PROF(m, AB_PROF_ATTENTION, ab__attn_fwd(m, k.qkv, k.att, k.atty, B, T));
+        AB__PROF(m, AB_PROF_MATMUL, ab__linear_fwd(k.res2, d_model, k.atty, ab__P(m, AB_T_ATTN_PROJ_W, l),
+                                                   ab__P(m, AB_T_ATTN_PROJ_B, l), n_tokens, d_model,
+                                                   d_model));
+        if (perturb) /* H_l + E_l */
+            AB_TRY(ab_residual_forward(k.res2, k.res2, perturb + (size_t)l * n_act, n_act));
+        AB_TRY(ab_residual_forward(k.res2, k.res2, res_in, n_act));
+        AB__PROF(m, AB_PROF_LAYERNORM, ab__ln_fwd(k.ln2, k.ln2_mean, k.ln2_rstd, k.res2,
+                                                  ab__P(m, AB_T_LN2_W, l), ab__P(m, AB_T_LN2_B, l),
+                                                  n_tokens, d_model));
+        AB__PROF(m, AB_PROF_MATMUL, ab__linear_fwd(k.fch, 4 * d_model, k.ln2, ab__P(m, AB_T_FC_W, l),
+                                                   ab__P(m, AB_T_FC_B, l), n_tokens, d_model,
+                                                   4 * d_model));
+        AB__PROF(m, AB_PROF_GELU, ab__gelu(k.fch_gelu, NULL, k.fch, NULL, 4 * n_act));
+        AB__PROF(m, AB_PROF_MATMUL, ab__linear_fwd(k.res3, d_model, k.fch_gelu,
+                                                   ab__P(m, AB_T_MLP_PROJ_W, l),
+                                                   ab__P(m, AB_T_MLP_PROJ_B, l), n_tokens,
+                                                   4 * d_model, d_model));
+        AB_TRY(ab_residual_forward(k.res3, k.res3, k.res2, n_act));
+        if (m->stats) ab__stats_block(m, l, &k, bt);
+        res_in = k.res3;
+    }
+    if (m->stats) m->stats_nseq += B;
+    AB__PROF(m, AB_PROF_LAYERNORM, ab__ln_fwd(A.lnf, A.lnf_mean, A.lnf_rstd, res_in,
+                                              ab__P(m, AB_T_LNF_W, 0), ab__P(m, AB_T_LNF_B, 0),
+                                              n_tokens, d_model));
+    AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_TRANS, n_tokens, n_vocab, d_model, 1.0f,
+                                         A.lnf, d_model, wte, d_model, 0.0f, A.logits, n_vocab));
+    /* per-token CE of the response tokens (the mask only selects rows here; w_i enters below) */
+    AB__PROF(m, AB_PROF_SOFTMAX_CE, ab__ce(A.losses, NULL, A.logits, bt->targets, bt->mask,
+                                           n_tokens, n_vocab, 0.0f));
+    /* Loss = sum_i w_i sum_t m_it CE_it / max(1, sum_i w_i N_i), sums in double, sample order */
+    double Z = 0.0, num = 0.0;
+    for (int i = 0; i < B; i++) {
+        double w = bt->weights ? (double)bt->weights[i] : 1.0, n_i = 0.0, s_i = 0.0;
+        for (int t = 0; t < T; t++) {
+            size_t r = (size_t)i * T + t;
+            n_i += bt->mask[r];
+            s_i += (double)bt->mask[r] * (double)A.losses[r];
+        }
+        Z += w * n_i;
+        num += w * s_i;
+        if (nll_out) nll_out[i] = n_i > 0.0 ? (float)(s_i / n_i) : 0.0f;
+        if (ntok_out) ntok_out[i] = (float)n_i;
+    }
+    Z = Z > 1.0 ? Z : 1.0;
+    float loss = (float)(num / Z);
+    if (loss_out) *loss_out = loss;
+    if (!isfinite(loss)) return ab_fail(AB_ERR_NAN, "%s: the loss is not finite", fn);
+    if (train) {
+        for (int r = 0; r < n_tokens; r++)
+            A.tokw[r] = (bt->weights ? bt->weights[r / T] : 1.0f) * bt->mask[r];
+        memcpy(m->ibuf, bt->inputs, sizeof(int) * (size_t)n_tokens);
+        memcpy(m->ibuf + n_tokens, bt->targets, sizeof(int) * (size_t)n_tokens);
+        m->A = A;
+        m->fwd_B = B, m->fwd_T = T, m->fwd_Z = Z;
+        m->fwd_valid = 1;
+    }
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_forward(ab_model *m, const ab_batch *batch, const ab_forward_opts *opts,
+                                 float *loss, float *sample_nll, float *sample_tokens) {
+    AB_TRY(ab_init());
+    AB_CHECK_PTR(m);
+    return ab__forward(m, batch, opts ? opts->attn_perturb : NULL, 1, loss, sample_nll,
+                       sample_tokens, "ab_model_forward");
+}
+
+ABDEF ab_status ab_model_score(ab_model *m, const ab_batch *batch, float *loss, float *sample_nll,
+                               float *sample_tokens) {
+    AB_TRY(ab_init());
+    AB_CHECK_PTR(m);
+    return ab__forward(m, batch, NULL, 0, loss, sample_nll, sample_tokens, "ab_model_score");
+}
+
+ABDEF ab_status ab_model_logits(ab_model *m, const float **logits) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(logits);
+    if (!m->fwd_valid)
+        return ab_fail(AB_ERR_STATE, "ab_model_logits: no training forward since the last change");
+    *logits = m->A.logits;
+    return AB_OK;
+}
+
+/* --- backward ----------------------------------------------------------------------------------- */
+typedef struct ab__gacts {
+    float *dlogits;   /* [n_tokens][n_vocab] */
+    float *dlnf;      /* [n_tokens][d_model] gradient at the final LN's output (LM head input) */
+    float *dres;      /* [n_tokens][d_model] running residual gradient; after phase 1: d encoded */
+    float *datty;     /* [n_tokens][d_model] scratch */
+    float *dfch_gelu; /* [n_tokens][4 d_model] scratch */
+    float *datt, *dpreatt; /* [B][n_head][T][T] scratch */
+    float *tmp;       /* [max(n_tokens d_model, T T)] scratch for the per-sample norms */
+    float *sq;        /* [B] per-sample squared norms */
+    float *blocks;
+    size_t stride;
+    size_t o_dmproj, o_dfch, o_dln2, o_daproj, o_dqkv, o_du, o_dln1;
+} ab__gacts;
+
+static size_t ab__gacts_layout(const ab_model *m, int B, int T, ab__gacts *g, float *base) {
+    size_t n_tokens = (size_t)B * T, n_act = n_tokens * (size_t)m->d_model, TT = (size_t)T * T;
+    size_t cur = 0, bc = 0;
+    size_t o_dlogits = ab__bump(&cur, n_tokens * (size_t)m->n_vocab), o_dlnf = ab__bump(&cur, n_act);
+    size_t o_dres = ab__bump(&cur, n_act), o_datty = ab__bump(&cur, n_act);
+    size_t BHTT = (size_t)B * m->n_head * TT;
+    size_t o_dfg = ab__bump(&cur, 4 * n_act), o_datt = ab__bump(&cur, BHTT);
+    size_t o_dpre = ab__bump(&cur, BHTT), o_tmp = ab__bump(&cur, n_act > TT ? n_act : TT);
+    size_t o_sq = ab__bump(&cur, (size_t)B);
+    ab__gacts g0;
+    g0.o_dmproj = ab__bump(&bc, n_act);
+    g0.o_dfch = ab__bump(&bc, 4 * n_act);
+    g0.o_dln2 = ab__bump(&bc, n_act);
+    g0.o_daproj = ab__bump(&bc, n_act);
+    g0.o_dqkv = ab__bump(&bc, 3 * n_act);
+    g0.o_du = ab__bump(&bc, 3 * n_tokens * (size_t)m->lora_rank);
+    g0.o_dln1 = ab__bump(&bc, n_act);
+    size_t o_blocks = ab__bump(&cur, bc * (size_t)m->n_layer);
+    if (g && base) {
+        *g = g0;
+        g->dlogits = base + o_dlogits, g->dlnf = base + o_dlnf, g->dres = base + o_dres;
+        g->datty = base + o_datty, g->dfch_gelu = base + o_dfg, g->datt = base + o_datt;
+        g->dpreatt = base + o_dpre, g->tmp = base + o_tmp, g->sq = base + o_sq;
+        g->blocks = base + o_blocks;
+        g->stride = bc;
+    }
+    return cur;
+}
+
+static ab__gblock ab__gblock_at(const ab__gacts *g, int l) {
+    float *p = g->blocks + g->stride * (size_t)l;
+    ab__gblock k;
+    k.dmproj = p + g->o_dmproj, k.dfch = p + g->o_dfch, k.dln2 = p + g->o_dln2;
+    k.daproj = p + g->o_daproj, k.dqkv = p + g->o_dqkv, k.du = p + g->o_du, k.dln1 = p + g->o_dln1;
+    return k;
+}
+
+/* One (sequence, head) pair of the attention backward: dq/dk/dv columns of dqkv accumulate. */
+static ab_status ab__attn_bwd_pair(const float *q, const float *a, const float *dy, float *dq,
+                                   float *da, float *dp, int T, int d_model, int head_size,
+                                   float scale) {
+    /* datt = dy v^T; dv += att^T dy */
+    AB_TRY(ab_sgemm(AB_NO_TRANS, AB_TRANS, T, T, head_size, 1.0f, dy, d_model, q + 2 * d_model,
+                    3 * d_model, 0.0f, da, T));
+    AB_TRY(ab_sgemm(AB_TRANS, AB_NO_TRANS, T, head_size, T, 1.0f, a, T, dy, d_model, 1.0f,
+                    dq + 2 * d_model, 3 * d_model));
+    memset(dp, 0, sizeof(float) * (size_t)T * T);
+    AB_TRY(ab_softmax_backward(dp, a, da, T, T)); /* masked entries: att = 0, so dp = 0 */
+    /* dq += scale dp k; dk += scale dp^T q */
+    AB_TRY(ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, T, head_size, T, scale, dp, T, q + d_model,
+                    3 * d_model, 1.0f, dq, 3 * d_model));
+    return ab_sgemm(AB_TRANS, AB_NO_TRANS, T, head_size, T, scale, dp, T, q, 3 * d_model, 1.0f,
+                    dq + d_model, 3 * d_model);
+}
+
+/* Backward of ab__attn_fwd for one block: dqkv (zeroed by the caller) accumulates. The
+ * (sequence, head) pairs run in parallel as in the forward; each owns its dq/dk/dv columns of its
+ * sequence and its [T][T] scratch slices of da and dp. */
+static ab_status ab__attn_bwd(const ab_model *m, const float *qkv, const float *att,
+                              const float *datty, float *dqkv, float *da_all, float *dp_all, int B,
+                              int T) {
+    const int d_model = m->d_model, n_head = m->n_head, head_size = m->head_size;
+    const int n_pairs = B * n_head;
+    float scale = 1.0f / sqrtf((float)head_size);
+    int nt = ab__n_chunks((size_t)n_pairs * T * T * (size_t)head_size) > 1 && n_pairs > 1 ? ab_get_threads() : 1;
+    ab__par_status ps = {AB_OK, {0}};
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+    for (int bh = 0; bh < n_pairs; bh++) {
+        int b = bh / n_head, h = bh % n_head;
+        size_t o = (size_t)b * T * 3 * d_model + (size_t)h * head_size;
+        size_t tt = (size_t)bh * T * T;
+        ab__par_record(&ps, ab__attn_bwd_pair(qkv + o, att + tt,
+                                              datty + (size_t)b * T * d_model + (size_t)h * head_size,
+                                              dqkv + o, da_all + tt, dp_all + tt, T, d_model,
+                                              head_size, scale));
+    }
+    (void)nt;
+    return ab__par_result(&ps);
+}
+
+/* dW[d_out][d_in] += alpha * G^T X over `rows` rows (G row stride ldg, X row stride ldx). */
+static ab_status ab__weight_grad(float *dW, const float *G, int ldg, const float *X, int ldx,
+                                 int rows, int d_out, int d_in, float alpha) {
+    return ab_sgemm(AB_TRANS, AB_NO_TRANS, d_out, d_in, rows, alpha, G, ldg, X, ldx, 1.0f, dW, d_in);
+}
+static ab_status ab__bias_grad(float *db, const float *G, int rows, int d) {
+    for (int r = 0; r < rows; r++) AB_TRY(ab_residual_forward(db, db, G + (size_t)r * d, (size_t)d));
+    return AB_OK;
+}
+/* LayerNorm weight and bias gradients from the stored statistics: dw += xhat * dout, db += dout. */
+static ab_status ab__ln_param_grads(float *dw, float *db, const float *dout, const float *x,
+                                    const float *mean, const float *rstd, int rows, int d_model) {
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * d_model, *dr = dout + (size_t)r * d_model;
+        float mu = mean[r], rs = rstd[r];
+        for (int j = 0; j < d_model; j++) {
+            dw[j] += (xr[j] - mu) * rs * dr[j];
+            db[j] += dr[j];
+        }
+    }
+    return AB_OK;
+}
+
+/* Per-sample squared norm of a LayerNorm's weight and bias gradients, exact, O(T d) per sample. */
+static void ab__psnorm_ln(float *sq, const float *dout, const float *x, const float *mean,
+                          const float *rstd, int B, int T, int d_model, double *ws) {
+    for (int i = 0; i < B; i++) {
+        double *dw = ws, *db = ws + d_model;
+        for (int j = 0; j < 2 * d_model; j++) ws[j] = 0.0;
+        for (int t = 0; t < T; t++) {
+            size_t r = (size_t)i * T + t;
+            const float *xr = x + r * d_model, *dr = dout + r * d_model;
+            for (int j = 0; j < d_model; j++) {
+                dw[j] += (double)((xr[j] - mean[r]) * rstd[r]) * dr[j];
+                db[j] += dr[j];
+            }
+        }
+        double s = 0.0;
+        for (int j = 0; j < 2 * d_model; j++) s += ws[j] * ws[j];
+        sq[i] += (float)s;
+    }
+}
+
+/* The per-sample norm of the tied wte and of wpe (base training): the LM head and the embedding
+ * use of wte, and their cross term; wpe takes each position once per sample. */
+static ab_status ab__psnorm_embeddings(ab_model *m, const ab__gacts *G, float *sq,
+                                       ab_psnorm_method method) {
+    const ab__acts *A = &m->A;
+    const int B = m->fwd_B, T = m->fwd_T, d_model = m->d_model, n_vocab = m->n_vocab;
+    const int *ids = m->ibuf;
+    AB_TRY(ab_psnorm_linear(sq, NULL, A->lnf, G->dlogits, B, T, d_model, n_vocab, method));
+    AB_TRY(ab_psnorm_embedding(sq, ids, G->dres, B, T, n_vocab, d_model));
+    for (int i = 0; i < B; i++) {
+        size_t o = (size_t)i * T;
+        float *M = G->tmp; /* M[t][s] = h_t . g_s */
+        AB_TRY(ab_sgemm(AB_NO_TRANS, AB_TRANS, T, T, d_model, 1.0f, A->lnf + o * d_model, d_model,
+                        G->dres + o * d_model, d_model, 0.0f, M, T));
+        double cross = 0.0;
+        for (int t = 0; t < T; t++) {
+            const float *dl = G->dlogits + (o + t) * n_vocab;
+            for (int s = 0; s < T; s++) cross += (double)dl[ids[o + s]] * (double)M[(size_t)t * T + s];
+        }
+        sq[i] += (float)(2.0 * cross);
+    }
+    for (int i = 0; i < B; i++) { /* wpe: each position once per sample */
+        double s;
+        AB_TRY(ab_sumsq(G->dres + (size_t)i * T * d_model, (size_t)T * d_model, &s));
+        sq[i] += (float)s;
+    }
+    return AB_OK;
+}
+
+/* Per-sample squared gradient norms over the trainable tensors, from the stored output gradients.
+ * The tied wte is the sum of two uses (LM head: sum_t dl_t h_t^T, embedding: sum_t e_{x_t} g_t^T),
+ * so ||G_i||^2 = ||head||^2 + ||emb||^2 + 2 <head, emb>, and the cross term is itself a ghost sum:
+ * <head, emb> = sum_{t,s} dl_t[x_s] (h_t . g_s), O(T^2 d) per sample: exact, and nothing of size
+ * n_vocab x d is materialised. ws: 2 d_model doubles. */
+static ab_status ab__psnorms_ws(ab_model *m, const ab__gacts *G, float *sq, ab_psnorm_method method,
+                                double *ws) {
+    const ab__acts *A = &m->A;
+    const int B = m->fwd_B, T = m->fwd_T, n_tokens = B * T, d_model = m->d_model;
+    const int rank = m->lora_rank, n_layer = m->n_layer;
+    int base = ab__trains(m, AB_T_WTE), lora = rank > 0 && ab__trains(m, AB_T_LORA_Q_A);
+    if (base) {
+        AB_TRY(ab__psnorm_embeddings(m, G, sq, method));
+        const float *res_last = ab__block_at(A, n_layer - 1).res3;
+        ab__psnorm_ln(sq, G->dlnf, res_last, A->lnf_mean, A->lnf_rstd, B, T, d_model, ws);
+    }
+    for (int l = 0; l < n_layer; l++) {
+        ab__block k = ab__block_at(A, l);
+        ab__gblock g = ab__gblock_at(G, l);
+        if (base) {
+            const float *res_in = l ? ab__block_at(A, l - 1).res3 : A->encoded;
+            ab__psnorm_ln(sq, g.dln1, res_in, k.ln1_mean, k.ln1_rstd, B, T, d_model, ws);
+            ab__psnorm_ln(sq, g.dln2, k.res2, k.ln2_mean, k.ln2_rstd, B, T, d_model, ws);
+            AB_TRY(ab_psnorm_linear(sq, sq, k.ln1, g.dqkv, B, T, d_model, 3 * d_model, method));
+            AB_TRY(ab_psnorm_linear(sq, sq, k.atty, g.daproj, B, T, d_model, d_model, method));
+            AB_TRY(ab_psnorm_linear(sq, sq, k.ln2, g.dfch, B, T, d_model, 4 * d_model, method));
+            AB_TRY(ab_psnorm_linear(sq, sq, k.fch_gelu, g.dmproj, B, T, 4 * d_model, d_model, method));
+        }
+        for (int q = 0; q < 3 && lora; q++) {
+            const float *u = k.lora_u + (size_t)q * n_tokens * rank;
+            const float *du = g.du + (size_t)q * n_tokens * rank;
+            AB_TRY(ab_psnorm_linear(sq, NULL, k.ln1, du, B, T, d_model, rank, method)); /* A_q */
+            for (int row = 0; row < n_tokens; row++) { /* B_q: output grad scale * dq */
+                const float *src = g.dqkv + (size_t)row * 3 * d_model + (size_t)q * d_model;
+                float *dst = G->tmp + (size_t)row * d_model;
+                for (int j = 0; j < d_model; j++) dst[j] = m->lora_scale * src[j];
+            }
+            AB_TRY(ab_psnorm_linear(sq, NULL, u, G->tmp, B, T, rank, d_model, method));
+        }
+    }
+    return AB_OK;
+}
+
+static ab_status ab__psnorms(ab_model *m, const ab__gacts *G, float *sq, ab_psnorm_method method) {
+    for (int i = 0; i < m->fwd_B; i++) sq[i] = 0.0f;
+    double *ws = (double *)ab_aligned_alloc(sizeof(double) * 2 * (size_t)m->d_model);
+    if (!ws) return ab_fail(AB_ERR_ALLOC, "ab_model_backward: per-sample norm workspace");
+    ab_status st = ab__psnorms_ws(m, G, sq, method, ws);
+    ab_aligned_free(ws);
+    return st;
+}
+
+/* Per-sample clipping: sample i's rows of every stored output gradient times f_i. */
+static ab_status ab__scale_samples(float *buf, const float *f, int B, size_t per_sample) {
+    for (int i = 0; i < B; i++)
+        if (f[i] != 1.0f) AB_TRY(ab_scale(buf + (size_t)i * per_sample, per_sample, f[i]));
+    return AB_OK;
+}
+static ab_status ab__clip_samples(ab_model *m, const ab__gacts *G, const float *f) {
+    const int B = m->fwd_B, d_model = m->d_model, rank = m->lora_rank;
+    const size_t T = (size_t)m->fwd_T;
+    AB_TRY(ab__scale_samples(G->dlogits, f, B, T * m->n_vocab));
+    AB_TRY(ab__scale_samples(G->dlnf, f, B, T * d_model));
+    AB_TRY(ab__scale_samples(G->dres, f, B, T * d_model));
+    for (int l = 0; l < m->n_layer; l++) {
+        ab__gblock g = ab__gblock_at(G, l);
+        AB_TRY(ab__scale_samples(g.dmproj, f, B, T * d_model));
+        AB_TRY(ab__scale_samples(g.dfch, f, B, T * 4 * d_model));
+        AB_TRY(ab__scale_samples(g.dln2, f, B, T * d_model));
+        AB_TRY(ab__scale_samples(g.daproj, f, B, T * d_model));
+        AB_TRY(ab__scale_samples(g.dqkv, f, B, T * 3 * d_model));
+        AB_TRY(ab__scale_samples(g.dln1, f, B, T * d_model));
+        for (int q = 0; q < 3 && rank > 0 && ab__lora_active(m); q++)
+            AB_TRY(ab__scale_samples(g.du + (size_t)q * B * T * rank, f, B, T * rank));
+    }
+    return AB_OK;
+}
+
+/* Phase 2 for wte, wpe and the final LayerNorm. */
+static ab_status ab__weight_grads_top(ab_model *m, const ab__gacts *G) {
+    const ab__acts *A = &m->A;
+    const int T = m->fwd_T, n_tokens = m->fwd_B * T, d_model = m->d_model, n_vocab = m->n_vocab;
+    const int *ids = m->ibuf;
+    float *dwte = ab__G(m, AB_T_WTE, 0), *dwpe = ab__G(m, AB_T_WPE, 0);
+    AB__PROF(m, AB_PROF_MATMUL, ab__weight_grad(dwte, G->dlogits, n_vocab, A->lnf, d_model, n_tokens,
+                                                n_vocab, d_model, 1.0f)); /* LM head */
+    for (int t = 0; t < n_tokens; t++) { /* embedding, in token order */
+        float *row = dwte + (size_t)ids[t] * d_model;
+        AB_TRY(ab_residual_forward(row, row, G->dres + (size_t)t * d_model, (size_t)d_model));
+    }
+    for (int t = 0; t < n_tokens; t++) {
+        float *row = dwpe + (size_t)(t % T) * d_model;
+        AB_TRY(ab_residual_forward(row, row, G->dres + (size_t)t * d_model, (size_t)d_model));
+    }
+    AB__PROF(m, AB_PROF_LAYERNORM,
+             ab__ln_param_grads(ab__G(m, AB_T_LNF_W, 0), ab__G(m, AB_T_LNF_B, 0), G->dlnf,
+                                ab__block_at(A, m->n_layer - 1).res3, A->lnf_mean, A->lnf_rstd,
+                                n_tokens, d_model));
+    return AB_OK;
+}
+
+/* Phase 2 for the base tensors of block l. */
+static ab_status ab__weight_grads_block(ab_model *m, const ab__gacts *G, int l) {
+    const ab__acts *A = &m->A;
+    const int n_tokens = m->fwd_B * m->fwd_T, d_model = m->d_model;
+    ab__block k = ab__block_at(A, l);
+    ab__gblock g = ab__gblock_at(G, l);
+    const float *res_in = l ? ab__block_at(A, l - 1).res3 : A->encoded;
+    AB__PROF(m, AB_PROF_LAYERNORM,
+             ab__ln_param_grads(ab__G(m, AB_T_LN1_W, l), ab__G(m, AB_T_LN1_B, l), g.dln1, res_in,
+                                k.ln1_mean, k.ln1_rstd, n_tokens, d_model));
+    AB__PROF(m, AB_PROF_LAYERNORM,
+             ab__ln_param_grads(ab__G(m, AB_T_LN2_W, l), ab__G(m, AB_T_LN2_B, l), g.dln2, k.res2,
+                                k.ln2_mean, k.ln2_rstd, n_tokens, d_model));
+    AB__PROF(m, AB_PROF_MATMUL, ab__weight_grad(ab__G(m, AB_T_QKV_W, l), g.dqkv, 3 * d_model, k.ln1,
+                                                d_model, n_tokens, 3 * d_model, d_model, 1.0f));
+    AB__PROF(m, AB_PROF_MATMUL, ab__weight_grad(ab__G(m, AB_T_ATTN_PROJ_W, l), g.daproj, d_model,
+                                                k.atty, d_model, n_tokens, d_model, d_model, 1.0f));
+    AB__PROF(m, AB_PROF_MATMUL, ab__weight_grad(ab__G(m, AB_T_FC_W, l), g.dfch, 4 * d_model, k.ln2,
+                                                d_model, n_tokens, 4 * d_model, d_model, 1.0f));
+    AB__PROF(m, AB_PROF_MATMUL, ab__weight_grad(ab__G(m, AB_T_MLP_PROJ_W, l), g.dmproj, d_model,
+                                                k.fch_gelu, 4 * d_model, n_tokens, d_model,
+                                                4 * d_model, 1.0f));
+    AB_TRY(ab__bias_grad(ab__G(m, AB_T_QKV_B, l), g.dqkv, n_tokens, 3 * d_model));
+    AB_TRY(ab__bias_grad(ab__G(m, AB_T_ATTN_PROJ_B, l), g.daproj, n_tokens, d_model));
+    AB_TRY(ab__bias_grad(ab__G(m, AB_T_FC_B, l), g.dfch, n_tokens, 4 * d_model));
+    return ab__bias_grad(ab__G(m, AB_T_MLP_PROJ_B, l), g.dmproj, n_tokens, d_model);
+}
+
+/* Phase 2 for the LoRA adapters of block l. */
+static ab_status ab__weight_grads_lora(ab_model *m, const ab__gacts *G, int l) {
+    const int n_tokens = m->fwd_B * m->fwd_T, d_model = m->d_model, rank = m->lora_rank;
+    ab__block k = ab__block_at(&m->A, l);
+    ab__gblock g = ab__gblock_at(G, l);
+    for (int q = 0; q < 3; q++) {
+        const float *u = k.lora_u + (size_t)q * n_tokens * rank;
+        const float *du = g.du + (size_t)q * n_tokens * rank;
+        AB__PROF(m, AB_PROF_MATMUL, ab__weight_grad(ab__G(m, (ab_tensor_kind)(AB_T_LORA_Q_A + 2 * q), l),
+                                                    du, rank, k.ln1, d_model, n_tokens, rank,
+                                                    d_model, 1.0f));
+        AB__PROF(m, AB_PROF_MATMUL, ab__weight_grad(ab__G(m, (ab_tensor_kind)(AB_T_LORA_Q_B + 2 * q), l),
+                                                    g.dqkv + (size_t)q * d_model, 3 * d_model, u,
+                                                    rank, n_tokens, d_model, rank, m->lora_scale));
+    }
+    return AB_OK;
+}
+
+/* Phase 2: every trainable tensor's gradient from the stored output gradients. */
+static ab_status ab__weight_grads(ab_model *m, const ab__gacts *G) {
+    int base = ab__trains(m, AB_T_WTE), lora = m->lora_rank > 0 && ab__trains(m, AB_T_LORA_Q_A);
+    if (base) AB_TRY(ab__weight_grads_top(m, G));
+    for (int l = 0; l < m->n_layer; l++) {
+        if (base) AB_TRY(ab__weight_grads_block(m, G, l));
+        if (lora) AB_TRY(ab__weight_grads_lora(m, G, l));
+    }
+    return AB_OK;
+}
+
+/* Phase 1 for block l, top to bottom: G->dres holds dLoss/d(block output) on entry and
+ * dLoss/d(block input) on exit; every linear layer's output gradient is stored in its gblock. */
+static ab_status ab__backward_block(ab_model *m, ab__gacts *G, int l, float *attn_grad) {
+    const ab__acts *A = &m->A;
+    const int B = m->fwd_B, T = m->fwd_T, n_tokens = B * T, d_model = m->d_model;
+    const int rank = m->lora_rank;
+    const size_t n_act = (size_t)n_tokens * d_model;
+    ab__block k = ab__block_at(A, l);
+    ab__gblock g = ab__gblock_at(G, l);
+    const float *res_in = l ? ab__block_at(A, l - 1).res3 : A->encoded;
+    memcpy(g.dmproj, G->dres, sizeof(float) * n_act);
+    AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n_tokens, 4 * d_model, d_model,
+                                         1.0f, G->dres, d_model, ab__P(m, AB_T_MLP_PROJ_W, l),
+                                         4 * d_model, 0.0f, G->dfch_gelu, 4 * d_model));
+    memset(g.dfch, 0, sizeof(float) * 4 * n_act);
+    AB__PROF(m, AB_PROF_GELU, ab__gelu(NULL, g.dfch, k.fch, G->dfch_gelu, 4 * n_act));
+    AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n_tokens, d_model, 4 * d_model,
+                                         1.0f, g.dfch, 4 * d_model, ab__P(m, AB_T_FC_W, l), d_model,
+                                         0.0f, g.dln2, d_model));
+    AB__PROF(m, AB_PROF_LAYERNORM, ab__ln_bwd_dx(G->dres, g.dln2, k.res2, ab__P(m, AB_T_LN2_W, l),
+                                                 k.ln2_mean, k.ln2_rstd, n_tokens, d_model));
+    memcpy(g.daproj, G->dres, sizeof(float) * n_act); /* dLoss/dH_l */
+    if (attn_grad) memcpy(attn_grad + (size_t)l * n_act, G->dres, sizeof(float) * n_act);
+    AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n_tokens, d_model, d_model, 1.0f,
+                                         G->dres, d_model, ab__P(m, AB_T_ATTN_PROJ_W, l), d_model,
+                                         0.0f, G->datty, d_model));
+    memset(g.dqkv, 0, sizeof(float) * 3 * n_act);
+    AB__PROF(m, AB_PROF_ATTENTION, ab__attn_bwd(m, k.qkv, k.att, G->datty, g.dqkv, G->datt,
+                                                G->dpreatt, B, T));
+    AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n_tokens, d_model, 3 * d_model,
+                                         1.0f, g.dqkv, 3 * d_model, ab__P(m, AB_T_QKV_W, l), d_model,
+                                         0.0f, g.dln1, d_model));
+    for (int q = 0; q < 3 && ab__lora_active(m); q++) { /* du = scale dq B; dln1 += du A */
+        float *du = g.du + (size_t)q * n_tokens * rank;
+        AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n_tokens, rank, d_model,
+                                             m->lora_scale, g.dqkv + (size_t)q * d_model,
+                                             3 * d_model, ab__lora_b(m, q, l), rank, 0.0f, du, rank));
+        AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n_tokens, d_model, rank, 1.0f,
+                                             du, rank, ab__lora_a(m, q, l), d_model, 1.0f, g.dln1,
+                                             d_model));
+    }
+    AB__PROF(m, AB_PROF_LAYERNORM, ab__ln_bwd_dx(G->dres, g.dln1, res_in, ab__P(m, AB_T_LN1_W, l),
+                                                 k.ln1_mean, k.ln1_rstd, n_tokens, d_model));
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_backward(ab_model *m, const ab_backward_opts *o) {
+    AB_TRY(ab_init());
+    AB_CHECK_PTR(m);
+    if (!m->fwd_valid)
+        return ab_fail(AB_ERR_STATE, "ab_model_backward: no valid ab_model_forward to differentiate "
+                                     "(none yet, or weights/LoRA state changed since)");
+    if (m->merged && m->lora_rank > 0 && m->mode != AB_TRAIN_BASE)
+        return ab_fail(AB_ERR_STATE, "ab_model_backward: LoRA adapters are merged; unmerge them "
+                                     "or train AB_TRAIN_BASE");
+    int want_norms = 0;
+    ab_psnorm_method method = AB_PSNORM_AUTO;
+    if (o) {
+        if (!isfinite(o->clip_norm) || o->clip_norm < 0.0f)
+            return ab_fail(AB_ERR_ARG, "ab_model_backward: clip_norm = %g must be finite and >= 0",
+                           (double)o->clip_norm);
+        if (o->psnorm_method != AB_PSNORM_AUTO && o->psnorm_method != AB_PSNORM_GHOST &&
+            o->psnorm_method != AB_PSNORM_MATERIALIZE)
+            return ab_fail(AB_ERR_ARG, "ab_model_backward: unknown psnorm_method %d",
+                           (int)o->psnorm_method);
+        method = o->psnorm_method;
+        want_norms = o->sample_norms != NULL || o->clip_norm > 0.0f;
+    }
+    AB_TRY(ab__ensure_train_buffers(m));
+    const int B = m->fwd_B, T = m->fwd_T, n_tokens = B * T, d_model = m->d_model;
+    const int n_vocab = m->n_vocab;
+    AB_TRY(ab__reserve(&m->gacts, &m->gacts_cap, ab__gacts_layout(m, B, T, NULL, NULL),
+                       "output gradients"));
+    ab__gacts G;
+    ab__gacts_layout(m, B, T, &G, m->gacts);
+    const ab__acts *A = &m->A;
+    /* phase 1: activation gradients, top to bottom, storing each linear layer's output gradient */
+    memset(G.dlogits, 0, sizeof(float) * (size_t)n_tokens * n_vocab);
+    AB__PROF(m, AB_PROF_SOFTMAX_CE, ab__ce(NULL, G.dlogits, A->logits, m->ibuf + n_tokens, A->tokw,
+                                           n_tokens, n_vocab, (float)(1.0 / m->fwd_Z)));
+    AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n_tokens, d_model, n_vocab, 1.0f,
+                                         G.dlogits, n_vocab, ab__P(m, AB_T_WTE, 0), d_model, 0.0f,
+                                         G.dlnf, d_model));
+    memset(G.dres, 0, sizeof(float) * (size_t)n_tokens * d_model);
+    AB__PROF(m, AB_PROF_LAYERNORM,
+             ab__ln_bwd_dx(G.dres, G.dlnf, ab__block_at(A, m->n_layer - 1).res3,
+                           ab__P(m, AB_T_LNF_W, 0), A->lnf_mean, A->lnf_rstd, n_tokens, d_model));
+    for (int l = m->n_layer - 1; l >= 0; l--)
+        AB_TRY(ab__backward_block(m, &G, l, o ? o->attn_grad : NULL));
+    /* between the phases: per-sample norms and clipping */
+    if (want_norms) {
+        AB__PROF(m, AB_PROF_PSNORM, ab__psnorms(m, &G, G.sq, method));
+        for (int i = 0; i < B; i++) {
+            float norm = sqrtf(G.sq[i] > 0.0f ? G.sq[i] : 0.0f);
+            if (o->sample_norms) o->sample_norms[i] = norm;
+            G.sq[i] = o->clip_norm > 0.0f && norm > o->clip_norm ? o->clip_norm / norm : 1.0f;
+        }
+        if (o->clip_norm > 0.0f) AB__PROF(m, AB_PROF_PSNORM, ab__clip_samples(m, &G, G.sq));
+    }
+    /* phase 2 */
+    return ab__weight_grads(m, &G);
+}
+
+/* --- LoRA ---------------------------------------------------------------------------------------- */
+/* W_k += sign * scale * B_k A_k for k in q, k, v (rows k*d .. k*d + d - 1 of the fused qkv).
+ * Fails only if a GEMM cannot get its workspace (AB_ERR_ALLOC); the weights are then partly
+ * changed, which the caller reports. */
+static ab_status ab__lora_apply(ab_model *m, float sign) {
+    const int d_model = m->d_model, rank = m->lora_rank;
+    m->fwd_valid = 0;
+    m->dec_pos = 0; /* the KV cache holds keys and values of the other weights */
+    for (int l = 0; l < m->n_layer; l++)
+        for (int q = 0; q < 3; q++)
+            AB_TRY(ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, d_model, d_model, rank, sign * m->lora_scale,
+                            ab__lora_b(m, q, l), rank, ab__lora_a(m, q, l), d_model, 1.0f,
+                            ab__P(m, AB_T_QKV_W, l) + (size_t)q * d_model * d_model, d_model));
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_lora_merge(ab_model *m) {
+    AB_TRY(ab_init());
+    AB_CHECK_PTR(m);
+    if (m->lora_rank == 0) return ab_fail(AB_ERR_STATE, "ab_model_lora_merge: the model has no LoRA adapters");
+    if (m->merged) return ab_fail(AB_ERR_STATE, "ab_model_lora_merge: already merged");
+    AB_TRY(ab__lora_apply(m, 1.0f));
+    m->merged = 1;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_lora_unmerge(ab_model *m) {
+    AB_TRY(ab_init());
+    AB_CHECK_PTR(m);
+    if (!m->merged) return ab_fail(AB_ERR_STATE, "ab_model_lora_unmerge: the adapters are not merged");
+    AB_TRY(ab__lora_apply(m, -1.0f));
+    m->merged = 0;
+    return AB_OK;
+}
+
+ABDEF int ab_model_lora_merged(const ab_model *m) { return m ? m->merged : 0; }
+
+ABDEF ab_status ab_model_lora_fold(ab_model *m, ab_rng *rng) {
+    AB_TRY(ab_init());
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(rng);
+    if (m->lora_rank == 0) return ab_fail(AB_ERR_STATE, "ab_model_lora_fold: the model has no LoRA adapters");
+    if (!m->merged) AB_TRY(ab__lora_apply(m, 1.0f));
+    m->merged = 0;
+    return ab_model_lora_init(m, rng);
+}
+
+ABDEF ab_status ab_model_lora_init(ab_model *m, ab_rng *rng) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(rng);
+    if (m->lora_rank == 0) return ab_fail(AB_ERR_STATE, "ab_model_lora_init: the model has no LoRA adapters");
+    if (m->merged) return ab_fail(AB_ERR_STATE, "ab_model_lora_init: adapters are merged; unmerge first");
+    ab__lora_init_tensors(m, rng);
+    m->fwd_valid = 0;
+    m->dec_pos = 0;
+    return AB_OK;
+}
+
+/* --- Antidote statistics and linear-layer access ------------------------------------------------ */
+ABDEF ab_status ab_model_act_stats_enable(ab_model *m, int on) {
+    AB_CHECK_PTR(m);
+    if (!on) {
+        ab_aligned_free(m->stats);
+        m->stats = NULL;
+        m->stats_nseq = 0;
+        return AB_OK;
+    }
+    if (!m->stats) {
+        size_t n = ab__stats_per_layer(m) * (size_t)m->n_layer;
+        m->stats = (double *)ab_aligned_alloc(n * sizeof(double));
+        if (!m->stats) return ab_fail(AB_ERR_ALLOC, "ab_model_act_stats_enable: %zu doubles", n);
+    }
+    return ab_model_act_stats_reset(m);
+}
+
+ABDEF ab_status ab_model_act_stats_reset(ab_model *m) {
+    AB_CHECK_PTR(m);
+    if (m->stats) memset(m->stats, 0, ab__stats_per_layer(m) * (size_t)m->n_layer * sizeof(double));
+    m->stats_nseq = 0;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_linear(ab_model *m, ab_linear_kind kind, int layer, ab_linear_info *info) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(info);
+    if ((int)kind < 0 || kind >= AB_LIN_KIND_COUNT)
+        return ab_fail(AB_ERR_ARG, "ab_model_linear: unknown kind %d", (int)kind);
+    if (layer < 0 || layer >= m->n_layer)
+        return ab_fail(AB_ERR_ARG, "ab_model_linear: layer %d outside [0, %d)", layer, m->n_layer);
+    if (kind >= AB_LIN_LORA_Q_A && m->lora_rank == 0)
+        return ab_fail(AB_ERR_ARG, "ab_model_linear: LoRA layer requested, but the model has none");
+    size_t d = (size_t)m->d_model, stat_off = 0;
+    info->bias = NULL;
+    switch (kind) {
+    case AB_LIN_QKV:
+        info->weight = ab__P(m, AB_T_QKV_W, layer), info->bias = ab__P(m, AB_T_QKV_B, layer);
+        info->d_out = 3 * m->d_model, info->d_in = m->d_model, stat_off = 0;
+        break;
+    case AB_LIN_ATTN_PROJ:
+        info->weight = ab__P(m, AB_T_ATTN_PROJ_W, layer), info->bias = ab__P(m, AB_T_ATTN_PROJ_B, layer);
+        info->d_out = m->d_model, info->d_in = m->d_model, stat_off = d;
+        break;
+    case AB_LIN_FC:
+        info->weight = ab__P(m, AB_T_FC_W, layer), info->bias = ab__P(m, AB_T_FC_B, layer);
+        info->d_out = 4 * m->d_model, info->d_in = m->d_model, stat_off = 2 * d;
+        break;
+    case AB_LIN_MLP_PROJ:
+        info->weight = ab__P(m, AB_T_MLP_PROJ_W, layer), info->bias = ab__P(m, AB_T_MLP_PROJ_B, layer);
+        info->d_out = m->d_model, info->d_in = 4 * m->d_model, stat_off = 3 * d;
+        break;
+    default: {
+        int q = ((int)kind - (int)AB_LIN_LORA_Q_A) / 2, is_b = ((int)kind - (int)AB_LIN_LORA_Q_A) % 2;
+        info->weight = ab__P(m, (ab_tensor_kind)(AB_T_LORA_Q_A + 2 * q + is_b), layer);
+        info->d_out = is_b ? m->d_model : m->lora_rank;
+        info->d_in = is_b ? m->lora_rank : m->d_model;
+        stat_off = is_b ? 7 * d + (size_t)q * m->lora_rank : 0; /* A reads the qkv input */
+        break;
+    }
+    }
+    info->in_sumsq = m->stats ? m->stats + ab__stats_per_layer(m) * layer + stat_off : NULL;
+    info->n_seq = m->stats_nseq;
+    return AB_OK;
+}
+
+/* --- generation with a KV cache --------------------------------------------------------------- */
+typedef struct ab__dec {
+    float *x, *ln, *mean, *rstd, *qkv, *u, *att, *atty, *h, *fch, *fch_gelu, *lnf, *logits;
+} ab__dec;
+
+static size_t ab__dec_layout(const ab_model *m, ab__dec *d, float *base) {
+    size_t n_ctx = (size_t)m->n_ctx, width = (size_t)m->d_model, cur = 0;
+    size_t o[13];
+    o[0] = ab__bump(&cur, n_ctx * width), o[1] = ab__bump(&cur, n_ctx * width), o[2] = ab__bump(&cur, n_ctx);
+    o[3] = ab__bump(&cur, n_ctx), o[4] = ab__bump(&cur, n_ctx * 3 * width), o[5] = ab__bump(&cur, 3 * n_ctx * m->lora_rank);
+    o[6] = ab__bump(&cur, n_ctx * n_ctx), o[7] = ab__bump(&cur, n_ctx * width), o[8] = ab__bump(&cur, n_ctx * width);
+    o[9] = ab__bump(&cur, n_ctx * 4 * width), o[10] = ab__bump(&cur, n_ctx * 4 * width), o[11] = ab__bump(&cur, width);
+    o[12] = ab__bump(&cur, (size_t)m->n_vocab);
+    if (d && base) {
+        d->x = base + o[0], d->ln = base + o[1], d->mean = base + o[2], d->rstd = base + o[3];
+        d->qkv = base + o[4], d->u = base + o[5], d->att = base + o[6], d->atty = base + o[7];
+        d->h = base + o[8], d->fch = base + o[9], d->fch_gelu = base + o[10], d->lnf = base + o[11];
+        d->logits = base + o[12];
+    }
+    return cur;
+}
+
+static ab_status ab__dec_buffers(ab_model *m, ab__dec *d) {
+    size_t kv_need = (size_t)m->n_layer * 2 * m->n_ctx * m->d_model;
+    if (!m->kv) {
+        size_t cap = 0;
+        AB_TRY(ab__reserve(&m->kv, &cap, kv_need, "KV cache"));
+    }
+    AB_TRY(ab__reserve(&m->dec, &m->dec_cap, ab__dec_layout(m, NULL, NULL), "decoding scratch"));
+    ab__dec_layout(m, d, m->dec);
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_decode_reset(ab_model *m) {
+    AB_CHECK_PTR(m);
+    m->dec_pos = 0;
+    return AB_OK;
+}
+
+/* The same arithmetic as ab__forward, for n new rows attending to the cached ones. */
+static ab_status ab__decode_block(ab_model *m, const ab__dec *d, int l, int n) {
+    const int d_model = m->d_model, head_size = m->head_size, pos = m->dec_pos, len = pos + n;
+    const size_t n_act = (size_t)n * d_model;
+    const float scale = 1.0f / sqrtf((float)head_size);
+    float *Kc = m->kv + (size_t)l * 2 * m->n_ctx * d_model, *Vc = Kc + (size_t)m->n_ctx * d_model;
+    AB_TRY(ab__ln_fwd(d->ln, d->mean, d->rstd, d->x, ab__P(m, AB_T_LN1_W, l),
+                      ab__P(m, AB_T_LN1_B, l), n, d_model));
+    AB_TRY(ab__qkv_fwd(m, l, d->ln, d->qkv, d->u, n));
+    for (int t = 0; t < n; t++) {
+        const float *row = d->qkv + (size_t)t * 3 * d_model;
+        memcpy(Kc + (size_t)(pos + t) * d_model, row + d_model, sizeof(float) * (size_t)d_model);
+        memcpy(Vc + (size_t)(pos + t) * d_model, row + 2 * d_model, sizeof(float) * (size_t)d_model);
+    }
+    for (int h = 0; h < m->n_head; h++) {
+        size_t o = (size_t)h * head_size;
+        AB_TRY(ab_sgemm(AB_NO_TRANS, AB_TRANS, n, len, head_size, scale, d->qkv + o, 3 * d_model,
+                        Kc + o, d_model, 0.0f, d->att, len));
+        AB_TRY(ab_softmax(d->att, d->att, n, len, 1)); /* bottom-right aligned causal mask */
+        AB_TRY(ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n, head_size, len, 1.0f, d->att, len, Vc + o,
+                        d_model, 0.0f, d->atty + o, d_model));
+    }
+    AB_TRY(ab__linear_fwd(d->h, d_model, d->atty, ab__P(m, AB_T_ATTN_PROJ_W, l),
+                          ab__P(m, AB_T_ATTN_PROJ_B, l), n, d_model, d_model));
+    AB_TRY(ab_residual_forward(d->x, d->h, d->x, n_act));
+    AB_TRY(ab__ln_fwd(d->ln, d->mean, d->rstd, d->x, ab__P(m, AB_T_LN2_W, l),
+                      ab__P(m, AB_T_LN2_B, l), n, d_model));
+    AB_TRY(ab__linear_fwd(d->fch, 4 * d_model, d->ln, ab__P(m, AB_T_FC_W, l), ab__P(m, AB_T_FC_B, l),
+                          n, d_model, 4 * d_model));
+    AB_TRY(ab__gelu(d->fch_gelu, NULL, d->fch, NULL, 4 * n_act));
+    AB_TRY(ab__linear_fwd(d->h, d_model, d->fch_gelu, ab__P(m, AB_T_MLP_PROJ_W, l),
+                          ab__P(m, AB_T_MLP_PROJ_B, l), n, 4 * d_model, d_model));
+    return ab_residual_forward(d->x, d->h, d->x, n_act);
+}
+
+static ab_status ab__decode_rows(ab_model *m, const ab__dec *d, const int *tokens, int n,
+                                 float *logits) {
+    const int d_model = m->d_model, pos = m->dec_pos;
+    const float *wte = ab__P(m, AB_T_WTE, 0), *wpe = ab__P(m, AB_T_WPE, 0);
+    for (int t = 0; t < n; t++)
+        AB_TRY(ab_residual_forward(d->x + (size_t)t * d_model, wte + (size_t)tokens[t] * d_model,
+                                   wpe + (size_t)(pos + t) * d_model, (size_t)d_model));
+    ab_status st = AB_OK;
+    for (int l = 0; l < m->n_layer && st == AB_OK; l++) st = ab__decode_block(m, d, l, n);
+    if (st != AB_OK) {
+        m->dec_pos = 0; /* the cache holds a partial step: start over */
+        return st;
+    }
+    m->dec_pos = pos + n;
+    if (!logits) return AB_OK;
+    AB_TRY(ab__ln_fwd(d->lnf, d->mean, d->rstd, d->x + (size_t)(n - 1) * d_model,
+                      ab__P(m, AB_T_LNF_W, 0), ab__P(m, AB_T_LNF_B, 0), 1, d_model));
+    return ab_sgemm(AB_NO_TRANS, AB_TRANS, 1, m->n_vocab, d_model, 1.0f, d->lnf, d_model, wte,
+                    d_model, 0.0f, logits, m->n_vocab);
+}
+
+ABDEF ab_status ab_model_decode(ab_model *m, const int *tokens, int n_tokens, float *logits) {
+    AB_TRY(ab_init());
+    AB_CHECK_PTR(m);
+    AB_CHECK_POS(n_tokens);
+    AB_CHECK_PTR(tokens);
+    if (n_tokens > m->n_ctx - m->dec_pos)
+        return ab_fail(AB_ERR_ARG, "ab_model_decode: %d cached + %d new tokens exceed n_ctx = %d",
+                        m->dec_pos, n_tokens, m->n_ctx);
+    AB_TRY(ab__check_ids(__func__, tokens, (size_t)n_tokens, m->n_vocab));
+    ab__dec d;
+    AB_TRY(ab__dec_buffers(m, &d));
+    AB_TRY(ab__decode_rows(m, &d, tokens, n_tokens, logits));
+    return AB_OK;
+}
+
+/* argmax (lowest id on ties) or a draw from softmax(logits / temperature), sums in double. */
+static int ab__pick_token(const float *logits, int n_vocab, float temperature, ab_rng *rng) {
+    int best = 0;
+    for (int j = 1; j < n_vocab; j++)
+        if (logits[j] > logits[best]) best = j;
+    if (temperature == 0.0f) return best;
+    double sum = 0.0, acc = 0.0, mx = logits[best], inv_t = 1.0 / (double)temperature;
+    for (int j = 0; j < n_vocab; j++) sum += exp(((double)logits[j] - mx) * inv_t);
+    double u = (double)ab_rng_uniform(rng) * sum;
+    for (int j = 0; j < n_vocab; j++) {
+        acc += exp(((double)logits[j] - mx) * inv_t);
+        if (u < acc) return j;
+    }
+    return best; /* u rounded onto the total: take the mode */
+}
+
+ABDEF ab_status ab_model_generate(ab_model *m, const int *prompt, int n_prompt, int max_new,
+                                  float temperature, int stop_token, ab_rng *rng, int *out,
+                                  int *n_out) {
+    AB_TRY(ab_init());
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(n_out);
+    *n_out = 0;
+    AB_CHECK_PTR(prompt);
+    AB_CHECK_POS(n_prompt);
+    AB_CHECK_DIM(max_new);
+    if (n_prompt > m->n_ctx)
+        return ab_fail(AB_ERR_ARG, "ab_model_generate: prompt of %d tokens exceeds n_ctx = %d",
+                        n_prompt, m->n_ctx);
+    if (!isfinite(temperature) || temperature < 0.0f)
+        return ab_fail(AB_ERR_ARG, "ab_model_generate: temperature = %g must be finite and >= 0",
+                        (double)temperature);
+    if (temperature > 0.0f && !rng)
+        return ab_fail(AB_ERR_NULL, "ab_model_generate: sampling (temperature > 0) needs rng");
+    if (stop_token < -1 || stop_token >= m->n_vocab)
+        return ab_fail(AB_ERR_ARG, "ab_model_generate: stop_token = %d outside [-1, vocab)", stop_token);
+    if (max_new > 0) AB_CHECK_PTR(out);
+    AB_TRY(ab__check_ids(__func__, prompt, (size_t)n_prompt, m->n_vocab));
+    ab__dec d;
+    AB_TRY(ab__dec_buffers(m, &d));
+    m->dec_pos = 0;
+    AB_TRY(ab__decode_rows(m, &d, prompt, n_prompt, d.logits));
+    int count = 0;
+    while (count < max_new) {
+        int tok = ab__pick_token(d.logits, m->n_vocab, temperature, rng);
+        out[count++] = tok;
+        if (tok == stop_token || n_prompt + count >= m->n_ctx) break;
+        AB_TRY(ab__decode_rows(m, &d, &tok, 1, d.logits));
+    }
+    *n_out = count;
+    return AB_OK;
+}
+
+/* --- profiling ----------------------------------------------------------------------------------- */
+ABDEF ab_status ab_model_set_clock(ab_model *m, double (*now)(void)) {
+    AB_CHECK_PTR(m);
+    m->now = now;
+    return AB_OK;
+}
+ABDEF ab_status ab_model_profile(const ab_model *m, double seconds[AB_PROF_COUNT]) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(seconds);
+    for (int i = 0; i < AB_PROF_COUNT; i++) seconds[i] = m->prof[i];
+    return AB_OK;
+}
+ABDEF ab_status ab_model_profile_reset(ab_model *m) {
+    AB_CHECK_PTR(m);
+    for (int i = 0; i < AB_PROF_COUNT; i++) m->prof[i] = 0.0;
+    return AB_OK;
+}
+ABDEF const char *ab_prof_name(ab_prof_kind kind) {
+    static const char *const names[AB_PROF_COUNT] = {"matmul", "attention", "layernorm", "gelu",
+                                                     "softmax_ce", "adamw", "psnorm"};
+    return (int)kind >= 0 && kind < AB_PROF_COUNT ? names[kind] : "unknown";
+}
+
+/* --- checkpoints ---------------------------------------------------------------------------------- */
+static void ab__put_u32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v, p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16), p[3] = (unsigned char)(v >> 24);
+}
+static uint32_t ab__get_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static void ab__put_u64(unsigned char *p, uint64_t v) {
+    ab__put_u32(p, (uint32_t)v);
+    ab__put_u32(p + 4, (uint32_t)(v >> 32));
+}
+static uint64_t ab__get_u64(const unsigned char *p) {
+    return (uint64_t)ab__get_u32(p) | (uint64_t)ab__get_u32(p + 4) << 32;
+}
+
+static const unsigned char ab__ckpt_magic[8] = {'A', 'B', 'M', 'O', 'D', 'E', 'L', 0};
+#define AB__CKPT_CHUNK 4096 /* floats converted to little-endian bytes per step */
+
+/* Calls fn(ctx, bytes, n) on the payload (tensors in table order, float32 little-endian) chunk by
+ * chunk; stops and returns 0 as soon as fn does. */
+typedef int (*ab__bytes_fn)(void *ctx, const unsigned char *bytes, size_t n);
+static int ab__payload_foreach(const ab_model *m, ab__bytes_fn fn, void *ctx) {
+    unsigned char buf[4 * AB__CKPT_CHUNK];
+    for (int i = 0; i < m->n_tensors; i++) {
+        const float *p = m->params + m->tensors[i].offset;
+        size_t size = m->tensors[i].size;
+        for (size_t s = 0; s < size; s += AB__CKPT_CHUNK) {
+            size_t n = size - s < AB__CKPT_CHUNK ? size - s : AB__CKPT_CHUNK;
+            for (size_t j = 0; j < n; j++) {
+                uint32_t u;
+                memcpy(&u, p + s + j, 4);
+                ab__put_u32(buf + 4 * j, u);
+            }
+            if (!fn(ctx, buf, 4 * n)) return 0;
+        }
+    }
+    return 1;
+}
+static int ab__crc_fn(void *ctx, const unsigned char *b, size_t n) {
+    *(uint32_t *)ctx = ab_crc32(*(uint32_t *)ctx, b, n);
+    return 1;
+}
+
+typedef struct ab__sink {
+    FILE *f;
+    unsigned char *buf;
+    size_t pos;
+} ab__sink;
+static int ab__sink_fn(void *ctx, const unsigned char *b, size_t n) {
+    ab__sink *s = (ab__sink *)ctx;
+    if (s->f) return fwrite(b, 1, n, s->f) == n;
+    memcpy(s->buf + s->pos, b, n);
+    s->pos += n;
+    return 1;
+}
+
+static void ab__ckpt_header(const ab_model *m, unsigned char h[AB_CKPT_HEADER_BYTES]) {
+    uint32_t alpha_bits, payload_crc = 0;
+    memcpy(&alpha_bits, &m->cfg.lora_alpha, 4);
+    ab__payload_foreach(m, ab__crc_fn, &payload_crc);
+    memcpy(h, ab__ckpt_magic, 8);
+    ab__put_u32(h + 8, AB_CKPT_VERSION);
+    ab__put_u32(h + 12, AB_CKPT_HEADER_BYTES);
+    ab__put_u32(h + 16, (uint32_t)m->cfg.n_vocab);
+    ab__put_u32(h + 20, (uint32_t)m->cfg.n_ctx);
+    ab__put_u32(h + 24, (uint32_t)m->cfg.n_layer);
+    ab__put_u32(h + 28, (uint32_t)m->cfg.n_head);
+    ab__put_u32(h + 32, (uint32_t)m->cfg.d_model);
+    ab__put_u32(h + 36, (uint32_t)m->cfg.lora_rank);
+    ab__put_u32(h + 40, alpha_bits);
+    ab__put_u32(h + 44, (m->lora_rank > 0 ? 1u : 0u) | (m->merged ? 2u : 0u));
+    ab__put_u64(h + 48, (uint64_t)m->n_params);
+    ab__put_u32(h + 56, payload_crc);
+    ab__put_u32(h + 60, ab_crc32(0, h, 60));
+}
+
+ABDEF ab_status ab_model_checkpoint_size(const ab_model *m, size_t *bytes) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(bytes);
+    *bytes = AB_CKPT_HEADER_BYTES + 4 * m->n_params;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_save_mem(const ab_model *m, void *buf, size_t cap, size_t *written) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(buf);
+    size_t need = AB_CKPT_HEADER_BYTES + 4 * m->n_params;
+    if (written) *written = 0;
+    if (cap < need)
+        return ab_fail(AB_ERR_ARG, "ab_model_save_mem: buffer of %zu bytes, %zu needed", cap, need);
+    ab__sink s;
+    s.f = NULL, s.buf = (unsigned char *)buf, s.pos = AB_CKPT_HEADER_BYTES;
+    ab__ckpt_header(m, s.buf);
+    ab__payload_foreach(m, ab__sink_fn, &s);
+    if (written) *written = s.pos;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_save(const ab_model *m, const char *path) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(path);
+    unsigned char h[AB_CKPT_HEADER_BYTES];
+    ab__ckpt_header(m, h);
+    ab__sink s;
+    s.f = fopen(path, "wb"), s.buf = NULL, s.pos = 0;
+    if (!s.f) return ab_fail(AB_ERR_IO, "ab_model_save: cannot open '%s' for writing", path);
+    int ok = fwrite(h, 1, sizeof h, s.f) == sizeof h && ab__payload_foreach(m, ab__sink_fn, &s);
+    ok = (fclose(s.f) == 0) && ok;
+    if (!ok) {
+        remove(path); /* no half-written checkpoint left behind */
+        return ab_fail(AB_ERR_IO, "ab_model_save: writing '%s' failed", path);
+    }
+    return AB_OK;
+}
+
+typedef struct ab__source {
+    FILE *f;
+    const unsigned char *mem;
+    size_t size, pos;
+} ab__source;
+static int ab__source_read(ab__source *s, void *dst, size_t n) {
+    if (s->f) return fread(dst, 1, n, s->f) == n;
+    if (n > s->size - s->pos) return 0;
+    memcpy(dst, s->mem + s->pos, n);
+    s->pos += n;
+    return 1;
+}
+
+/* The loader. `size` is the total byte length of the source; nothing read from the file is used
+ * before it has been checked (see the format's comment in the declarations). */
+static ab_status ab__load(ab_model **out, ab__source *src, uint64_t size, const char *what) {
+    unsigned char h[AB_CKPT_HEADER_BYTES];
+    if (size < AB_CKPT_HEADER_BYTES)
+        return ab_fail(AB_ERR_FORMAT, "%s: %llu bytes, shorter than the %u-byte header", what,
+                        (unsigned long long)size, AB_CKPT_HEADER_BYTES);
+    if (!ab__source_read(src, h, sizeof h))
+        return ab_fail(AB_ERR_IO, "%s: cannot read the header", what);
+    if (memcmp(h, ab__ckpt_magic, 8) != 0)
+        return ab_fail(AB_ERR_FORMAT, "%s: not an antibody.h checkpoint (bad magic)", what);
+    if (ab__get_u32(h + 8) != AB_CKPT_VERSION)
+        return ab_fail(AB_ERR_FORMAT, "%s: format version %u, this build reads version %u", what,
+                        ab__get_u32(h + 8), AB_CKPT_VERSION);
+    if (ab__get_u32(h + 12) != AB_CKPT_HEADER_BYTES)
+        return ab_fail(AB_ERR_FORMAT, "%s: header size %u, expected %u", what, ab__get_u32(h + 12),
+                        AB_CKPT_HEADER_BYTES);
+    if (ab__get_u32(h + 60) != ab_crc32(0, h, 60))
+        return ab_fail(AB_ERR_FORMAT, "%s: header CRC-32 mismatch (corrupted header)", what);
+    ab_model_config cfg;
+    uint32_t alpha_bits = ab__get_u32(h + 40), flags = ab__get_u32(h + 44);
+    cfg.n_vocab = (int32_t)ab__get_u32(h + 16);
+    cfg.n_ctx = (int32_t)ab__get_u32(h + 20);
+    cfg.n_layer = (int32_t)ab__get_u32(h + 24);
+    cfg.n_head = (int32_t)ab__get_u32(h + 28);
+    cfg.d_model = (int32_t)ab__get_u32(h + 32);
+    cfg.lora_rank = (int32_t)ab__get_u32(h + 36);
+    memcpy(&cfg.lora_alpha, &alpha_bits, 4);
+    if (ab_model_config_check(&cfg) != AB_OK) {
+        char why[sizeof ab__errmsg];
+        snprintf(why, sizeof why, "%s", ab_last_error());
+        return ab_fail(AB_ERR_FORMAT, "%s: invalid configuration in the header: %s", what, why);
+    }
+    if ((flags & ~3u) != 0 || ((flags & 1u) != 0) != (cfg.lora_rank > 0) ||
+        ((flags & 2u) && !(flags & 1u)))
+        return ab_fail(AB_ERR_FORMAT, "%s: flags 0x%x inconsistent with lora_rank = %d", what,
+                        flags, cfg.lora_rank);
+    int n_tensors;
+    uint64_t n_floats, n_params, base_end;
+    ab__layout(&cfg, NULL, &n_tensors, &n_floats, &n_params, &base_end);
+    if (ab__get_u64(h + 48) != n_params)
+        return ab_fail(AB_ERR_FORMAT, "%s: header says %llu parameters, the config has %llu", what,
+                        (unsigned long long)ab__get_u64(h + 48), (unsigned long long)n_params);
+    if (size - AB_CKPT_HEADER_BYTES != 4 * n_params)
+        return ab_fail(AB_ERR_FORMAT, "%s: %llu bytes, expected %llu (truncated or trailing data)",
+                        what, (unsigned long long)size,
+                        (unsigned long long)(AB_CKPT_HEADER_BYTES + 4 * n_params));
+    ab_model *m;
+    AB_TRY(ab__model_new(&m, &cfg));
+    unsigned char buf[4 * AB__CKPT_CHUNK];
+    uint32_t crc = 0;
+    ab_status st = AB_OK;
+    for (int i = 0; i < m->n_tensors && st == AB_OK; i++) {
+        float *p = m->params + m->tensors[i].offset;
+        size_t tsize = m->tensors[i].size;
+        for (size_t s = 0; s < tsize && st == AB_OK; s += AB__CKPT_CHUNK) {
+            size_t n = tsize - s < AB__CKPT_CHUNK ? tsize - s : AB__CKPT_CHUNK;
+            if (!ab__source_read(src, buf, 4 * n)) {
+                st = ab_fail(AB_ERR_IO, "%s: read error in the payload", what);
+                break;
+            }
+            crc = ab_crc32(crc, buf, 4 * n);
+            for (size_t j = 0; j < n; j++) {
+                uint32_t u = ab__get_u32(buf + 4 * j);
+                memcpy(p + s + j, &u, 4);
+            }
+        }
+    }
+    if (st == AB_OK && crc != ab__get_u32(h + 56))
+        st = ab_fail(AB_ERR_FORMAT, "%s: payload CRC-32 mismatch (corrupted weights)", what);
+    for (int i = 0; i < m->n_tensors && st == AB_OK; i++) {
+        const float *p = m->params + m->tensors[i].offset;
+        for (size_t j = 0; j < m->tensors[i].size; j++)
+            if (!isfinite(p[j])) {
+                st = ab_fail(AB_ERR_NAN, "%s: tensor %s has a non-finite value at index %zu", what,
+                              m->tensors[i].name, j);
+                break;
+            }
+    }
+    if (st != AB_OK) {
+        ab_model_free(m);
+        return st;
+    }
+    m->merged = (flags & 2u) != 0;
+    *out = m;
+    return AB_OK;
+}
+
+ABDEF ab_status ab_model_load_mem(ab_model **out, const void *data, size_t size) {
+    AB_TRY(ab_init());
+    AB_CHECK_PTR(out);
+    *out = NULL;
+    if (size > 0) AB_CHECK_PTR(data);
+    ab__source src;
+    src.f = NULL, src.mem = (const unsigned char *)data, src.size = size, src.pos = 0;
+    return ab__load(out, &src, (uint64_t)size, "ab_model_load_mem");
+}
+
+ABDEF ab_status ab_model_load(ab_model **out, const char *path) {
+    AB_TRY(ab_init());
+    AB_CHECK_PTR(out);
+    *out = NULL;
+    AB_CHECK_PTR(path);
+    ab__source src;
+    src.f = fopen(path, "rb"), src.mem = NULL, src.size = 0, src.pos = 0;
+    if (!src.f) return ab_fail(AB_ERR_IO, "ab_model_load: cannot open '%s'", path);
+    long len = -1;
+    if (fseek(src.f, 0, SEEK_END) == 0) len = ftell(src.f);
+    if (len < 0 || fseek(src.f, 0, SEEK_SET) != 0) {
+        fclose(src.f);
+        return ab_fail(AB_ERR_IO, "ab_model_load: cannot determine the size of '%s'", path);
+    }
+    char what[200];
+    snprintf(what, sizeof what, "ab_model_load '%s'", path);
+    ab_status st = ab__load(out, &src, (uint64_t)len, what);
+    fclose(src.f);
+    return st;
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ANTIBODY_GPT_IMPLEMENTATION_DONE */
+#endif /* ANTIBODY_GPT_IMPLEMENTATION || ANTIBODY_IMPLEMENTATION */
