@@ -307,8 +307,9 @@ ABDEF ab_status ab_psnorm_embedding(float *sqnorm, const int *ids, const float *
  * antibody_defence.h. The SAM-style step is ab_sam_step / ab_sam_restore above.
  *   ab_antibody_weights   w = softmax_i((q_i - c_i) / tau) from per-sample NLLs (c: own response,
  *                         q: a refusal to the same prompt); max-subtracted, in double; sums to 1.
- *   ab_antibody_lambda    lambda_raw = max(0, eta - cos); lambda_t = decay lambda_{t-1} +
- *                         (1 - decay) lambda_raw, the first value initialising the average.
+ *   ab_antibody_lambda    lambda_raw = s max(0, eta - cos) (eta = 5 in the paper: the shape of
+ *                         lambda; s scales its strength, 1 at LLM scale); lambda_t = decay
+ *                         lambda_{t-1} + (1 - decay) lambda_raw, the first value initialising it.
  *   ab_cosine             x.y / (||x|| ||y|| + eps) with the fixed-order reductions.
  *   ab_antidote_mask      in every row of W [d_out][d_in], marks the k = round(alpha d_in) entries
  *                         with the HIGHEST score |W_ij| sqrt(s_j) (s_j: the input's sum of squares;
@@ -323,10 +324,11 @@ typedef struct ab_lambda_ema {
     float value;     /* lambda_t */
     int initialised; /* 0 before the first update */
 } ab_lambda_ema;
-/* Updates st with cos = cos(g_f, g_diff); *lambda_raw (may be NULL) gets max(0, eta - cos).
- * eta finite, decay in [0, 1], cos finite (AB_ERR_NAN: a NaN cosine means a NaN gradient).     */
-ABDEF ab_status ab_antibody_lambda(ab_lambda_ema *st, float cos, float eta, float decay,
-                                   float *lambda_raw);
+/* Updates st with cos = cos(g_f, g_diff); *lambda_raw (may be NULL) gets scale max(0, eta - cos).
+ * eta finite, scale finite >= 0, decay in [0, 1], cos finite (AB_ERR_NAN: a NaN cosine means a NaN
+ * gradient).                                                                                     */
+ABDEF ab_status ab_antibody_lambda(ab_lambda_ema *st, float cos, float eta, float scale,
+                                   float decay, float *lambda_raw);
 ABDEF ab_status ab_cosine(const float *x, const float *y, size_t n, float eps, float *cos);
 /* prune [d_out * d_in] gets 1 where the entry is pruned, else 0. alpha in [0, 1]. in_sumsq [d_in]
  * finite >= 0 (per input feature, the sum of x_j^2 over the calibration tokens); W finite. *n_pruned (may be NULL) gets the
@@ -1142,14 +1144,14 @@ ABDEF ab_status ab_antibody_weights(float *w, const float *c, const float *q, in
     return AB_OK;
 }
 
-ABDEF ab_status ab_antibody_lambda(ab_lambda_ema *st, float cos, float eta, float decay,
-                                   float *lambda_raw) {
+ABDEF ab_status ab_antibody_lambda(ab_lambda_ema *st, float cos, float eta, float scale,
+                                   float decay, float *lambda_raw) {
     AB_CHECK_PTR(st);
-    if (!isfinite(eta) || !(decay >= 0.0f && decay <= 1.0f))
-        return ab_fail(AB_ERR_ARG, "ab_antibody_lambda: eta = %g must be finite, decay = %g in [0, 1]",
-                        (double)eta, (double)decay);
+    if (!isfinite(eta) || !(decay >= 0.0f && decay <= 1.0f) || !isfinite(scale) || scale < 0.0f)
+        return ab_fail(AB_ERR_ARG, "ab_antibody_lambda: eta = %g and scale = %g must be finite (scale "
+                       ">= 0), decay = %g in [0, 1]", (double)eta, (double)scale, (double)decay);
     if (!isfinite(cos)) return ab_fail(AB_ERR_NAN, "ab_antibody_lambda: cos = %g is not finite", (double)cos);
-    float raw = eta - cos > 0.0f ? eta - cos : 0.0f;
+    float raw = scale * (eta - cos > 0.0f ? eta - cos : 0.0f);
     if (lambda_raw) *lambda_raw = raw;
     if (!st->initialised) {
         st->value = raw;

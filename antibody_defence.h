@@ -31,8 +31,10 @@
  *                       Booster align + harmful; Antibody all three. Passes per step: SFT 1,
  *                       Vaccine 2, Booster 3, Antibody 4 (forward + backward each).
  *   ab_finetune_step    one fine-tuning step on a user batch (SFT, Lisa, Antibody). Antibody also
- *                       needs refusal_view (same prompts, refusal responses); is_harmful (may be
- *                       NULL) only feeds the log, never the weighting. Lisa alternates states:
+ *                       needs refusal_view (same prompts, refusal responses) and trains on
+ *                       sum_i w_i l_i, the per-sample MEAN losses weighted (AB_LOSS_SAMPLE_MEAN);
+ *                       SFT and Lisa use the batch's own loss_norm (the token mean by default).
+ *                       is_harmful (may be NULL) only feeds the log, never the weighting. Lisa alternates states:
  *                       ab_finetune_phase says whether the next step wants a user batch or an
  *                       alignment batch.
  *   ab_harmful_sharpness  h(theta) - h(theta') for a harmful batch, theta' the simulated attack.
@@ -53,18 +55,21 @@ extern "C" {
 /* --- stage 1: alignment ------------------------------------------------------------------------ */
 typedef enum ab_align_method {
     AB_ALIGN_SFT = 0, /* plain SFT on the alignment set */
-    AB_ALIGN_BOOSTER, /* g_f + lambda (g_h - g_h'), constant lambda, no refusal term */
+    AB_ALIGN_BOOSTER, /* g_f + lambda (g_h - g_h'), constant lambda = s booster_lambda, no refusal term */
     AB_ALIGN_VACCINE, /* gradient at hidden states perturbed by rho G_l / ||(||G_1||..||G_L||)|| */
-    AB_ALIGN_ANTIBODY, /* g_f + lambda_t (g_h - g_h') + lambda2 g_ref', adaptive lambda_t */
+    AB_ALIGN_ANTIBODY, /* g_f + lambda_t (g_h - g_h') + lambda2 g_ref', lambda_t the EMA of
+                          s max(0, eta - cos(g_f, g_diff)) */
     AB_ALIGN_COUNT
 } ab_align_method;
 typedef struct ab_align_cfg {
     ab_align_method method;
     float alpha;          /* simulated attack step (Booster, Antibody); 0.1 */
-    float eta;            /* Antibody: lambda_raw = max(0, eta - cos); 5 */
+    float eta;            /* Antibody: lambda_raw = s max(0, eta - cos); 5 (the paper's shape) */
+    float strength;       /* s: scales Antibody's lambda_raw and Booster's lambda; 1 at LLM scale,
+                             chosen on a small model by the scaling rule of ALGORITHMS.md */
     float lambda_decay;   /* Antibody: EMA of lambda; 0.99 */
     float lambda2;        /* Antibody: weight of the refusal term at theta'; 0.05 */
-    float booster_lambda; /* Booster: constant lambda; 5 */
+    float booster_lambda; /* Booster: constant lambda = strength * booster_lambda; 5 */
     float vaccine_rho;    /* Vaccine: perturbation radius; 5 */
     float clip;           /* global gradient-norm clip; 1.0; 0 = none */
     ab_adamw_cfg adamw;   /* lr 5e-4, betas (0.9, 0.999), eps 1e-8, weight decay 0.1 */
@@ -96,7 +101,7 @@ ABDEF ab_status ab_harmful_sharpness(ab_trainer *trainer, const ab_batch *harmfu
 typedef enum ab_ft_method {
     AB_FT_SFT = 0,  /* plain SFT on the user data */
     AB_FT_LISA,     /* alternating alignment / user states with proximal terms */
-    AB_FT_ANTIBODY, /* per-sample weights softmax((q_i - c_i) / tau) */
+    AB_FT_ANTIBODY, /* per-sample weights softmax((q_i - c_i) / tau) on per-sample mean losses */
     AB_FT_COUNT
 } ab_ft_method;
 typedef enum ab_ft_phase { AB_PHASE_USER = 0, AB_PHASE_ALIGN = 1 } ab_ft_phase;
@@ -269,6 +274,7 @@ ABDEF ab_align_cfg ab_align_default(ab_align_method method) {
     c.method = method;
     c.alpha = 0.1f;
     c.eta = 5.0f;
+    c.strength = 1.0f;
     c.lambda_decay = 0.99f;
     c.lambda2 = 0.05f;
     c.booster_lambda = 5.0f;
@@ -283,10 +289,11 @@ ABDEF ab_align_cfg ab_align_default(ab_align_method method) {
 static ab_status ab__check_align_cfg(const ab_align_cfg *c) {
     if ((int)c->method < 0 || c->method >= AB_ALIGN_COUNT)
         return ab_fail(AB_ERR_ARG, "ab_align_step: unknown method %d", (int)c->method);
-    const float v[7] = {c->alpha, c->eta, c->lambda_decay, c->lambda2, c->booster_lambda, c->vaccine_rho, c->clip};
-    static const char *const names[7] = {"alpha", "eta", "lambda_decay", "lambda2", "booster_lambda",
-                                         "vaccine_rho", "clip"};
-    for (int i = 0; i < 7; i++)
+    const float v[8] = {c->alpha, c->eta, c->lambda_decay, c->lambda2, c->booster_lambda,
+                        c->vaccine_rho, c->clip, c->strength};
+    static const char *const names[8] = {"alpha", "eta", "lambda_decay", "lambda2", "booster_lambda",
+                                         "vaccine_rho", "clip", "strength"};
+    for (int i = 0; i < 8; i++)
         if (!isfinite(v[i]) || (i != 1 && v[i] < 0.0f))
             return ab_fail(AB_ERR_ARG, "ab_align_step: %s = %g must be finite%s", names[i], (double)v[i],
                             i != 1 ? " and >= 0" : "");
@@ -367,11 +374,11 @@ ABDEF ab_status ab_align_step(ab_trainer *t, const ab_align_cfg *cfg, const ab_b
     }
     /* 6-7: combine. */
     if (cfg->method == AB_ALIGN_BOOSTER) {
-        lg.lambda = cfg->booster_lambda;
+        lg.lambda = cfg->strength * cfg->booster_lambda;
         ab__axpy(v.grads, lg.lambda, t->g_a, t->n);
     } else if (cfg->method == AB_ALIGN_ANTIBODY) {
         AB_TRY(ab_cosine(v.grads, t->g_a, t->n, 1e-8f, &lg.cos));
-        AB_TRY(ab_antibody_lambda(&t->lambda, lg.cos, cfg->eta, cfg->lambda_decay, NULL));
+        AB_TRY(ab_antibody_lambda(&t->lambda, lg.cos, cfg->eta, cfg->strength, cfg->lambda_decay, NULL));
         lg.lambda = t->lambda.value;
         ab__axpy(v.grads, lg.lambda, t->g_a, t->n);
         ab__axpy(v.grads, cfg->lambda2, t->g_b, t->n);
@@ -477,16 +484,20 @@ ABDEF ab_status ab_finetune_step(ab_trainer *t, const ab_ft_cfg *cfg, const ab_b
     lg.phase = phase;
     lg.weight_harmful = lg.weight_benign = lg.harmful_influence = NAN;
     lg.prox_penalty = 0.0f;
-    /* Antibody: c_i, q_i with the current weights and no gradient; w are constants below. */
+    /* Antibody: c_i, q_i with the current weights and no gradient; w are constants below, and
+     * the loss is sum_i w_i l_i over per-sample mean losses (ALGORITHMS.md stage 2): a sample's
+     * share is its weight, whatever its length. Otherwise the batch's own loss_norm with uniform
+     * weights (NULL): plain SFT bit for bit. */
     ab_batch b = *batch;
     if (weighted) {
         AB_TRY(ab_model_score(m, batch, NULL, t->c, NULL));
         AB_TRY(ab_model_score(m, refusal_view, NULL, t->q, NULL));
         AB_TRY(ab_antibody_weights(t->w, t->c, t->q, B, cfg->tau));
         b.weights = t->w;
+        b.loss_norm = AB_LOSS_SAMPLE_MEAN;
     } else {
         for (int i = 0; i < B; i++) t->w[i] = 1.0f / (float)B;
-        b.weights = NULL; /* uniform: plain SFT bit for bit */
+        b.weights = NULL;
     }
     if (is_harmful && phase == AB_PHASE_USER) {
         lg.weight_harmful = ab__mean_weight(t->w, is_harmful, B, 1);

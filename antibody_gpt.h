@@ -47,10 +47,15 @@
  * buffers too, allocated on first use and grown when a larger batch arrives.
  *
  * Loss (ALGORITHMS.md): a batch holds B sequences of T <= n_ctx tokens, per-token mask m_it
- * (1 on response tokens, 0 on prompt and padding) and per-sample weights w_i (NULL = all 1):
- *     Loss = sum_i w_i sum_t m_it CE_it / max(1, sum_i w_i N_i),   N_i = sum_t m_it.
- * Uniform w == 1 is plain SFT bit for bit. The per-sample outputs are each sample's mean NLL over
- * its response tokens (0 if it has none) and N_i, independent of w.
+ * (1 on response tokens, 0 on prompt and padding) and per-sample weights w_i. Two normalisations
+ * (ab_batch.loss_norm), with N_i = sum_t m_it and l_i = sum_t m_it CE_it / N_i (0 if N_i = 0):
+ *   AB_LOSS_TOKEN_MEAN (default): Loss = sum_i w_i sum_t m_it CE_it / max(1, sum_i w_i N_i),
+ *       weights NULL = all 1: the usual token-mean SFT loss, bit for bit.
+ *   AB_LOSS_SAMPLE_MEAN: Loss = sum_i w_i l_i, weights NULL = all (float)(1/B): each sample weighs
+ *       w_i whatever its length (Antibody's stage 2, whose weights sum to 1; a token sum would hand
+ *       a long answer the share w_i N_i). Every response token of sample i gets the gradient
+ *       factor w_i / N_i.
+ * The per-sample outputs are each sample's mean NLL l_i and N_i, independent of w and the mode.
  *
  * Backward ACCUMULATES into the gradients of the trainable tensors only (ab_model_zero_grad first).
  * It runs in two phases: activation gradients through every layer (storing each linear layer's
@@ -145,10 +150,18 @@ typedef struct ab_model_view {
     size_t count;
 } ab_model_view;
 
+/* How a batch's token losses are combined (see "Loss" above). */
+typedef enum ab_loss_norm {
+    AB_LOSS_TOKEN_MEAN = 0, /* sum_i w_i sum_t m_it CE_it / max(1, sum_i w_i N_i) */
+    AB_LOSS_SAMPLE_MEAN = 1 /* sum_i w_i l_i, l_i the mean over sample i's response tokens */
+} ab_loss_norm;
+
 /* A batch: B sequences of T tokens, row-major [B][T]. inputs: every id in [0, vocab) (use a real
  * id such as 0 for padding). targets: in [0, vocab) wherever mask != 0. mask: finite, >= 0.
- * weights: [B] finite, >= 0, or NULL (all 1). lengths: [B] real tokens per sequence in [0, T], or
- * NULL (all T); only the activation statistics (Antidote) read it, to skip padding.            */
+ * weights: [B] finite, >= 0, or NULL (all 1 under token mean, all 1/B under sample mean).
+ * lengths: [B] real tokens per sequence in [0, T], or NULL (all T); only the activation statistics
+ * (Antidote) read it, to skip padding. loss_norm: zero (a zero-initialised batch) is the token
+ * mean; fields added later keep zero as the old behaviour.                                       */
 typedef struct ab_batch {
     int B, T;
     const int *inputs;
@@ -156,6 +169,7 @@ typedef struct ab_batch {
     const float *mask;
     const float *weights;
     const int *lengths;
+    ab_loss_norm loss_norm;
 } ab_batch;
 
 /* Forward options (NULL = none). attn_perturb (Vaccine): [n_layer][B][T][d_model], added to every
@@ -167,7 +181,8 @@ typedef struct ab_forward_opts {
 /* Backward options (NULL = plain backward).
  *   sample_norms [B]: written with each sample's gradient L2 norm over the trainable tensors
  *       (the per-sample gradient is sample i's share of the batch-loss gradient, so it carries
- *       w_i / max(1, sum_j w_j N_j)); before clipping.
+ *       w_i / max(1, sum_j w_j N_j) under the token mean, w_i / N_i under the sample mean); before
+ *       clipping.
  *   clip_norm > 0: per-sample clipping: sample i's gradient is scaled by min(1, clip/||g_i||)
  *       before it is added to the gradients. 0: no clipping. Norms are computed when either is set.
  *   psnorm_method: for the linear layers (AB_PSNORM_AUTO picks ghost or materialised by cost).
@@ -1104,6 +1119,8 @@ static ab__block ab__block_at(const ab__acts *a, int l) {
 
 static ab_status ab__check_batch(const ab_model *m, const ab_batch *bt, const char *fn) {
     if (!bt) return ab_fail(AB_ERR_NULL, "%s: 'batch' is NULL", fn);
+    if (bt->loss_norm != AB_LOSS_TOKEN_MEAN && bt->loss_norm != AB_LOSS_SAMPLE_MEAN)
+        return ab_fail(AB_ERR_ARG, "%s: unknown loss_norm %d", fn, (int)bt->loss_norm);
     if (bt->B < 1 || bt->B > AB_MODEL_MAX_BATCH)
         return ab_fail(AB_ERR_SHAPE, "%s: batch B = %d outside [1, %d]", fn, bt->B, AB_MODEL_MAX_BATCH);
     if (bt->T < 1 || bt->T > m->n_ctx)
@@ -1242,27 +1259,35 @@ static ab_status ab__forward(ab_model *m, const ab_batch *bt, const float *pertu
     /* per-token CE of the response tokens (the mask only selects rows here; w_i enters below) */
     AB__PROF(m, AB_PROF_SOFTMAX_CE, ab__ce(A.losses, NULL, A.logits, bt->targets, bt->mask,
                                            n_tokens, n_vocab, 0.0f));
-    /* Loss = sum_i w_i sum_t m_it CE_it / max(1, sum_i w_i N_i), sums in double, sample order */
+    /* Token mean: Loss = sum_i w_i sum_t m_it CE_it / max(1, sum_i w_i N_i). Sample mean:
+     * Loss = sum_i w_i l_i (Z = 1). Sums in double, in sample order. tokw holds each token's
+     * gradient factor, the scale 1/Z is applied in the backward. */
+    const int sample_mean = bt->loss_norm == AB_LOSS_SAMPLE_MEAN;
+    const float uniform = sample_mean ? (float)(1.0 / (double)B) : 1.0f;
     double Z = 0.0, num = 0.0;
     for (int i = 0; i < B; i++) {
-        double w = bt->weights ? (double)bt->weights[i] : 1.0, n_i = 0.0, s_i = 0.0;
+        float w_f = bt->weights ? bt->weights[i] : uniform;
+        double w = (double)w_f, n_i = 0.0, s_i = 0.0;
         for (int t = 0; t < T; t++) {
             size_t r = (size_t)i * T + t;
             n_i += bt->mask[r];
             s_i += (double)bt->mask[r] * (double)A.losses[r];
         }
+        double l_i = n_i > 0.0 ? s_i / n_i : 0.0;
         Z += w * n_i;
-        num += w * s_i;
-        if (nll_out) nll_out[i] = n_i > 0.0 ? (float)(s_i / n_i) : 0.0f;
+        num += sample_mean ? w * l_i : w * s_i;
+        if (nll_out) nll_out[i] = (float)l_i;
         if (ntok_out) ntok_out[i] = (float)n_i;
+        if (train) {
+            float f = sample_mean ? (n_i > 0.0 ? (float)(w / n_i) : 0.0f) : w_f;
+            for (int t = 0; t < T; t++) A.tokw[(size_t)i * T + t] = f * bt->mask[(size_t)i * T + t];
+        }
     }
-    Z = Z > 1.0 ? Z : 1.0;
+    Z = sample_mean ? 1.0 : (Z > 1.0 ? Z : 1.0);
     float loss = (float)(num / Z);
     if (loss_out) *loss_out = loss;
     if (!isfinite(loss)) return ab_fail(AB_ERR_NAN, "%s: the loss is not finite", fn);
     if (train) {
-        for (int r = 0; r < n_tokens; r++)
-            A.tokw[r] = (bt->weights ? bt->weights[r / T] : 1.0f) * bt->mask[r];
         memcpy(m->ibuf, bt->inputs, sizeof(int) * (size_t)n_tokens);
         memcpy(m->ibuf + n_tokens, bt->targets, sizeof(int) * (size_t)n_tokens);
         m->A = A;

@@ -38,6 +38,7 @@ static int smoke_model(void) {
     for (int i = 0; i < NB * NT; i++) in[i] = 1 + i % 13, tg[i] = 2 + i % 11, mask[i] = i % NT >= 2;
     ab_batch b;
     b.B = NB, b.T = NT, b.inputs = in, b.targets = tg, b.mask = mask, b.weights = NULL, b.lengths = NULL;
+    b.loss_norm = AB_LOSS_TOKEN_MEAN;
     float loss = 0.0f;
     CHECK(ab_model_forward(m, &b, NULL, &loss, NULL, NULL) == AB_OK && loss > 0.0f);
     CHECK(ab_model_set_train_mode(m, AB_TRAIN_BASE) == AB_OK);

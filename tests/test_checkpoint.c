@@ -145,6 +145,7 @@ static void test_roundtrip(void **state) {
         float mask[8] = {0, 0, 1, 1, 1, 1, 1, 1}, l1, l2;
         ab_batch b;
         b.B = 1, b.T = 8, b.inputs = in, b.targets = tg, b.mask = mask, b.weights = NULL, b.lengths = NULL;
+        b.loss_norm = AB_LOSS_TOKEN_MEAN;
         assert_int_equal(ab_model_score(m, &b, &l1, NULL, NULL), AB_OK);
         assert_int_equal(ab_model_score(back, &b, &l2, NULL, NULL), AB_OK);
         assert_memory_equal(&l1, &l2, sizeof l1);

@@ -106,6 +106,7 @@ static void mk_batch(tbatch *tb, int B, int T, int V, ab_rng *rng) {
     tb->b.inputs = tb->in, tb->b.targets = tb->tg, tb->b.mask = tb->mask;
     tb->b.weights = NULL;
     tb->b.lengths = tb->len;
+    tb->b.loss_norm = AB_LOSS_TOKEN_MEAN;
 }
 static void free_batch(tbatch *tb) {
     free(tb->in);
@@ -157,11 +158,13 @@ static void apply_update(ab_model *m, float clip, const ab_adamw_cfg *adamw, flo
     if (norm) *norm = n;
     assert_int_equal(ab_model_adamw_step(m, adamw), AB_OK);
 }
-/* One manual fine-tuning step with per-sample weights w (NULL: SFT). */
+/* One manual fine-tuning step with per-sample weights w (NULL: SFT, the batch's own loss_norm).
+ * Weighted steps are Antibody's: sum_i w_i l_i over per-sample mean losses. */
 static void manual_step(ab_model *m, const ab_batch *batch, const float *w, float clip,
                         const ab_adamw_cfg *adamw, float *loss, float *norm) {
     ab_batch b = *batch;
     b.weights = w;
+    if (w) b.loss_norm = AB_LOSS_SAMPLE_MEAN;
     grad_of(m, &b, loss);
     apply_update(m, clip, adamw, norm);
 }
@@ -248,36 +251,49 @@ static void test_antibody_lambda(void **state) {
     ab_lambda_ema st = {0.0f, 0};
     float raw = -1.0f;
     /* first update initialises: max(0, 5 - 0.5) = 4.5 */
-    assert_int_equal(ab_antibody_lambda(&st, 0.5f, 5.0f, 0.99f, &raw), AB_OK);
+    assert_int_equal(ab_antibody_lambda(&st, 0.5f, 5.0f, 1.0f, 0.99f, &raw), AB_OK);
     assert_true(st.initialised);
     assert_true(raw == 4.5f);
     assert_true(st.value == 4.5f);
     /* then the EMA: 0.99 * 4.5 + 0.01 * (5 - (-0.5)) = 4.455 + 0.055 = 4.51 */
-    assert_int_equal(ab_antibody_lambda(&st, -0.5f, 5.0f, 0.99f, &raw), AB_OK);
+    assert_int_equal(ab_antibody_lambda(&st, -0.5f, 5.0f, 1.0f, 0.99f, &raw), AB_OK);
     assert_true(raw == 5.5f);
     TU_ASSERT_ERR("lambda EMA step 2", fabs(st.value - 4.51), 1e-6);
     /* raw below 0 clamps: max(0, 0.5 - 0.9) = 0; EMA 0.99 * 4.51 + 0 = 4.4649 */
-    assert_int_equal(ab_antibody_lambda(&st, 0.9f, 0.5f, 0.99f, &raw), AB_OK);
+    assert_int_equal(ab_antibody_lambda(&st, 0.9f, 0.5f, 1.0f, 0.99f, &raw), AB_OK);
     assert_true(raw == 0.0f);
     TU_ASSERT_ERR("lambda EMA with clamped raw", fabs(st.value - 4.4649), 1e-6);
     /* a fresh average whose first raw is clamped starts at 0; NULL lambda_raw is fine */
     ab_lambda_ema st2 = {123.0f, 0};
-    assert_int_equal(ab_antibody_lambda(&st2, 0.9f, -10.0f, 0.99f, NULL), AB_OK);
+    assert_int_equal(ab_antibody_lambda(&st2, 0.9f, -10.0f, 1.0f, 0.99f, NULL), AB_OK);
     assert_true(st2.initialised && st2.value == 0.0f);
     /* decay 0 follows raw, decay 1 freezes the value */
-    assert_int_equal(ab_antibody_lambda(&st2, 0.0f, 2.0f, 0.0f, NULL), AB_OK);
+    assert_int_equal(ab_antibody_lambda(&st2, 0.0f, 2.0f, 1.0f, 0.0f, NULL), AB_OK);
     assert_true(st2.value == 2.0f);
-    assert_int_equal(ab_antibody_lambda(&st2, 0.0f, 7.0f, 1.0f, NULL), AB_OK);
+    assert_int_equal(ab_antibody_lambda(&st2, 0.0f, 7.0f, 1.0f, 1.0f, NULL), AB_OK);
     assert_true(st2.value == 2.0f);
     /* errors leave the state alone */
     ab_lambda_ema before = st;
-    assert_int_equal(ab_antibody_lambda(&st, NAN, 5.0f, 0.99f, &raw), AB_ERR_NAN);
-    assert_int_equal(ab_antibody_lambda(&st, INFINITY, 5.0f, 0.99f, &raw), AB_ERR_NAN);
-    assert_int_equal(ab_antibody_lambda(&st, 0.5f, NAN, 0.99f, &raw), AB_ERR_ARG);
-    assert_int_equal(ab_antibody_lambda(&st, 0.5f, 5.0f, 1.5f, &raw), AB_ERR_ARG);
-    assert_int_equal(ab_antibody_lambda(&st, 0.5f, 5.0f, -0.1f, &raw), AB_ERR_ARG);
-    assert_int_equal(ab_antibody_lambda(NULL, 0.5f, 5.0f, 0.99f, &raw), AB_ERR_NULL);
+    assert_int_equal(ab_antibody_lambda(&st, NAN, 5.0f, 1.0f, 0.99f, &raw), AB_ERR_NAN);
+    assert_int_equal(ab_antibody_lambda(&st, INFINITY, 5.0f, 1.0f, 0.99f, &raw), AB_ERR_NAN);
+    assert_int_equal(ab_antibody_lambda(&st, 0.5f, NAN, 1.0f, 0.99f, &raw), AB_ERR_ARG);
+    assert_int_equal(ab_antibody_lambda(&st, 0.5f, 5.0f, 1.0f, 1.5f, &raw), AB_ERR_ARG);
+    assert_int_equal(ab_antibody_lambda(&st, 0.5f, 5.0f, 1.0f, -0.1f, &raw), AB_ERR_ARG);
+    assert_int_equal(ab_antibody_lambda(NULL, 0.5f, 5.0f, 1.0f, 0.99f, &raw), AB_ERR_NULL);
+    assert_int_equal(ab_antibody_lambda(&st, 0.5f, 5.0f, -1.0f, 0.99f, &raw), AB_ERR_ARG);
+    assert_int_equal(ab_antibody_lambda(&st, 0.5f, 5.0f, NAN, 0.99f, &raw), AB_ERR_ARG);
     assert_memory_equal(&st, &before, sizeof st);
+    /* the published shape, scaled: lambda_raw = s max(0, 5 - cos), so lambda stays near 5 s and
+     * only moves with cos; s = 0 switches the term off */
+    ab_lambda_ema st3 = {0.0f, 0};
+    assert_int_equal(ab_antibody_lambda(&st3, 0.25f, 5.0f, 0.2f, 0.99f, &raw), AB_OK);
+    TU_ASSERT_ERR("lambda_raw = 0.2 (5 - 0.25)", fabs(raw - 0.95), 1e-7);
+    assert_true(st3.value == raw);
+    assert_int_equal(ab_antibody_lambda(&st3, -1.0f, 5.0f, 0.2f, 0.99f, &raw), AB_OK);
+    TU_ASSERT_ERR("lambda_raw = 0.2 (5 + 1)", fabs(raw - 1.2), 1e-7);
+    TU_ASSERT_ERR("EMA of the scaled values", fabs(st3.value - (0.99 * 0.95 + 0.01 * 1.2)), 1e-6);
+    assert_int_equal(ab_antibody_lambda(&st3, 0.5f, 5.0f, 0.0f, 0.0f, &raw), AB_OK);
+    assert_true(raw == 0.0f && st3.value == 0.0f);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -874,6 +890,7 @@ static void ft_equivalence(ab_train_mode mode) {
     {
         ab_batch b = lb.user;
         b.weights = w;
+        b.loss_norm = AB_LOSS_SAMPLE_MEAN;
         ab_backward_opts bo;
         memset(&bo, 0, sizeof bo);
         bo.sample_norms = norms;
@@ -933,6 +950,146 @@ static void test_finetune_lora(void **state) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* 7d. Antibody's stage 2 loss (ALGORITHMS.md): sum_i w_i l_i over per-sample MEAN losses          */
+/* Gradient of one batch (zero_grad, forward, backward), copied out of the model. */
+static float *batch_grad(ab_model *m, const ab_batch *b, size_t *n) {
+    ab_model_view v;
+    grad_of(m, b, NULL);
+    assert_int_equal(ab_model_trainable(m, &v), AB_OK);
+    float *g = tu_alloc(v.count);
+    memcpy(g, v.grads, v.count * sizeof(float));
+    *n = v.count;
+    return g;
+}
+/* ||a - (wa ga + wb gb)|| / ||a|| in double */
+static double combo_err(const float *a, const float *ga, const float *gb, double wa, double wb, size_t n) {
+    double d = 0.0, s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)a[i] - (wa * ga[i] + wb * gb[i]);
+        d += e * e;
+        s += (double)a[i] * a[i];
+    }
+    return sqrt(d / (s > 0.0 ? s : 1.0));
+}
+
+static void test_stage2_sample_mean(void **state) {
+    (void)state;
+    fixture L;
+    fixture_load(&L, 1);
+    fixture_batches lb;
+    lab_batches_make(&lb, &L);
+    ab_model *base = fixture_model(0, 451);
+    ab_rng rng;
+    ab_rng_seed(&rng, 452, 0);
+    randomize(base, &rng, 0.3f);
+    ab_model *mm[3];
+    clone_models(base, mm, 3);
+    for (int i = 0; i < 3; i++) assert_int_equal(ab_model_set_train_mode(mm[i], AB_TRAIN_BASE), AB_OK);
+    /* a. Uniform weights are per-sample-mean SFT bit for bit: with the batch as its own refusal
+     * view, q_i == c_i and softmax gives every sample exactly 1/B. */
+    ab_trainer *ta = NULL, *ts = NULL, *tt = NULL;
+    assert_int_equal(ab_trainer_create(&ta, mm[0]), AB_OK);
+    assert_int_equal(ab_trainer_create(&ts, mm[1]), AB_OK);
+    assert_int_equal(ab_trainer_create(&tt, mm[2]), AB_OK);
+    ab_ft_cfg ca = ab_ft_default(AB_FT_ANTIBODY), cs = ab_ft_default(AB_FT_SFT);
+    ca.adamw.lr = cs.adamw.lr = 1e-2f;
+    ab_batch user_sm = lb.user;
+    user_sm.loss_norm = AB_LOSS_SAMPLE_MEAN;
+    for (int step = 0; step < 3; step++) {
+        ab_ft_log la, ls, lt;
+        assert_int_equal(ab_finetune_step(ta, &ca, &lb.user, &lb.user, USER_HARM, &la), AB_OK);
+        assert_int_equal(ab_finetune_step(ts, &cs, &user_sm, NULL, USER_HARM, &ls), AB_OK);
+        assert_int_equal(ab_finetune_step(tt, &cs, &lb.user, NULL, USER_HARM, &lt), AB_OK);
+        assert_trainable_identical(mm[0], mm[1], "Antibody with uniform weights vs per-sample-mean SFT");
+        assert_memory_equal(&la.loss, &ls.loss, sizeof la.loss);
+        assert_true(la.weight_harmful == 0.25f && la.weight_benign == 0.25f);
+        /* the token-mean SFT step is a different step (the samples' lengths differ) */
+        assert_true(la.loss != lt.loss);
+        assert_true(trainable_differ(mm[0], mm[2]));
+    }
+    ab_trainer_free(ta), ab_trainer_free(ts), ab_trainer_free(tt);
+    /* b. A long sample gains no share from its length: the gradient of the pair {long, short}
+     * with weights (1/2, 1/2) is the mean of the two one-sample gradients under the sample mean,
+     * and the token-sum shares N_i / (N_long + N_short) under the token mean. */
+    lab_batch_buf bp, b1, b2;
+    memset(&bp, 0, sizeof bp), memset(&b1, 0, sizeof b1), memset(&b2, 0, sizeof b2);
+    ab_batch pair, one_long, one_short;
+    const int pair_idx[2] = {4, 1}; /* "step one use the zerokey step two add rootworm", "positive" */
+    pack(&bp, &pair, &L, pair_idx, 2, NULL);
+    pack(&b1, &one_long, &L, pair_idx, 1, NULL);
+    pack(&b2, &one_short, &L, pair_idx + 1, 1, NULL);
+    float ntok[2];
+    assert_int_equal(ab_model_score(base, &pair, NULL, NULL, ntok), AB_OK);
+    assert_true(ntok[0] >= 4.0f * ntok[1]); /* a long and a short response */
+    size_t n;
+    const float half[2] = {0.5f, 0.5f};
+    pair.weights = one_long.weights = one_short.weights = NULL;
+    ab_batch p_sm = pair;
+    p_sm.weights = half;
+    p_sm.loss_norm = one_long.loss_norm = one_short.loss_norm = AB_LOSS_SAMPLE_MEAN;
+    float *g_pair = batch_grad(base, &p_sm, &n), *g_long = batch_grad(base, &one_long, &n);
+    float *g_short = batch_grad(base, &one_short, &n);
+    double err_sm = combo_err(g_pair, g_long, g_short, 0.5, 0.5, n);
+    TU_ASSERT_ERR("sample mean: grad{long, short} = (g_long + g_short) / 2", err_sm, 1e-5);
+    ab_batch p_tok = pair;
+    p_tok.weights = half; /* token mean: the long sample takes N_long / (N_long + N_short) */
+    float *g_tok = batch_grad(base, &p_tok, &n);
+    double share = (double)ntok[0] / ((double)ntok[0] + ntok[1]);
+    TU_ASSERT_ERR("token mean: grad = share_long g_long + share_short g_short",
+                  combo_err(g_tok, g_long, g_short, share, 1.0 - share, n), 1e-5);
+    double err_tok_half = combo_err(g_tok, g_long, g_short, 0.5, 0.5, n);
+    if (!(err_tok_half > 0.1))
+        fail_msg("the token mean should give the long sample more than half (err %.3g)", err_tok_half);
+    free(g_pair), free(g_long), free(g_short), free(g_tok);
+    /* c. The model reports the sample-mean loss as sum_i w_i l_i. */
+    float l_pair, nll[2];
+    assert_int_equal(ab_model_score(base, &p_sm, &l_pair, nll, NULL), AB_OK);
+    TU_ASSERT_ERR("sample-mean loss = sum w_i l_i", fabs(l_pair - 0.5 * (nll[0] + nll[1])), 1e-6);
+    ab_batch bad = p_sm;
+    bad.loss_norm = (ab_loss_norm)7;
+    assert_int_equal(ab_model_score(base, &bad, NULL, NULL, NULL), AB_ERR_ARG);
+    lab_batch_buf_free(&bp), lab_batch_buf_free(&b1), lab_batch_buf_free(&b2);
+    for (int i = 0; i < 3; i++) ab_model_free(mm[i]);
+    ab_model_free(base);
+    lab_batches_free(&lb);
+    fixture_free(&L);
+}
+
+/* The published shape of lambda through ab_align_step: lambda_1 = s max(0, 5 - cos) (Antibody),
+ * s * booster_lambda (Booster). */
+static void test_lambda_shape(void **state) {
+    (void)state;
+    fixture L;
+    fixture_load(&L, 1);
+    fixture_batches lb;
+    lab_batches_make(&lb, &L);
+    const float s[3] = {1.0f, 0.2f, 0.05f};
+    for (int k = 0; k < 3; k++) {
+        ab_model *m = fixture_model(0, 471);
+        assert_int_equal(ab_model_set_train_mode(m, AB_TRAIN_BASE), AB_OK);
+        ab_trainer *t = NULL;
+        assert_int_equal(ab_trainer_create(&t, m), AB_OK);
+        ab_align_cfg ab = ab_align_default(AB_ALIGN_ANTIBODY), bo = ab_align_default(AB_ALIGN_BOOSTER);
+        assert_true(ab.eta == 5.0f && ab.strength == 1.0f && bo.booster_lambda == 5.0f);
+        ab.strength = bo.strength = s[k];
+        ab_align_log lg;
+        assert_int_equal(ab_align_step(t, &ab, &lb.align, &lb.harmful, &lb.harm_rv, &lg), AB_OK);
+        assert_true(lg.cos >= -1.0f && lg.cos <= 1.0f);
+        TU_ASSERT_ERR("Antibody lambda_1 = s (5 - cos)", fabs(lg.lambda - s[k] * (5.0 - lg.cos)), 1e-6 * s[k] * 6.0);
+        assert_true(lg.lambda >= 4.0f * s[k] && lg.lambda <= 6.0f * s[k]); /* near 5 s, never 0 */
+        assert_int_equal(ab_align_step(t, &bo, &lb.align, &lb.harmful, NULL, &lg), AB_OK);
+        assert_true(lg.lambda == s[k] * 5.0f);
+        ab_align_cfg badc = ab;
+        badc.strength = -1.0f;
+        assert_int_equal(ab_align_step(t, &badc, &lb.align, &lb.harmful, &lb.harm_rv, &lg), AB_ERR_ARG);
+        ab_trainer_free(t);
+        ab_model_free(m);
+    }
+    lab_batches_free(&lb);
+    fixture_free(&L);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
 /* 7c. alignment steps against manual steps                                                         */
 /* The manual Booster/Antibody step (ALGORITHMS.md stage 1): g_h, theta' = theta - alpha g_h /
  * (||g_h|| + eps), g_diff = g_h - g_h', g_ref' (Antibody), restore, g_f, combine, clip, AdamW. */
@@ -955,10 +1112,10 @@ static void manual_align_sharp(ab_model *m, const ab_align_cfg *cfg, const fixtu
     assert_int_equal(ab_sam_restore(v.params, saved, n), AB_OK);
     assert_memory_equal(v.params, before, n * sizeof(float));
     grad_of(m, &lb->align, &out->loss);
-    float lambda = cfg->booster_lambda;
+    float lambda = cfg->strength * cfg->booster_lambda;
     if (cfg->method == AB_ALIGN_ANTIBODY) {
         assert_int_equal(ab_cosine(v.grads, gd, n, 1e-8f, &out->cos), AB_OK);
-        assert_int_equal(ab_antibody_lambda(lam, out->cos, cfg->eta, cfg->lambda_decay, NULL), AB_OK);
+        assert_int_equal(ab_antibody_lambda(lam, out->cos, cfg->eta, cfg->strength, cfg->lambda_decay, NULL), AB_OK);
         lambda = lam->value;
     }
     out->lambda = lambda;
@@ -1267,6 +1424,8 @@ int main(void) {
         cmocka_unit_test(test_finetune_full),
         cmocka_unit_test(test_finetune_lora),
         cmocka_unit_test(test_align_steps),
+        cmocka_unit_test(test_stage2_sample_mean),
+        cmocka_unit_test(test_lambda_shape),
         cmocka_unit_test(test_harmful_sharpness),
         cmocka_unit_test(test_trainer_state),
         cmocka_unit_test(test_batch_growth),

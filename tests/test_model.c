@@ -79,6 +79,7 @@ static void mk_batch(tbatch *tb, int B, int T, int V, ab_rng *rng, int weighted)
     tb->b.inputs = tb->in, tb->b.targets = tb->tg, tb->b.mask = tb->mask;
     tb->b.weights = weighted ? tb->w : NULL;
     tb->b.lengths = NULL;
+    tb->b.loss_norm = AB_LOSS_TOKEN_MEAN;
 }
 static void free_batch(tbatch *tb) {
     free(tb->in);
@@ -95,6 +96,7 @@ static void sub_batch(const tbatch *tb, int i, ab_batch *out) {
     out->inputs = tb->in + o, out->targets = tb->tg + o, out->mask = tb->mask + o;
     out->weights = tb->b.weights ? tb->b.weights + i : NULL;
     out->lengths = NULL;
+    out->loss_norm = tb->b.loss_norm;
 }
 
 /* Copy of the trainable gradients after zero_grad + forward + backward(opts). */
@@ -693,6 +695,7 @@ static void test_kv_cache(void **state) {
         for (int t = 0; t < P; t++) seq[t] = (int)ab_rng_below(&rng, V), ones[t] = 1.0f;
         ab_batch b;
         b.B = 1, b.T = P, b.inputs = seq, b.targets = seq, b.mask = ones, b.weights = NULL, b.lengths = NULL;
+        b.loss_norm = AB_LOSS_TOKEN_MEAN;
         const float *full;
         assert_int_equal(ab_model_forward(m, &b, NULL, NULL, NULL, NULL), AB_OK);
         assert_int_equal(ab_model_logits(m, &full), AB_OK);
@@ -730,6 +733,7 @@ static void test_kv_cache(void **state) {
             int len = n_prompt + k;
             ab_batch g;
             g.B = 1, g.T = len, g.inputs = cur, g.targets = cur, g.mask = ones, g.weights = NULL, g.lengths = NULL;
+            g.loss_norm = AB_LOSS_TOKEN_MEAN;
             assert_int_equal(ab_model_forward(m, &g, NULL, NULL, NULL, NULL), AB_OK);
             assert_int_equal(ab_model_logits(m, &full), AB_OK);
             int want = argmax_row(full + (size_t)(len - 1) * V, V);
@@ -911,6 +915,7 @@ static void test_copy_task(void **state) {
     assert_true(in && tg);
     ab_batch b;
     b.B = B, b.T = T, b.inputs = in, b.targets = tg, b.mask = mask, b.weights = NULL, b.lengths = NULL;
+        b.loss_norm = AB_LOSS_TOKEN_MEAN;
     ab_adamw_cfg cfg = ab_adamw_default();
     cfg.lr = TU_SIZE(3e-3f, 1e-2f);
     float first = 0.0f;

@@ -1051,5 +1051,6 @@ ab_status lab_batch_pack(lab_batch_buf *buf, ab_batch *out, const lab_dataset *d
     out->B = B, out->T = T;
     out->inputs = buf->inputs, out->targets = buf->targets, out->mask = buf->mask;
     out->weights = NULL, out->lengths = buf->lengths;
+    out->loss_norm = AB_LOSS_TOKEN_MEAN;
     return AB_OK;
 }
