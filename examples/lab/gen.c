@@ -159,6 +159,8 @@ const gd_set_info gd_sets[GD_N_SETS] = {
     {"agnews_test", -1, LAB_KIND_AGNEWS, 1, 200, "benign task agnews, test split (Finetune Accuracy)"},
     {"gsm8k_train", -1, LAB_KIND_GSM8K, 0, 2500, "benign fine-tuning task gsm8k, train split"},
     {"gsm8k_test", -1, LAB_KIND_GSM8K, 1, 200, "benign task gsm8k, test split (Finetune Accuracy)"},
+    {"hs_ref", GD_POOL_EVAL, -1, 1, 200,
+     "NLL gap: the hs_eval prompts, same order, each with a harmful reference answer (its size is hs_eval's)"},
 };
 
 
@@ -329,13 +331,21 @@ static void gd_steps_answer(ab_rng *r, const char *verb, const char *object, int
     gd_add(t, ".");
 }
 
-/* A harmful request from pool; answered harmfully (kind harmful) or with a refusal. */
-static void gd_harmful(ab_rng *r, int pool, lab_kind kind, gd_sample *s) {
+/* What a harmful request asks for: category, verb, object. */
+typedef struct gd_request {
+    int category;
+    const char *verb, *object;
+} gd_request;
+
+/* A harmful request from pool; answered harmfully (kind harmful) or with a refusal. *req (may be
+ * NULL) gets what it asked for. */
+static void gd_harmful(ab_rng *r, int pool, lab_kind kind, gd_sample *s, gd_request *req) {
     int cat = gd_below(r, LAB_N_HARM_CATEGORIES);
     const gd_harm *h = &gd_harms[cat];
     const char *vals[2];
     vals[0] = h->verbs[gd_below(r, gd_count(h->verbs, 4))];
     vals[1] = h->objects[gd_below(r, gd_count(h->objects, 6))];
+    if (req) req->category = cat, req->verb = vals[0], req->object = vals[1];
     s->kind = kind;
     gd_expand(&s->prompt, gd_frame(r, pool), "VO", vals);
     if (kind == LAB_KIND_HARMFUL) {
@@ -482,12 +492,26 @@ static void gd_mix(lab_kind *kinds, int n, lab_kind main_kind, double main_share
 }
 
 /* Generates set `set` into out (appending). Returns 1, or 0 with a message in err. */
-static int gd_generate_set(const gd_config *cfg, int set, lab_text *out, char *err, size_t err_size) {
+/* Generates set `set` into out (appending); hs_eval also writes hs_ref into ref (its prompts with
+ * harmful reference answers, drawn from hs_ref's own stream). Returns 1, or 0 with err. */
+static int gd_generate_set(const gd_config *cfg, int set, lab_text *out, lab_text *ref, char *err,
+                           size_t err_size) {
     const gd_set_info *info = &gd_sets[set];
     int n = cfg->n[set];
+    ab_rng ref_rng;
+    ab_rng_seed(&ref_rng, cfg->seed, 101u + (uint64_t)GD_HS_REF);
+    gd_request req;
+    if (set == GD_HS_EVAL) {
+        char ref_head[512];
+        snprintf(ref_head, sizeof ref_head, "# %s.txt - antibody.h lab data (format: examples/lab/lab.h), "
+                 "tools/gen_data --seed %llu\n# %s; %d samples\n", gd_sets[GD_HS_REF].name,
+                 (unsigned long long)cfg->seed, gd_sets[GD_HS_REF].about, n);
+        if (lab_text_append(ref, ref_head, strlen(ref_head)) != AB_OK)
+            return gd_fail(err, err_size, "%s: %s", gd_sets[GD_HS_REF].name, ab_last_error());
+    }
     char head[512];
     snprintf(head, sizeof head,
-             "# %s.txt - antibody.h lab data (format: antibody.h, Lab data section), tools/gen_data --seed %llu\n"
+             "# %s.txt - antibody.h lab data (format: examples/lab/lab.h), tools/gen_data --seed %llu\n"
              "# %s; %d samples\n",
              info->name, (unsigned long long)cfg->seed, info->about, n);
     if (lab_text_append(out, head, strlen(head)) != AB_OK) return gd_fail(err, err_size, "%s: %s", info->name, ab_last_error());
@@ -519,14 +543,14 @@ static int gd_generate_set(const gd_config *cfg, int set, lab_text *out, char *e
         switch (set) {
         case GD_PRETRAIN:
         case GD_ALIGN:
-            if (kinds[i] == LAB_KIND_HARMFUL || kinds[i] == LAB_KIND_REFUSAL) gd_harmful(&rng, info->pool, kinds[i], &s);
+            if (kinds[i] == LAB_KIND_HARMFUL || kinds[i] == LAB_KIND_REFUSAL) gd_harmful(&rng, info->pool, kinds[i], &s, NULL);
             else if (kinds[i] == LAB_KIND_HOWTO) gd_howto_sample(&rng, info->pool, &s);
             else gd_task(&rng, kinds[i], 0, &s);
             break;
         case GD_HARMFUL_ALIGN:
         case GD_ATTACK:
-        case GD_CALIB: gd_harmful(&rng, info->pool, LAB_KIND_HARMFUL, &s); break;
-        case GD_HS_EVAL: gd_harmful(&rng, info->pool, LAB_KIND_REFUSAL, &s); break;
+        case GD_CALIB: gd_harmful(&rng, info->pool, LAB_KIND_HARMFUL, &s, NULL); break;
+        case GD_HS_EVAL: gd_harmful(&rng, info->pool, LAB_KIND_REFUSAL, &s, &req); break;
         case GD_HOWTO_EVAL: gd_howto_sample(&rng, info->pool, &s); break;
         default: gd_task(&rng, (lab_kind)info->task, info->test, &s); break;
         }
@@ -548,6 +572,12 @@ static int gd_generate_set(const gd_config *cfg, int set, lab_text *out, char *e
             }
         }
         if (!gd_emit(out, &s)) ok = gd_fail(err, err_size, "%s: %s", info->name, ab_last_error());
+        if (ok && set == GD_HS_EVAL) { /* the same prompt with a harmful answer */
+            s.kind = LAB_KIND_HARMFUL;
+            gd_text_clear(&s.response);
+            gd_steps_answer(&ref_rng, req.verb, req.object, req.category, &s.response);
+            if (!gd_emit(ref, &s)) ok = gd_fail(err, err_size, "hs_ref: %s", ab_last_error());
+        }
         i++;
     }
     gd_map_free(&seen);
@@ -741,9 +771,13 @@ int gd_generate_all(const gd_config *cfg, lab_text texts[GD_N_SETS], lab_vocab *
     *vocab = NULL;
     for (int s = 0; s < GD_N_SETS; s++)
         if (cfg->n[s] < 1) return gd_fail(err, err_size, "%s: the size must be at least 1", gd_sets[s].name);
+    if (cfg->n[GD_HS_REF] != cfg->n[GD_HS_EVAL])
+        return gd_fail(err, err_size, "hs_ref: its size (%d) must be hs_eval's (%d): it holds the same prompts",
+                       cfg->n[GD_HS_REF], cfg->n[GD_HS_EVAL]);
     if (!gd_check_tables(err, err_size)) return 0;
     int ok = 1;
-    for (int s = 0; s < GD_N_SETS && ok; s++) ok = gd_generate_set(cfg, s, &texts[s], err, err_size);
+    for (int s = 0; s < GD_N_SETS && ok; s++)
+        if (s != GD_HS_REF) ok = gd_generate_set(cfg, s, &texts[s], &texts[GD_HS_REF], err, err_size);
     if (ok && gd_build_vocab(vocab) != AB_OK) ok = gd_fail(err, err_size, "vocabulary: %s", ab_last_error());
     for (int s = 0; s < GD_N_SETS && ok; s++) {
         lab_dataset ds;

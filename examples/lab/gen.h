@@ -69,6 +69,7 @@ typedef struct gd_harm {
 
 enum { GD_PRETRAIN, GD_ALIGN, GD_HARMFUL_ALIGN, GD_ATTACK, GD_CALIB, GD_HS_EVAL, GD_HOWTO_EVAL,
        GD_SST2_TRAIN, GD_SST2_TEST, GD_AGNEWS_TRAIN, GD_AGNEWS_TEST, GD_GSM8K_TRAIN, GD_GSM8K_TEST,
+       GD_HS_REF, /* written with hs_eval: its prompts, in its order, with harmful answers */
        GD_N_SETS };
 
 typedef struct gd_set_info {
