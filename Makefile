@@ -17,7 +17,7 @@ LDLIBS_ALL = -lm -ldl $(SAN)
 TEST_LIBS  = -lcmocka -lgsl -lgslcblas
 VALGRIND   = valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --track-origins=yes
 HDRS     = antibody.h antibody_gpt.h antibody_defence.h $(wildcard kernels/*.h)
-LAB_HDRS = examples/lab/lab.h examples/lab/gen.h
+LAB_HDRS = examples/lab/lab.h examples/lab/gen.h examples/lab/stats.h
 LAB_OBJS = $(BUILD)/lab/lab.o
 GEN_OBJS = $(BUILD)/lab/gen.o $(LAB_OBJS)
 
@@ -31,7 +31,7 @@ TOOL_SRCS  = $(sort $(wildcard tools/*.c))
 TOOL_BINS  = $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
 
 .PHONY: all help test valgrind sanitize single check bench tools examples run clean deps readme bench-gpt2 \
-        install install-check bench-results \
+        install install-check bench-results calibrate scale-grid \
         flow-check sweep
 .DEFAULT_GOAL := all
 
@@ -54,8 +54,8 @@ $(BUILD)/tools/%: tools/%.c $(HDRS)
 $(BUILD)/lab/%.o: examples/lab/%.c $(HDRS) $(LAB_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
-$(BUILD)/lab/flow: examples/lab/flow.c $(LAB_OBJS) $(HDRS) $(LAB_HDRS)
-	$(CC) $(CFLAGS_ALL) $< $(LAB_OBJS) -o $@ $(LDLIBS_ALL)
+$(BUILD)/lab/flow: examples/lab/flow.c $(LAB_OBJS) $(BUILD)/lab/stats.o $(HDRS) $(LAB_HDRS)
+	$(CC) $(CFLAGS_ALL) $< $(LAB_OBJS) $(BUILD)/lab/stats.o -o $@ $(LDLIBS_ALL)
 $(BUILD)/tools/gen_data: tools/gen_data.c $(GEN_OBJS) $(HDRS) $(LAB_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< $(GEN_OBJS) -o $@ $(LDLIBS_ALL)
@@ -163,6 +163,15 @@ run: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## the lab: align -> fine-tune 
 # `flow --quick` twice (1 and 2 threads, fresh and cached base): table structure, bitwise reproducibility.
 flow-check: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## the lab's --quick end-to-end check (~2 min)
 	@examples/lab/flow_check.sh $(BUILD)/lab/flow $(BUILD)/tools/gen_data $(BUILD)/flowcheck
+
+# The attack's calibration on SFT alone (ALGORITHMS.md): SFT's HS over p, 5 seeds per point.
+calibrate: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## SFT's HS over p: the attack's calibration table (build/calibrate/calibration.md)
+	examples/lab/calibrate.sh --flow $(BUILD)/lab/flow --gen $(BUILD)/tools/gen_data --data $(BUILD)/data --out $(BUILD)/calibrate $(CALIBRATE_ARGS)
+
+# The pre-registered scaling rule: Antibody/Booster's s and Vaccine's rho from the aligned models only.
+scale-grid: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## the scaling rule's grid: aligned HS and refusals per strength, and its choice
+	$(BUILD)/tools/gen_data --out $(BUILD)/data --quiet
+	$(BUILD)/lab/flow --scale-grid --data $(BUILD)/data --cache $(BUILD)/cache --work $(BUILD)/scale-grid $(FLOW_ARGS)
 
 # HS and FA over p and n for every method: CSV + plot (long: one full flow per point; SWEEP_ARGS=--quick).
 sweep: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## p and n sweeps: build/sweep/sweep.csv and sweep.png
