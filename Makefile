@@ -156,9 +156,9 @@ bench-gpt2: $(BUILD)/bench/bench_step   ## the GPT-2-shaped training step vs the
 	$(BUILD)/bench/bench_step --case step_gpt2
 
 # The main job: the lab's data (0.1 s, deterministic), then the whole flow with its defaults.
-run: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## the lab: align -> fine-tune -> prune, HS/FA table (< 10 min)
+run: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## the lab over 5 seeds: align -> fine-tune -> prune, HS/FA with intervals (< 10 min)
 	$(BUILD)/tools/gen_data --out $(BUILD)/data --quiet
-	$(BUILD)/lab/flow --data $(BUILD)/data --cache $(BUILD)/cache --log $(BUILD)/flow-log.tsv $(FLOW_ARGS)
+	$(BUILD)/lab/flow --data $(BUILD)/data --cache $(BUILD)/cache --work $(BUILD)/flow-work --log $(BUILD)/flow-log.tsv $(FLOW_ARGS)
 
 # `flow --quick` twice (1 and 2 threads, fresh and cached base): table structure, bitwise reproducibility.
 flow-check: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## the lab's --quick end-to-end check (~2 min)

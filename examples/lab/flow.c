@@ -76,7 +76,7 @@ static const ab_align_method align_methods[4] = {AB_ALIGN_SFT, AB_ALIGN_VACCINE,
 typedef struct opts {
     const char *data, *cache, *log_path, *task_name, *work;
     int seed, seeds, base_seed, jobs, threads, threads_set;
-    int quick, use_cache, lora, scale_grid;
+    int quick, use_cache, lora, scale_grid, base_only;
     int rows[N_ROWS]; /* 1: the row is computed and printed */
     /* job mode (internal): one seed, the base from a file, records to a file */
     int job;
@@ -157,6 +157,12 @@ static void usage(FILE *f, const char *argv0) {
             "                        antibody+antidote (the stages they need run; the rest are skipped)\n"
             "  --quick               a small run for CI: n 300, 3 fine-tuning epochs, 2 alignment epochs,\n"
             "                        3 pre-training epochs, 60 evaluation prompts\n"
+            "  --base-only           make (or load) the cached base model, print BASE path=.. crc=..\n"
+            "                        and stop: the shared, read-only first step of a grid of jobs\n"
+            "  --job                 run one seed (--seed) as a job: needs --base-file and --base-crc\n"
+            "                        (as --base-only prints them) and --job-out FILE for its records\n"
+            "                        (examples/lab/stats.h; --job-log FILE for its per-batch log); a\n"
+            "                        grid's job list is made of these (examples/lab/grid.sh)\n"
             "  --scale-grid          run the pre-registered scaling rule instead of the table: align\n"
             "                        with every strength of the grid, print HS and refusals, and the\n"
             "                        values the rule picks (ALGORITHMS.md; the defaults below are its\n"
@@ -257,6 +263,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         if (!strcmp(a, "--no-cache")) { o->use_cache = 0; continue; }
         if (!strcmp(a, "--lora")) { o->lora = 1; continue; }
         if (!strcmp(a, "--scale-grid")) { o->scale_grid = 1; continue; }
+        if (!strcmp(a, "--base-only")) { o->base_only = 1; continue; }
         if (!strcmp(a, "--job")) { o->job = 1; continue; }
         if (i + 1 >= argc) {
             fprintf(stderr, "flow: unknown option or missing value: %s (see --help)\n", a);
@@ -1381,6 +1388,11 @@ int main(int argc, char **argv) {
     unsigned base_crc = 0;
     base_model(&o, &L, &cfg, base_path, sizeof base_path, &base_crc);
     say("stage 0: base model %s, CRC-32 %08x", base_path, base_crc);
+    if (o.base_only) {
+        printf("BASE path=%s crc=%08x\n", base_path, base_crc);
+        free(seeds), free_lab(&L);
+        return 0;
+    }
     /* every job gets the base by path and CRC */
     char crc_arg[16];
     snprintf(crc_arg, sizeof crc_arg, "%08x", base_crc);
