@@ -71,8 +71,8 @@ $(BUILD)/tests/impl.o: tests/impl.c $(HDRS)
 $(BUILD)/tests/test_%: tests/test_%.c $(BUILD)/tests/impl.o tests/testutil.h
 	$(CC) $(CFLAGS_ALL) $< $(BUILD)/tests/impl.o -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
 # The lab's tests and the defence tests (whose batches come from the lab fixture) link the lab.
-$(BUILD)/tests/test_lab: tests/test_lab.c $(BUILD)/tests/impl.o tests/testutil.h tests/labfixture.h $(GEN_OBJS)
-	$(CC) $(CFLAGS_ALL) $< $(BUILD)/tests/impl.o $(GEN_OBJS) -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
+$(BUILD)/tests/test_lab: tests/test_lab.c $(BUILD)/tests/impl.o tests/testutil.h tests/labfixture.h $(GEN_OBJS) $(BUILD)/lab/stats.o
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/tests/impl.o $(GEN_OBJS) $(BUILD)/lab/stats.o -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
 $(BUILD)/tests/test_defence: tests/test_defence.c $(BUILD)/tests/impl.o tests/testutil.h tests/labfixture.h $(LAB_OBJS)
 	$(CC) $(CFLAGS_ALL) $< $(BUILD)/tests/impl.o $(LAB_OBJS) -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
 

@@ -15,6 +15,7 @@
 #include "testutil.h"
 #include "../examples/lab/gen.h"
 #include "labfixture.h"
+#include "../examples/lab/stats.h"
 #include <dirent.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1428,6 +1429,90 @@ static void test_nll_gap(void **state) {
     fixture_free(&L);
 }
 
+
+/* ---------------------------------------------------------------------------------------------- */
+/* the lab's statistics and records (examples/lab/stats.h)                                        */
+static void test_stats(void **state) {
+    (void)state;
+    /* t_{0.975, df}: the table and the expansion beyond it, against published quantiles */
+    const struct { int df; double t; } q[] = {{1, 12.7062047}, {2, 4.3026527}, {4, 2.7764451}, {10, 2.2281389},
+                                              {29, 2.0452296}, {30, 2.0422725}, {31, 2.0395134},
+                                              {40, 2.0210754}, {60, 2.0002978}, {120, 1.9799304}};
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
+        TU_ASSERT_ERR("t_{0.975, df} vs published quantiles", fabs(stats_t975(q[i].df) - q[i].t), 2e-4);
+    assert_true(fabs(stats_t975(1000000) - 1.959964) < 1e-5);
+    assert_true(isnan(stats_t975(0)));
+    /* mean and interval: {1..5}: mean 3, sd sqrt(2.5), half-width t_4 sd / sqrt 5 */
+    const double x[5] = {1, 2, 3, 4, 5};
+    stats_ci ci = stats_interval(x, 5);
+    double half = 2.7764451 * sqrt(2.5) / sqrt(5.0);
+    assert_int_equal(ci.n, 5);
+    assert_true(fabs(ci.mean - 3.0) < 1e-12);
+    TU_ASSERT_ERR("interval of 1..5", fabs(ci.lo - (3.0 - half)) + fabs(ci.hi - (3.0 + half)), 1e-6);
+    /* one value: no interval; NaN values are skipped */
+    ci = stats_interval(x, 1);
+    assert_true(ci.mean == 1.0 && isnan(ci.lo) && isnan(ci.hi) && ci.n == 1);
+    const double xn[3] = {2.0, NAN, 4.0};
+    ci = stats_interval(xn, 3);
+    assert_true(ci.n == 2 && ci.mean == 3.0 && isfinite(ci.lo));
+    ci = stats_interval(xn + 1, 1);
+    assert_true(ci.n == 0 && isnan(ci.mean));
+    /* paired: the differences' interval, not the difference of the intervals */
+    const double a[4] = {10, 20, 30, 40}, b[4] = {9, 19.5, 29, 38.5};
+    stats_ci d = stats_paired(a, b, 4);
+    double dm = (1 + 0.5 + 1 + 1.5) / 4.0, dsd = sqrt(((1 - dm) * (1 - dm) + (0.5 - dm) * (0.5 - dm) +
+                                                       (1 - dm) * (1 - dm) + (1.5 - dm) * (1.5 - dm)) / 3.0);
+    TU_ASSERT_ERR("paired mean", fabs(d.mean - dm), 1e-12);
+    TU_ASSERT_ERR("paired interval", fabs(d.hi - (dm + 3.1824463 * dsd / 2.0)), 1e-6);
+    assert_true(d.lo > 0.0);                              /* a clear paired effect ...               */
+    assert_true(stats_interval(a, 4).lo < stats_interval(b, 4).hi); /* ... the unpaired intervals overlap */
+    /* decisions by interval */
+    stats_ci c = {5.0, 2.0, 8.0, 5};
+    assert_int_equal(stats_decide_above(c, 1.0, 0), 1);
+    assert_int_equal(stats_decide_above(c, 2.0, 1), 1);
+    assert_int_equal(stats_decide_above(c, 2.0, 0), 0);
+    assert_int_equal(stats_decide_above(c, 9.0, 0), -1);
+    assert_int_equal(stats_decide_above(c, 5.0, 0), 0);
+    stats_ci none = {5.0, NAN, NAN, 1};
+    assert_int_equal(stats_decide_above(none, 1.0, 0), 0);
+    /* record fields */
+    const char *line = "SEED seed=3 row=sft hs=97.5 fa=nan x=abc";
+    char buf[16];
+    assert_true(stats_field(line, "row", buf, sizeof buf) && !strcmp(buf, "sft"));
+    assert_true(stats_num(line, "hs") == 97.5 && stats_num(line, "seed") == 3.0);
+    assert_true(isnan(stats_num(line, "fa")) == 1 && isnan(stats_num(line, "x")) && isnan(stats_num(line, "missing")));
+    assert_false(stats_field(line, "eed", buf, sizeof buf)); /* whole names only */
+    /* a job file: emitted records end with a CRC-checked END line; damage is detected */
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/ab_test_stats_XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    unsigned crc = 0;
+    int n = 0;
+    stats_emit(f, &crc, &n, "JOB seed=3 p=0.2");
+    stats_emit(f, &crc, &n, "SEED seed=3 row=sft hs=97.5");
+    stats_end(f, 3, crc, n);
+    fclose(f);
+    char *lines = NULL;
+    assert_int_equal(stats_read_job(path, &lines), 1);
+    assert_string_equal(lines, "JOB seed=3 p=0.2\nSEED seed=3 row=sft hs=97.5\n");
+    free(lines);
+    size_t len;
+    char *raw = read_bytes(path, &len);
+    char *hs = strstr(raw, "97.5");
+    hs[0] = '8'; /* one changed byte */
+    write_bytes(path, raw, len);
+    assert_int_equal(stats_read_job(path, &lines), 0);
+    assert_null(lines);
+    hs[0] = '9';
+    write_bytes(path, raw, strstr(raw, "END") - raw); /* cut before END: an unfinished job */
+    assert_int_equal(stats_read_job(path, &lines), 0);
+    free(raw);
+    remove(path);
+    assert_int_equal(stats_read_job("/nonexistent/ab_stats", &lines), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vocab_basic),
@@ -1453,6 +1538,7 @@ int main(void) {
         cmocka_unit_test(test_batch_pack),
         cmocka_unit_test(test_eval),
         cmocka_unit_test(test_nll_gap),
+        cmocka_unit_test(test_stats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

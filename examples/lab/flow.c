@@ -934,13 +934,19 @@ static int job_main(const opts *o, lab *L) {
  * --no-cache. *crc gets its CRC-32, which every job checks. */
 static void base_model(const opts *o, lab *L, const ab_model_config *cfg, char *path, size_t cap,
                        unsigned *crc) {
-    if (o->use_cache)
-        /* The library version and the ISA path are part of the name: both change the float rounding
-         * of training, so a base made by another version or path would not reproduce the table. */
-        snprintf(path, cap, "%s/base-s%d-l%dd%dh%dr%d-v%d-e%d-lr%g-b%d-n%d-%s-%s.ckpt", o->cache,
+    if (o->use_cache) {
+        /* Everything the base depends on is in the name: the settings, the pre-training data (its
+         * CRC-32), the library version and the ISA path (both change the float rounding of
+         * training, so a base made by another version or path would not reproduce the table). */
+        char data_path[1024];
+        snprintf(data_path, sizeof data_path, "%s/pretrain.txt", o->data);
+        int ok;
+        unsigned data_crc = file_crc(data_path, &ok);
+        snprintf(path, cap, "%s/base-s%d-l%dd%dh%dr%d-v%d-e%d-lr%g-b%d-n%d-d%08x-%s-%s.ckpt", o->cache,
                  o->base_seed, cfg->n_layer, cfg->d_model, cfg->n_head, cfg->lora_rank, cfg->n_vocab,
-                 o->pre_epochs, (double)o->pre_lr, o->batch, L->pretrain.n_samples, AB_VERSION_STRING,
-                 ab_isa_name(ab_get_isa()));
+                 o->pre_epochs, (double)o->pre_lr, o->batch, L->pretrain.n_samples, data_crc,
+                 AB_VERSION_STRING, ab_isa_name(ab_get_isa()));
+    }
     else
         snprintf(path, cap, "%s/base.ckpt", o->work);
     ab_model *m = NULL;
