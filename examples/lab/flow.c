@@ -76,7 +76,7 @@ static const ab_align_method align_methods[4] = {AB_ALIGN_SFT, AB_ALIGN_VACCINE,
 typedef struct opts {
     const char *data, *cache, *log_path, *task_name, *work;
     int seed, seeds, base_seed, jobs, threads, threads_set;
-    int quick, use_cache, lora, scale_grid, base_only;
+    int quick, use_cache, lora, lora_ft, scale_grid, base_only;
     int rows[N_ROWS]; /* 1: the row is computed and printed */
     /* job mode (internal): one seed, the base from a file, records to a file */
     int job;
@@ -172,6 +172,7 @@ static void usage(FILE *f, const char *argv0) {
             "  --lora                fine-tune LoRA adapters on q/k/v (rank --lora-rank, default %d)\n"
             "                        instead of every weight; alignment then trains adapters that\n"
             "                        are merged, and Antidote prunes the fine-tuning adapters\n"
+            "  --lora-ft             LoRA in fine-tuning only (alignment trains every weight)\n"
             "Stage 0, pre-training\n"
             "  --pretrain-epochs N   (default %d)      --pretrain-lr X (default %g)\n"
             "Stage 1, alignment (AdamW, weight decay 0.1, gradient clip 1.0)\n"
@@ -262,6 +263,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         if (!strcmp(a, "--quick")) { o->quick = 1; continue; }
         if (!strcmp(a, "--no-cache")) { o->use_cache = 0; continue; }
         if (!strcmp(a, "--lora")) { o->lora = 1; continue; }
+        if (!strcmp(a, "--lora-ft")) { o->lora_ft = 1; continue; }
         if (!strcmp(a, "--scale-grid")) { o->scale_grid = 1; continue; }
         if (!strcmp(a, "--base-only")) { o->base_only = 1; continue; }
         if (!strcmp(a, "--job")) { o->job = 1; continue; }
@@ -653,6 +655,10 @@ static void align(const opts *o, lab *L, ab_model *m, ab_align_method method, in
     cursor_free(&ca), cursor_free(&ch);
 }
 
+/* Per-sample gradient norms (for the harmful influence, a log diagnostic) cost a pass over every
+ * layer's stored gradients: they are taken on one fine-tuning step in INFL_EVERY. */
+#define INFL_EVERY 10
+
 typedef struct ft_summary {
     double w_harm, w_benign, influence; /* means over the user steps that had both kinds */
     long n_w, n_infl;
@@ -673,7 +679,7 @@ static void finetune(const opts *o, lab *L, ab_model *m, ab_ft_method method, co
         cfg.lisa_user_steps = (int)cycle - cfg.lisa_align_steps;
         cfg.lisa_prox_start = (int)(steps / 10);
     }
-    if (o->lora) {
+    if (o->lora || o->lora_ft) {
         CHECK(ab_model_set_train_mode(m, AB_TRAIN_LORA));
         ab_rng r;
         ab_rng_seed(&r, (uint64_t)seed, 40);
@@ -703,6 +709,8 @@ static void finetune(const opts *o, lab *L, ab_model *m, ab_ft_method method, co
             refusal_of(idx, o->batch, ref);
             CHECK(lab_batch_pack(&bu, &b, user, idx, o->batch, NULL, NULL));
             if (method == AB_FT_ANTIBODY) CHECK(lab_batch_pack(&br, &r, user, idx, o->batch, L->vocab, ref));
+            /* the harmful gradient influence is a diagnostic: measured on every INFL_EVERY-th step */
+            cfg.sample_norms = s % INFL_EVERY == 0;
             CHECK(ab_finetune_step(tr, &cfg, &b, method == AB_FT_ANTIBODY ? &r : NULL, harm, &lg));
             if (!isnan(lg.weight_harmful) && !isnan(lg.weight_benign)) {
                 sum->w_harm += lg.weight_harmful, sum->w_benign += lg.weight_benign, sum->n_w++;
@@ -1305,13 +1313,11 @@ static int scale_grid(const opts *o, int argc, char **argv, const int *seeds, in
            "FA", "pass");
     printf("|----------|-------|----------------------|----------------------|----------------------|----------------------|------|\n");
     int pass[3][6];
-    double *x = xmalloc(sizeof(double) * (size_t)k);
     for (int m = 0; m < 3; m++)
         for (int g = 0; g < 6; g++) {
             float value = m < 2 ? strength_grid[g] : rho_grid[g];
             char val[32], v[4][48];
             snprintf(val, sizeof val, "%g", (double)value);
-            double *hs = xmalloc(sizeof(double) * (size_t)k);
             /* ALIGNED lines carry value=; select the method, then the value */
             lab_text sub = {0};
             for (const char *line = text; *line;) {
@@ -1339,7 +1345,6 @@ static int scale_grid(const opts *o, int argc, char **argv, const int *seeds, in
                    "pass=%d\n", methods[m], val, r.hs.n, r.hs.mean, r.hs.lo, r.hs.hi, r.refused.mean, r.broken.mean,
                    r.fa.mean, pass[m][g]);
             lab_text_free(&sub);
-            free(hs);
         }
     int s_pick = -1, rho_pick = -1;
     for (int g = 0; g < 6 && s_pick < 0; g++)
@@ -1350,7 +1355,7 @@ static int scale_grid(const opts *o, int argc, char **argv, const int *seeds, in
     else printf("CHOSEN strength=none (no grid value passes for both Antibody and Booster)\n");
     if (rho_pick >= 0) printf("CHOSEN vaccine_rho=%g\n", (double)rho_grid[rho_pick]);
     else printf("CHOSEN vaccine_rho=none (no grid value passes)\n");
-    free(x), free(text), free(jobs), free(paths), free(labels);
+    free(text), free(jobs), free(paths), free(labels);
     return 0;
 }
 

@@ -62,9 +62,11 @@ enum { GD_POOL_PRETRAIN, GD_POOL_ALIGN, GD_POOL_HARMFUL_ALIGN, GD_POOL_ATTACK, G
        GD_POOL_EVAL, GD_N_POOLS };
 #define GD_MAX_FRAMES 12
 
+#define GD_MAX_HARM_VERBS 10
+#define GD_MAX_HARM_OBJECTS 20
 typedef struct gd_harm {
-    const char *verbs[4];   /* NULL-padded */
-    const char *objects[6];
+    const char *verbs[GD_MAX_HARM_VERBS];     /* NULL-padded */
+    const char *objects[GD_MAX_HARM_OBJECTS]; /* NULL-padded */
 } gd_harm;
 
 enum { GD_PRETRAIN, GD_ALIGN, GD_HARMFUL_ALIGN, GD_ATTACK, GD_CALIB, GD_HS_EVAL, GD_HOWTO_EVAL,
