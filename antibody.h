@@ -35,6 +35,26 @@
  *     avx512 or ab_set_isa() forces one (AB_ERR_ISA if unavailable). valgrind gets AVX2 by itself.
  *   - Reductions use a fixed blocked order (AB_REDUCE_BLOCK, double partials in index order):
  *     the same bits for any thread count on one ISA path.
+ *   - An unknown or unusable AB_ISA is an error, not a fallback: ab_init() returns it (AB_ERR_ARG
+ *     or AB_ERR_ISA), ab_get_isa() returns AB_ISA_COUNT, named "none", and every call fails with
+ *     the same status and message until ab_set_isa() picks a path.
+ *
+ * NON-FINITE VALUES (NaN, +-Inf); the same on every ISA path
+ *   - Arithmetic propagates them as IEEE does and returns AB_OK (GEMM, layers, exp, reductions:
+ *     a NaN in gives NaN out). Checking every input would cost a pass per call; the steps below
+ *     check where a NaN would otherwise be written into state that outlives the call.
+ *   - The steps that update parameters check their gradient first and return AB_ERR_NAN with
+ *     nothing written when it holds NaN or Inf: ab_adamw_step (params, m, v untouched),
+ *     ab_sam_step (theta, saved untouched), ab_clip_grad_norm (g untouched). The state itself is
+ *     not checked; finite state and gradient give finite results unless a value overflows float.
+ *   - ab_sam_step with g == 0 leaves theta unchanged (there is no direction); when
+ *     rho / (||g|| + AB_SAM_EPS) overflows float it returns AB_ERR_NAN with nothing written.
+ *   - A fully masked softmax row (every entry -inf) is all zeros: it contributes nothing, as a
+ *     fully masked attention row should. log_softmax gives -inf there, ab_cross_entropy a loss of
+ *     +inf and a gradient with softmax 0 (-g at the target). A NaN or +inf in a row makes that
+ *     row NaN.
+ *   - The defence primitives and the checkpoint loader (antibody_gpt.h) refuse non-finite inputs
+ *     with AB_ERR_NAN where stated.
  *
  * API
  *   core        ab_init ab_set_isa ab_get_isa ab_best_isa ab_cpu_supports ab_isa_compiled
@@ -148,11 +168,11 @@ typedef enum ab_isa {
 
 ABDEF ab_status ab_init(void);            /* idempotent; reads AB_ISA from the environment */
 ABDEF ab_status ab_set_isa(ab_isa isa);   /* AB_ERR_ISA if the CPU/OS lacks it */
-ABDEF ab_isa ab_get_isa(void);            /* the path in use */
+ABDEF ab_isa ab_get_isa(void);            /* the path in use; AB_ISA_COUNT ("none") if ab_init fails */
 ABDEF ab_isa ab_best_isa(void);           /* the best path the CPU and OS support */
 ABDEF int ab_cpu_supports(ab_isa isa);    /* 1 if usable: CPUID bits and XCR0 state enabled */
 ABDEF int ab_isa_compiled(ab_isa isa);    /* 1 if this build contains kernels for it */
-ABDEF const char *ab_isa_name(ab_isa isa);                   /* "scalar", "avx2", "avx512" */
+ABDEF const char *ab_isa_name(ab_isa isa); /* "scalar", "avx2", "avx512"; "none" for AB_ISA_COUNT */
 ABDEF ab_status ab_isa_from_name(const char *name, ab_isa *out);
 
 /* Threads (OpenMP when built with -fopenmp, otherwise always 1). Results never depend on it. */
@@ -206,18 +226,20 @@ ABDEF ab_status ab_vexpf(float *y, const float *x, size_t n);
 
 /* Row softmax of a rows x cols matrix (in-place allowed). causal != 0 masks row r to the columns
  * [0, r + cols - rows] (bottom-right aligned, so it also serves a KV cache); masked entries get 0.
- * causal requires rows <= cols. Rows are max-subtracted: no overflow for any finite input.       */
+ * causal requires rows <= cols. Rows are max-subtracted: no overflow for any finite input. A row
+ * whose (unmasked) entries are all -inf gives zeros (see NON-FINITE VALUES at the top).          */
 ABDEF ab_status ab_softmax(float *y, const float *x, int rows, int cols, int causal);
 /* dx += y * (dy - sum(dy * y)) per row, where y is the softmax output. */
 ABDEF ab_status ab_softmax_backward(float *dx, const float *y, const float *dy, int rows, int cols);
-/* y = x - logsumexp(x) per row (in-place allowed). */
+/* y = x - logsumexp(x) per row (in-place allowed); -inf throughout a row of -inf. */
 ABDEF ab_status ab_log_softmax(float *y, const float *x, int rows, int cols);
 
 /* Fused softmax cross-entropy over `rows` positions of `vocab` logits.
  *   losses[r]   = -log softmax(logits[r])[targets[r]]    (written; 0 where weights[r] == 0)
  *   dlogits[r] += dscale * weights[r] * (softmax(logits[r]) - onehot(targets[r]))
  * weights may be NULL (all 1): a per-token mask times per-sample weights. losses or dlogits may be
- * NULL to skip that output. A target outside [0, vocab) where the weight is non-zero is an error.  */
+ * NULL to skip that output. A target outside [0, vocab) where the weight is non-zero is an error.
+ * A row of -inf logits has softmax 0: loss +inf, dlogits[r][target] -= dscale * weights[r].     */
 ABDEF ab_status ab_cross_entropy(float *losses, float *dlogits, const float *logits,
                                  const int *targets, const float *weights, int rows, int vocab,
                                  float dscale);
@@ -248,7 +270,8 @@ ABDEF ab_status ab_embedding_backward(float *dtable, const float *dout, const in
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Optimiser and reductions over flat buffers.                                                    */
-/* One AdamW step (decoupled weight decay, bias-corrected moments); step counts from 1.            */
+/* One AdamW step (decoupled weight decay, bias-corrected moments); step counts from 1. A NaN or
+ * Inf in grads is AB_ERR_NAN with params, m and v untouched (checked in a first pass over grads). */
 typedef struct ab_adamw_cfg {
     float lr, beta1, beta2, eps, weight_decay;
 } ab_adamw_cfg;
@@ -264,12 +287,15 @@ ABDEF ab_status ab_dot(const float *x, const float *y, size_t n, float *dot);
 ABDEF ab_status ab_sumsq(const float *x, size_t n, double *sumsq);
 /* x *= s elementwise. */
 ABDEF ab_status ab_scale(float *x, size_t n, float s);
-/* If ||g|| > max_norm, g *= max_norm / ||g||. *norm_before (may be NULL) gets ||g|| before. */
+/* If ||g|| > max_norm, g *= max_norm / ||g||. *norm_before (may be NULL) gets ||g|| before (+inf
+ * if it exceeds FLT_MAX). NaN or Inf in g: AB_ERR_NAN, g untouched.                              */
 ABDEF ab_status ab_clip_grad_norm(float *g, size_t n, float max_norm, float *norm_before);
 
 /* SAM-style step: saved = theta (if saved != NULL), then theta += rho * g / (||g|| + AB_SAM_EPS).
  * rho < 0 is a descent step (Antibody's simulated attack uses rho = -alpha). *gnorm (may be NULL)
- * gets ||g||. ab_sam_restore copies saved back: bit-exact.                                        */
+ * gets ||g||. ab_sam_restore copies saved back: bit-exact. g == 0 leaves theta unchanged (saved is
+ * still written). AB_ERR_NAN, with theta and saved untouched, when g holds NaN or Inf or when the
+ * scale rho / (||g|| + AB_SAM_EPS) overflows float.                                              */
 #define AB_SAM_EPS 1e-7f
 ABDEF ab_status ab_sam_step(float *theta, float *saved, const float *g, size_t n, float rho,
                             float *gnorm);
@@ -568,6 +594,7 @@ ABDEF const char *ab_isa_name(ab_isa isa) {
     case AB_ISA_SCALAR: return "scalar";
     case AB_ISA_AVX2: return "avx2";
     case AB_ISA_AVX512: return "avx512";
+    case AB_ISA_COUNT: return "none"; /* ab_get_isa while ab_init fails */
     default: return "unknown";
     }
 }
@@ -618,7 +645,7 @@ ABDEF ab_status ab_init(void) {
 }
 
 ABDEF ab_isa ab_get_isa(void) {
-    if (ab_init() != AB_OK) return AB_ISA_SCALAR;
+    if (ab_init() != AB_OK) return AB_ISA_COUNT; /* no path: every call fails the same way */
     return ab__isa;
 }
 
@@ -857,6 +884,17 @@ ABDEF ab_status ab_embedding_backward(float *dtable, const float *dout, const in
 }
 
 /* --- optimiser, reductions, SAM step ---------------------------------------------------------- */
+static ab_status ab__check_finite(const char *fn, const char *what, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return ab_fail(AB_ERR_NAN, "%s: %s[%zu] = %g is not finite", fn, what, i, (double)x[i]);
+    return AB_OK;
+}
+
+/* The same check on the fastest path; the scalar scan above only finds the index for the message. */
+static ab_status ab__check_finite_fast(const char *fn, const char *what, const float *x, size_t n) {
+    return ab__k.all_finite(x, n) ? AB_OK : ab__check_finite(fn, what, x, n);
+}
 ABDEF ab_adamw_cfg ab_adamw_default(void) {
     ab_adamw_cfg cfg;
     cfg.lr = 1e-3f;
@@ -881,6 +919,8 @@ ABDEF ab_status ab_adamw_step(float *params, const float *grads, float *m, float
     AB_CHECK_PTR(grads);
     AB_CHECK_PTR(m);
     AB_CHECK_PTR(v);
+    /* NaN/Inf in g would reach p, m and v: refused before anything is written (one read pass). */
+    AB_TRY(ab__check_finite_fast(__func__, "grads", grads, n));
     /* Bias corrections in double: for large steps beta^t underflows gracefully to 0. */
     float bc1 = (float)(1.0 - pow((double)cfg->beta1, (double)step));
     float bc2 = (float)(1.0 - pow((double)cfg->beta2, (double)step));
@@ -945,15 +985,16 @@ ABDEF ab_status ab_clip_grad_norm(float *g, size_t n, float max_norm, float *nor
     AB__INIT();
     if (!(max_norm > 0.0f))
         return ab_fail(AB_ERR_ARG, "ab_clip_grad_norm: max_norm must be > 0");
-    float norm = 0.0f;
+    double sumsq = 0.0; /* finite exactly when g is: a float squared cannot overflow a double */
     if (n > 0) {
         AB_CHECK_PTR(g);
-        norm = (float)sqrt(ab__reduce_blocked(g, NULL, n));
+        sumsq = ab__reduce_blocked(g, NULL, n);
     }
+    float norm = (float)sqrt(sumsq); /* +inf when a finite g's norm exceeds FLT_MAX */
     if (norm_before) *norm_before = norm;
-    if (!isfinite(norm))
-        return ab_fail(AB_ERR_NAN, "ab_clip_grad_norm: the gradient norm is not finite");
-    if (norm > max_norm) ab__k.scale(g, n, max_norm / norm);
+    if (!isfinite(sumsq))
+        return ab_fail(AB_ERR_NAN, "ab_clip_grad_norm: the gradient holds NaN or Inf (g left as it was)");
+    if (norm > max_norm) ab__k.scale(g, n, isfinite(norm) ? max_norm / norm : (float)(max_norm / sqrt(sumsq)));
     return AB_OK;
 }
 
@@ -965,10 +1006,20 @@ ABDEF ab_status ab_sam_step(float *theta, float *saved, const float *g, size_t n
     if (n == 0) return AB_OK;
     AB_CHECK_PTR(theta);
     AB_CHECK_PTR(g);
-    float norm = (float)sqrt(ab__reduce_blocked(g, NULL, n));
+    double sumsq = ab__reduce_blocked(g, NULL, n); /* finite exactly when g is */
+    float norm = (float)sqrt(sumsq);
     if (gnorm) *gnorm = norm;
-    if (!isfinite(norm)) return ab_fail(AB_ERR_NAN, "ab_sam_step: the gradient norm is not finite");
-    ab__k.axpy_save(theta, saved, g, n, rho / (norm + AB_SAM_EPS));
+    if (!isfinite(sumsq))
+        return ab_fail(AB_ERR_NAN, "ab_sam_step: the gradient holds NaN or Inf (nothing written)");
+    if (sumsq == 0.0) { /* g == 0: no direction, theta stays (rho * 0 / eps is 0, or NaN once it overflows) */
+        if (saved) memcpy(saved, theta, n * sizeof(float));
+        return AB_OK;
+    }
+    float s = isfinite(norm) ? rho / (norm + AB_SAM_EPS) : (float)(rho / sqrt(sumsq));
+    if (!isfinite(s))
+        return ab_fail(AB_ERR_NAN, "ab_sam_step: the step scale rho / (||g|| + %g) = %g / %g overflows "
+                                   "float (nothing written)", (double)AB_SAM_EPS, (double)rho, sqrt(sumsq));
+    ab__k.axpy_save(theta, saved, g, n, s);
     return AB_OK;
 }
 
@@ -1116,12 +1167,6 @@ ABDEF uint32_t ab_crc32(uint32_t crc, const void *data, size_t n) {
 }
 
 /* --- defence primitives on plain arrays -------------------------------------------------------- */
-static ab_status ab__check_finite(const char *fn, const char *what, const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return ab_fail(AB_ERR_NAN, "%s: %s[%zu] = %g is not finite", fn, what, i, (double)x[i]);
-    return AB_OK;
-}
 
 ABDEF ab_status ab_antibody_weights(float *w, const float *c, const float *q, int n, float tau) {
     AB_CHECK_PTR(w);

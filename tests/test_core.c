@@ -203,6 +203,9 @@ static void test_isa_names(void **state) {
     ab_isa got;
     assert_int_equal(ab_isa_from_name("scalar", NULL), AB_ERR_NULL);
     assert_int_equal(ab_isa_from_name(NULL, &got), AB_ERR_NULL);
+    /* AB_ISA_COUNT (ab_get_isa when no path is usable) is "none", which names no path */
+    assert_string_equal(ab_isa_name(AB_ISA_COUNT), "none");
+    assert_int_equal(ab_isa_from_name("none", &got), AB_ERR_ARG);
     /* an out-of-range value has a name (never NULL) that is none of the real ones */
     const char *unk = ab_isa_name((ab_isa)9);
     assert_non_null(unk);
@@ -354,6 +357,7 @@ static int child_requested(const char *mode, ab_isa isa) {
     CHILD_CHECK(strstr(init_msg, ab_last_error()) != NULL, 35);
     CHILD_CHECK(child_small_gemm(&st) && st == AB_ERR_ISA, 32);
     CHILD_CHECK(ab_init() == AB_ERR_ISA, 33); /* still refused: no silent fallback */
+    CHILD_CHECK(ab_get_isa() == AB_ISA_COUNT, 36);
     return CHILD_OK_UNSUPPORTED;
 }
 
@@ -375,6 +379,11 @@ static int child_main(const char *mode) {
         return CHILD_OK;
     }
     if (strcmp(mode, "bogus") == 0) {
+        /* no path in use: ab_get_isa says "none" (not a path every call then refuses) and the
+         * message says why */
+        CHILD_CHECK(ab_get_isa() == AB_ISA_COUNT, 17);
+        CHILD_CHECK(strcmp(ab_isa_name(ab_get_isa()), "none") == 0, 18);
+        CHILD_CHECK(strstr(ab_last_error(), "bogus") != NULL, 19);
         CHILD_CHECK(ab_init() == AB_ERR_ARG, 10);
         CHILD_CHECK(strstr(ab_last_error(), "AB_ISA") != NULL, 11);
         CHILD_CHECK(strstr(ab_last_error(), "bogus") != NULL, 12);
@@ -384,6 +393,7 @@ static int child_main(const char *mode) {
         /* an explicit choice recovers */
         CHILD_CHECK(ab_set_isa(AB_ISA_SCALAR) == AB_OK, 15);
         CHILD_CHECK(child_small_gemm(&st) && st == AB_OK, 16);
+        CHILD_CHECK(ab_get_isa() == AB_ISA_SCALAR, 20);
         return CHILD_OK;
     }
     if (strcmp(mode, "avx2") == 0) return child_requested(mode, AB_ISA_AVX2);
