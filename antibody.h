@@ -60,7 +60,7 @@
  *   core        ab_init ab_set_isa ab_get_isa ab_best_isa ab_cpu_supports ab_isa_compiled
  *               ab_isa_name ab_isa_from_name ab_set_threads ab_get_threads ab_status_str
  *               ab_last_error ab_fail (+ AB_TRY, AB_CHECK_*) ab_aligned_alloc ab_aligned_free
- *               ab_crc32
+ *               ab_crc32 ab_save_file
  *   rng         ab_rng_seed ab_rng_u32 ab_rng_below ab_rng_uniform ab_rng_normal      (PCG32)
  *   gemm        ab_sgemm                         C = alpha op(A) op(B) + beta C, BLAS semantics
  *   softmax     ab_expf ab_vexpf ab_softmax ab_softmax_backward ab_log_softmax ab_cross_entropy
@@ -97,6 +97,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h> /* FILE, for ab_save_file's writer */
 
 #ifdef ANTIBODY_STATIC
 #if defined(__GNUC__) || defined(__clang__)
@@ -187,6 +188,29 @@ ABDEF void ab_aligned_free(void *p);
 
 /* CRC-32 (IEEE 802.3, reflected 0xEDB88320, as zlib): crc = ab_crc32(0, data, n) and chain calls. */
 ABDEF uint32_t ab_crc32(uint32_t crc, const void *data, size_t n);
+
+/* Saving a file as sqlite commits (DESIGN.md, "Files the library writes"): ab_save_file calls
+ * write(ctx, f) on a new temporary file in the directory of path (".NAME.tmp-PID-N", created
+ * exclusively), checks it for write errors, flushes and fsyncs it, then renames it over path and
+ * fsyncs the directory. ab_model_save and the lab's writers save through it.
+ *   - Any failure (write returns an error, a write error, a full disk, a file-size limit with
+ *     SIGXFSZ ignored) leaves path as it was and removes the temporary file. Nothing else is ever
+ *     removed: the library removes no path it did not create.
+ *   - An existing path keeps its permission bits (its owner becomes the saving user, as with any
+ *     rename-based save; a file with other hard links gets a new inode, the other names keep the
+ *     old contents). A symlink is followed (up to 40 links): the file it points to is replaced,
+ *     the link stays.
+ *   - An existing path that is not a regular file (a directory, a device such as /dev/null, a
+ *     FIFO, a socket) is refused with AB_ERR_IO before anything is created: it is never written,
+ *     replaced or removed.
+ *   - A process killed during a save leaves its temporary file behind, with path intact.
+ * write returns AB_OK or its own error (ab_fail); it may ignore the results of its fwrite calls,
+ * ab_save_file finds the error on f. Errors: AB_ERR_NULL, AB_ERR_ARG (path empty or ending in
+ * '/'), AB_ERR_ALLOC, AB_ERR_IO (message "saving 'path': reason"), or write's status. Without
+ * POSIX (neither __unix__ nor __APPLE__) it is fopen "wbx" + rename, with no fsync and no checks
+ * of the target's type (on Windows rename cannot replace an existing file: AB_ERR_IO).          */
+typedef ab_status (*ab_write_fn)(void *ctx, FILE *f);
+ABDEF ab_status ab_save_file(const char *path, ab_write_fn write, void *ctx);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* RNG: PCG32 (O'Neill 2014, pcg32 XSH-RR, 64-bit LCG state, 32-bit output). Every random choice of
@@ -382,11 +406,27 @@ ABDEF ab_status ab_proximal_grad(float *g, const float *theta, const float *anch
 #ifndef ANTIBODY_IMPLEMENTATION_DONE
 #define ANTIBODY_IMPLEMENTATION_DONE
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__) /* ab_save_file: fsync, lstat, readlink, chmod */
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#if defined(_POSIX_VERSION) && _POSIX_VERSION >= 200112L
+#define AB__POSIX_FILES 1
+#elif !defined(__cplusplus) && (defined(__LP64__) || defined(_LP64))
+/* A strict ISO C build (-std=c99 on glibc, without _POSIX_C_SOURCE) hides these POSIX.1-2001
+ * declarations, not the functions: every libc has them (on LP64 no large-file renaming applies). */
+int lstat(const char *path, struct stat *st);
+ssize_t readlink(const char *path, char *buf, size_t size);
+int fileno(FILE *f);
+#define AB__POSIX_FILES 1
+#endif
+#endif
 
 #if defined(AB_MALLOC) && defined(AB_FREE)
 #elif !defined(AB_MALLOC) && !defined(AB_FREE)
@@ -1165,6 +1205,159 @@ ABDEF uint32_t ab_crc32(uint32_t crc, const void *data, size_t n) {
     for (size_t i = 0; i < n; i++) crc = ab__crc_table[(crc ^ p[i]) & 0xffu] ^ (crc >> 8);
     return ~crc;
 }
+
+/* --- saving files (ab_save_file) ------------------------------------------------------------- */
+/* a[0, a_len) followed by b, AB_MALLOC'd (NULL when out of memory) */
+static char *ab__strjoin(const char *a, size_t a_len, const char *b) {
+    size_t b_len = strlen(b);
+    char *s = (char *)AB_MALLOC(a_len + b_len + 1);
+    if (!s) return NULL;
+    memcpy(s, a, a_len);
+    memcpy(s + a_len, b, b_len + 1);
+    return s;
+}
+
+/* length of the directory part of path, its last '/' included (0: the current directory) */
+static size_t ab__dir_len(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? (size_t)(slash - path) + 1 : 0;
+}
+
+static ab_status ab__save_check_name(const char *path) {
+    size_t n = strlen(path);
+    if (n == 0 || path[n - 1] == '/')
+        return ab_fail(AB_ERR_ARG, "ab_save_file: '%s' is not a file name", path);
+    return AB_OK;
+}
+
+#if AB__POSIX_FILES
+#define AB__MAX_LINKS 40 /* symlinks followed, as Linux's MAXSYMLINKS */
+
+/* The file a save replaces: path with its symlinks followed, in *out (AB_MALLOC'd). *exists gets 1,
+ * with *st filled, if that file exists. */
+static ab_status ab__save_target(const char *path, char **out, struct stat *st, int *exists) {
+    char *cur = ab__strjoin(path, strlen(path), "");
+    int err = ENOMEM;
+    for (int hops = 0; cur; hops++) {
+        if (lstat(cur, st) != 0) {
+            err = errno;
+            if (err != ENOENT) break;
+            *exists = 0; /* a new file (also behind a dangling link) */
+            *out = cur;
+            return AB_OK;
+        }
+        if (!S_ISLNK(st->st_mode)) {
+            *exists = 1;
+            *out = cur;
+            return AB_OK;
+        }
+        char link[4096];
+        ssize_t len = hops < AB__MAX_LINKS ? readlink(cur, link, sizeof link) : -1;
+        err = hops < AB__MAX_LINKS ? errno : ELOOP;
+        if (len < 0) break;
+        err = ENAMETOOLONG;
+        if ((size_t)len >= sizeof link) break;
+        link[len] = '\0';
+        /* a relative link is relative to the directory that holds it */
+        char *next = ab__strjoin(cur, link[0] == '/' ? 0 : ab__dir_len(cur), link);
+        AB_FREE(cur);
+        cur = next;
+        err = ENOMEM;
+    }
+    ab_status st_fail = cur ? ab_fail(AB_ERR_IO, "saving '%s': cannot resolve '%s': %s", path, cur, strerror(err))
+                            : ab_fail(AB_ERR_ALLOC, "saving '%s': out of memory", path);
+    AB_FREE(cur);
+    return st_fail;
+}
+
+/* Refuses an existing target that is not a regular file. */
+static ab_status ab__save_check_type(const char *path, const char *target, const struct stat *st) {
+    const char *kind = S_ISREG(st->st_mode)    ? NULL
+                       : S_ISDIR(st->st_mode)  ? "a directory"
+                       : S_ISCHR(st->st_mode)  ? "a character device"
+                       : S_ISBLK(st->st_mode)  ? "a block device"
+                       : S_ISFIFO(st->st_mode) ? "a FIFO"
+                                               : "not a regular file";
+    if (!kind) return AB_OK;
+    return ab_fail(AB_ERR_IO, "saving '%s': '%s' is %s; only a regular file is replaced (nothing was "
+                              "written)", path, target, kind);
+}
+
+/* write(ctx, f), then f checked for errors, flushed, fsynced and closed. */
+static ab_status ab__save_write(FILE *f, const char *path, ab_write_fn write, void *ctx) {
+    errno = 0;
+    ab_status st = write(ctx, f);
+    int err = errno ? errno : EIO; /* why a write inside write() failed, if one did */
+    if (st == AB_OK && !ferror(f)) err = fflush(f) != 0 || fsync(fileno(f)) != 0 ? errno : 0;
+    if (fclose(f) != 0 && st == AB_OK && !err) err = errno;
+    if (st != AB_OK) return st; /* write's own error and message */
+    if (err) return ab_fail(AB_ERR_IO, "saving '%s': %s (the file is left as it was)", path, strerror(err));
+    return AB_OK;
+}
+
+ABDEF ab_status ab_save_file(const char *path, ab_write_fn write, void *ctx) {
+    AB_CHECK_PTR(path);
+    AB_CHECK_PTR(write);
+    AB_TRY(ab__save_check_name(path));
+    struct stat target_st;
+    char *target = NULL;
+    int exists = 0;
+    AB_TRY(ab__save_target(path, &target, &target_st, &exists));
+    ab_status st = exists ? ab__save_check_type(path, target, &target_st) : AB_OK;
+    /* the temporary file: ".NAME.tmp-PID-N" beside the target, created exclusively ("x") */
+    static unsigned counter = 0;
+    size_t dir_len = ab__dir_len(target), cap = strlen(target) + 64;
+    char *tmp = st == AB_OK ? (char *)AB_MALLOC(cap) : NULL;
+    if (st == AB_OK && !tmp) st = ab_fail(AB_ERR_ALLOC, "saving '%s': out of memory", path);
+    FILE *f = NULL;
+    for (int tries = 0; st == AB_OK && !f; tries++) {
+        snprintf(tmp, cap, "%.*s.%s.tmp-%ld-%u", (int)dir_len, target, target + dir_len, (long)getpid(),
+                 counter++);
+        if ((f = fopen(tmp, "wbx")) == NULL && (errno != EEXIST || tries == 100))
+            st = ab_fail(AB_ERR_IO, "saving '%s': cannot create '%s': %s", path, tmp, strerror(errno));
+    }
+    if (f) {
+        st = ab__save_write(f, path, write, ctx);
+        if (st == AB_OK && exists && chmod(tmp, target_st.st_mode & 07777) != 0)
+            st = ab_fail(AB_ERR_IO, "saving '%s': chmod '%s': %s", path, tmp, strerror(errno));
+        if (st == AB_OK && rename(tmp, target) != 0)
+            st = ab_fail(AB_ERR_IO, "saving '%s': rename '%s' -> '%s': %s", path, tmp, target, strerror(errno));
+        if (st != AB_OK) remove(tmp); /* ours: created above */
+    }
+    if (st == AB_OK) { /* make the rename durable too; not every file system can fsync a directory */
+        char *dir = ab__strjoin(dir_len ? target : ".", dir_len ? dir_len : 1, "");
+        int fd = dir ? open(dir, O_RDONLY) : -1;
+        if (fd >= 0) {
+            (void)fsync(fd);
+            close(fd);
+        }
+        AB_FREE(dir);
+    }
+    AB_FREE(tmp);
+    AB_FREE(target);
+    return st;
+}
+#else
+ABDEF ab_status ab_save_file(const char *path, ab_write_fn write, void *ctx) {
+    AB_CHECK_PTR(path);
+    AB_CHECK_PTR(write);
+    AB_TRY(ab__save_check_name(path));
+    char *tmp = ab__strjoin(path, strlen(path), ".tmp");
+    if (!tmp) return ab_fail(AB_ERR_ALLOC, "saving '%s': out of memory", path);
+    FILE *f = fopen(tmp, "wbx");
+    ab_status st = f ? write(ctx, f) : ab_fail(AB_ERR_IO, "saving '%s': cannot create '%s'", path, tmp);
+    if (f) {
+        int bad = ferror(f) || fflush(f) != 0;
+        bad = (fclose(f) != 0) || bad;
+        if (st == AB_OK && bad) st = ab_fail(AB_ERR_IO, "saving '%s': writing '%s' failed", path, tmp);
+        if (st == AB_OK && rename(tmp, path) != 0)
+            st = ab_fail(AB_ERR_IO, "saving '%s': cannot rename '%s' over it", path, tmp);
+        if (st != AB_OK) remove(tmp);
+    }
+    AB_FREE(tmp);
+    return st;
+}
+#endif
 
 /* --- defence primitives on plain arrays -------------------------------------------------------- */
 

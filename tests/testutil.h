@@ -104,4 +104,75 @@ static inline int tu_isas(ab_isa *out) {
 }
 #define TU_SET_ISA(isa) assert_int_equal(ab_set_isa(isa), AB_OK)
 
+/* File helpers for the tests of savers and loaders: define TU_FILE_HELPERS (and _POSIX_C_SOURCE
+ * 200809L) before including this header. */
+#ifdef TU_FILE_HELPERS
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* A fresh directory /tmp/ab_test_<tag>_XXXXXX in out. */
+static inline void tu_temp_dir(char *out, size_t n, const char *tag) {
+    snprintf(out, n, "/tmp/ab_test_%s_XXXXXX", tag);
+    assert_non_null(mkdtemp(out));
+}
+
+/* Removes dir and the plain files in it (the tests create nothing deeper). */
+static inline void tu_remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        assert_int_equal(unlink(path), 0);
+    }
+    closedir(d);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+/* Entries of dir other than . and .. (a failed save must leave no temporary file behind). */
+static inline int tu_dir_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
+}
+
+/* Runs fn(ctx) in a forked child whose file-size limit is `bytes` (RLIMIT_FSIZE) with SIGXFSZ
+ * ignored, so a write past the limit fails with EFBIG, as on a full disk. Returns the status fn
+ * returned (the child's exit code); the child prints ab_last_error() on stderr. */
+static inline ab_status tu_with_file_size_limit(rlim_t bytes, ab_status (*fn)(void *), void *ctx) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit lim = {bytes, bytes};
+        signal(SIGXFSZ, SIG_IGN);
+        if (setrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(100);
+        ab_status st = fn(ctx);
+        if (st != AB_OK) fprintf(stderr, "NOTE child with a %ld-byte file limit: %s\n", (long)bytes, ab_last_error());
+        _exit((int)st);
+    }
+    int status = 0;
+    pid_t w;
+    do {
+        w = waitpid(pid, &status, 0);
+    } while (w < 0 && errno == EINTR);
+    assert_int_equal(w, pid);
+    assert_true(WIFEXITED(status));
+    assert_int_not_equal(WEXITSTATUS(status), 100);
+    return (ab_status)WEXITSTATUS(status);
+}
+#endif
+
 #endif
