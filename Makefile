@@ -32,7 +32,7 @@ TOOL_BINS  = $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
 
 .PHONY: all help test valgrind sanitize single check bench tools examples run clean deps readme bench-gpt2 \
         install install-check bench-results \
-        flow-check sweep
+        flow-check flow-limits sweep
 .DEFAULT_GOAL := all
 
 all: examples tools $(BENCH_BINS)   ## examples, tools and benchmarks (needs only a C compiler)
@@ -90,8 +90,8 @@ test: $(TEST_BINS)   ## unit tests (cmocka; GSL and OpenBLAS references)
 valgrind: $(TEST_BINS)   ## the tests under valgrind memcheck (leaks and invalid accesses fail)
 	@AB_TEST_SMALL=1 tests/run.sh "$(VALGRIND)" $(TEST_BINS)
 
-sanitize:   ## the tests built with ASan + UBSan, in build/sanitize
-	@$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test
+sanitize:   ## the tests and flow-limits built with ASan + UBSan, in build/sanitize
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test flow-limits
 
 # The amalgamations: build/antibody.h holds every layer in one file (the drop-in), and
 # build/antibody_core.h the numerical core alone. Each is compiled as C99 and as C++11 with -Werror
@@ -163,6 +163,11 @@ run: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## the lab: align -> fine-tune 
 # `flow --quick` twice (1 and 2 threads, fresh and cached base): table structure, bitwise reproducibility.
 flow-check: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## the lab's --quick end-to-end check (~2 min)
 	@examples/lab/flow_check.sh $(BUILD)/lab/flow $(BUILD)/tools/gen_data $(BUILD)/flowcheck
+
+# The flow on data at the format's limits (64-byte words, 64-token sequences): tests/flow_limits.sh.
+# `make sanitize` runs it built with ASan + UBSan, where an overflow anywhere in the flow aborts it.
+flow-limits: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## flow --quick --rows base on data at the format's limits (~10 s)
+	@tests/flow_limits.sh $(BUILD)/lab/flow $(BUILD)/tools/gen_data $(BUILD)/flowlimits
 
 # HS and FA over p and n for every method: CSV + plot (long: one full flow per point; SWEEP_ARGS=--quick).
 sweep: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## p and n sweeps: build/sweep/sweep.csv and sweep.png
