@@ -76,6 +76,10 @@ $(BUILD)/tests/test_lab: tests/test_lab.c $(BUILD)/tests/impl.o tests/testutil.h
 $(BUILD)/tests/test_defence: tests/test_defence.c $(BUILD)/tests/impl.o tests/testutil.h tests/labfixture.h $(LAB_OBJS)
 	$(CC) $(CFLAGS_ALL) $< $(BUILD)/tests/impl.o $(LAB_OBJS) -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
 
+# Not a test_* binary: make valgrind runs it natively, then under memcheck against that run.
+$(BUILD)/tests/repro: tests/repro.c $(BUILD)/tests/impl.o tests/testutil.h
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/tests/impl.o -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
+
 # test_options defines ANTIBODY_IMPLEMENTATION itself (ANTIBODY_STATIC, AB_MALLOC overrides).
 $(BUILD)/tests/test_options: tests/test_options.c tests/testutil.h $(HDRS)
 	@mkdir -p $(dir $@)
@@ -86,9 +90,13 @@ test: $(TEST_BINS)   ## unit tests (cmocka; GSL and OpenBLAS references)
 	@tests/run.sh "" $(TEST_BINS)
 
 # Under memcheck the tests shrink their shapes (AB_TEST_SMALL) and take the AVX2 path by
-# themselves: valgrind hides AVX-512 from CPUID/XCR0.
-valgrind: $(TEST_BINS)   ## the tests under valgrind memcheck (leaks and invalid accesses fail)
+# themselves: valgrind hides AVX-512 from CPUID/XCR0. Then tests/repro.c: a few training steps of
+# the lab's model on the AVX2 path natively, and under memcheck, which must give the same CRC.
+valgrind: $(TEST_BINS) $(BUILD)/tests/repro   ## the tests under valgrind memcheck (leaks and invalid accesses fail), native = memcheck bits
 	@AB_TEST_SMALL=1 tests/run.sh "$(VALGRIND)" $(TEST_BINS)
+	@out=$$($(BUILD)/tests/repro 2>&1); want=$$(printf '%s\n' "$$out" | sed -n 's/^NOTE repro: crc32 \([0-9a-f]*\).*/\1/p'); \
+	 [ -n "$$want" ] || printf 'native run of repro:\n%s\n' "$$out"; \
+	 AB_REPRO_WANT=$$want tests/run.sh "$(VALGRIND)" $(BUILD)/tests/repro
 
 sanitize:   ## the tests and flow-limits built with ASan + UBSan, in build/sanitize
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test flow-limits
