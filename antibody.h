@@ -86,6 +86,11 @@
  *          judge, evaluation) to examples/lab/. New here: ab_fail, AB_TRY, ab_sumsq, ab_scale.
  *          A failed GEMM workspace allocation is AB_ERR_ALLOC (it used to fall back to scalar).
  *          Numerics unchanged: the lab's tables and logs are bit-identical to 0.1.1.
+ *   next   Issue 14. ab_save_file: saves write a temporary file, fsync and rename it (ab_model_save
+ *          through it; a target that is not a regular file is refused). NON-FINITE VALUES above:
+ *          ab_adamw_step / ab_sam_step / ab_clip_grad_norm refuse a NaN or Inf gradient with their
+ *          state untouched; a fully masked softmax row is 0; ab_get_isa returns AB_ISA_COUNT
+ *          ("none") while ab_init fails. Finite numerics unchanged.
  */
 #ifndef ANTIBODY_H
 #define ANTIBODY_H
@@ -1034,7 +1039,8 @@ ABDEF ab_status ab_clip_grad_norm(float *g, size_t n, float max_norm, float *nor
     if (norm_before) *norm_before = norm;
     if (!isfinite(sumsq))
         return ab_fail(AB_ERR_NAN, "ab_clip_grad_norm: the gradient holds NaN or Inf (g left as it was)");
-    if (norm > max_norm) ab__k.scale(g, n, isfinite(norm) ? max_norm / norm : (float)(max_norm / sqrt(sumsq)));
+    if (norm > max_norm) /* the scale from the double norm only where the float one overflowed */
+        ab__k.scale(g, n, isfinite(norm) ? max_norm / norm : (float)(max_norm / sqrt(sumsq)));
     return AB_OK;
 }
 
@@ -1264,7 +1270,8 @@ static ab_status ab__save_target(const char *path, char **out, struct stat *st, 
         cur = next;
         err = ENOMEM;
     }
-    ab_status st_fail = cur ? ab_fail(AB_ERR_IO, "saving '%s': cannot resolve '%s': %s", path, cur, strerror(err))
+    ab_status st_fail = cur ? ab_fail(AB_ERR_IO, "saving '%s': cannot resolve '%s': %s", path, cur,
+                                      strerror(err))
                             : ab_fail(AB_ERR_ALLOC, "saving '%s': out of memory", path);
     AB_FREE(cur);
     return st_fail;
@@ -1321,7 +1328,8 @@ ABDEF ab_status ab_save_file(const char *path, ab_write_fn write, void *ctx) {
         if (st == AB_OK && exists && chmod(tmp, target_st.st_mode & 07777) != 0)
             st = ab_fail(AB_ERR_IO, "saving '%s': chmod '%s': %s", path, tmp, strerror(errno));
         if (st == AB_OK && rename(tmp, target) != 0)
-            st = ab_fail(AB_ERR_IO, "saving '%s': rename '%s' -> '%s': %s", path, tmp, target, strerror(errno));
+            st = ab_fail(AB_ERR_IO, "saving '%s': rename '%s' -> '%s': %s", path, tmp, target,
+                         strerror(errno));
         if (st != AB_OK) remove(tmp); /* ours: created above */
     }
     if (st == AB_OK) { /* make the rename durable too; not every file system can fsync a directory */

@@ -546,21 +546,25 @@ AB__T_AVX2 static void ab__avx2_adamw(float *p, const float *g, float *m, float 
 /* Finite iff the magnitude's bits (sign cleared) lie below those of +inf, 0x7f800000; NaNs lie
  * above. One integer max per vector, so the pass runs at load speed (the gradient check of
  * ab_adamw_step, a pass over g before the update). */
+AB__INL_AVX2 __m256i ab__avx2_magnitude_bits(__m256 x) {
+    return _mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fffffff));
+}
+
 AB__T_AVX2 static int ab__avx2_all_finite(const float *x, size_t n) {
-    const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
     __m256i m0 = _mm256_setzero_si256(), m1 = m0;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        m0 = _mm256_max_epi32(m0, _mm256_and_si256(_mm256_castps_si256(_mm256_loadu_ps(x + i)), magnitude));
-        m1 = _mm256_max_epi32(m1, _mm256_and_si256(_mm256_castps_si256(_mm256_loadu_ps(x + i + 8)), magnitude));
+        m0 = _mm256_max_epi32(m0, ab__avx2_magnitude_bits(_mm256_loadu_ps(x + i)));
+        m1 = _mm256_max_epi32(m1, ab__avx2_magnitude_bits(_mm256_loadu_ps(x + i + 8)));
     }
     if (i + 8 <= n) {
-        m0 = _mm256_max_epi32(m0, _mm256_and_si256(_mm256_castps_si256(_mm256_loadu_ps(x + i)), magnitude));
+        m0 = _mm256_max_epi32(m0, ab__avx2_magnitude_bits(_mm256_loadu_ps(x + i)));
         i += 8;
     }
-    if (i < n)
-        m1 = _mm256_max_epi32(m1, _mm256_and_si256(_mm256_castps_si256(ab__avx2_load_part(x + i, n - i, 0.0f)),
-                                                   magnitude));
+    if (i < n) {
+        __m256 tail = ab__avx2_load_part(x + i, n - i, 0.0f); /* zeros past n */
+        m1 = _mm256_max_epi32(m1, ab__avx2_magnitude_bits(tail));
+    }
     __m256i bad = _mm256_cmpgt_epi32(_mm256_max_epi32(m0, m1), _mm256_set1_epi32(0x7f7fffff));
     return _mm256_movemask_epi8(bad) == 0;
 }

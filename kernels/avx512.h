@@ -444,22 +444,25 @@ AB__T_AVX512 static void ab__avx512_adamw(float *p, const float *g, float *m, fl
 /* Double accumulation as in the scalar oracle; four 8-lane accumulators combined in a fixed order
  * ((a0 + a1) + (a2 + a3), then the lanes): deterministic for every n. */
 /* As the AVX2 kernel: the largest magnitude bits must lie below +inf's. */
+AB__INL_AVX512 __m512i ab__avx512_magnitude_bits(__m512 x) {
+    return _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff));
+}
+
 AB__T_AVX512 static int ab__avx512_all_finite(const float *x, size_t n) {
-    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
     __m512i m0 = _mm512_setzero_si512(), m1 = m0;
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        m0 = _mm512_max_epi32(m0, _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(x + i)), magnitude));
-        m1 = _mm512_max_epi32(m1, _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(x + i + 16)), magnitude));
+        m0 = _mm512_max_epi32(m0, ab__avx512_magnitude_bits(_mm512_loadu_ps(x + i)));
+        m1 = _mm512_max_epi32(m1, ab__avx512_magnitude_bits(_mm512_loadu_ps(x + i + 16)));
     }
     if (i + 16 <= n) {
-        m0 = _mm512_max_epi32(m0, _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(x + i)), magnitude));
+        m0 = _mm512_max_epi32(m0, ab__avx512_magnitude_bits(_mm512_loadu_ps(x + i)));
         i += 16;
     }
-    if (i < n)
-        m1 = _mm512_max_epi32(m1, _mm512_and_si512(
-                                      _mm512_castps_si512(_mm512_maskz_loadu_ps(ab__avx512_mask(n - i), x + i)),
-                                      magnitude));
+    if (i < n) {
+        __m512 tail = _mm512_maskz_loadu_ps(ab__avx512_mask(n - i), x + i); /* zeros past n */
+        m1 = _mm512_max_epi32(m1, ab__avx512_magnitude_bits(tail));
+    }
     return _mm512_cmpgt_epi32_mask(_mm512_max_epi32(m0, m1), _mm512_set1_epi32(0x7f7fffff)) == 0;
 }
 

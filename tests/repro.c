@@ -7,8 +7,9 @@
  * 4 heads, LoRA rank 4) from a fixed seed, then random batches of 2 sequences of 32 tokens with
  * prompt and padding masks: an AdamW step with per-sample clipping (ghost norms) and global
  * clipping; a SAM step (ab_sam_step, gradient at the perturbed point, ab_sam_restore) followed by
- * AdamW; a LoRA step on the adapters, then merge (about a minute under memcheck). The result is the CRC-32 of the parameter buffer
- * with -0 read as +0 (DESIGN.md: valgrind's FMA emulation may flip the sign of an exact zero).
+ * AdamW; a LoRA step on the adapters, then merge (about a minute under memcheck). The result is
+ * the CRC-32 of the parameter buffer with -0 read as +0 (DESIGN.md: valgrind's FMA emulation may
+ * flip the sign of an exact zero).
  * One thread (results do not depend on it; memcheck runs threads one at a time anyway).
  * Without AB_REPRO_WANT the test only prints the CRC ("NOTE repro: crc32 ..."). */
 #include "testutil.h"

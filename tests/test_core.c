@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <gsl/gsl_cdf.h>
+#define TU_POSIX_HELPERS
 #include "testutil.h"
 
 #if defined(__has_include)
@@ -438,14 +439,7 @@ static int run_child(const char *mode, const char *isa_env, int under_valgrind) 
         }
         _exit(CHILD_EXEC_FAILED);
     }
-    int status = 0;
-    pid_t w;
-    do {
-        w = waitpid(pid, &status, 0);
-    } while (w < 0 && errno == EINTR);
-    assert_int_equal(w, pid);
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    return tu_wait_child(pid);
 }
 
 static void test_env_default_scalar_bogus(void **state) {

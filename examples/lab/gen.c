@@ -793,7 +793,8 @@ static ab_status gd_text_write(void *ctx, FILE *f) {
 }
 
 static int gd_write_file(const char *path, const lab_text *b, char *err, size_t err_size) {
-    if (ab_save_file(path, gd_text_write, (void *)b) != AB_OK) return gd_fail(err, err_size, "%s", ab_last_error());
+    if (ab_save_file(path, gd_text_write, (void *)b) != AB_OK)
+        return gd_fail(err, err_size, "%s", ab_last_error());
     return 1;
 }
 
