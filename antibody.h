@@ -208,7 +208,8 @@ ABDEF uint32_t ab_crc32(uint32_t crc, const void *data, size_t n);
  *   - An existing path that is not a regular file (a directory, a device such as /dev/null, a
  *     FIFO, a socket) is refused with AB_ERR_IO before anything is created: it is never written,
  *     replaced or removed.
- *   - A process killed during a save leaves its temporary file behind, with path intact.
+ *   - The directory must be writable (the temporary file lives there), even to replace a file
+ *     that is. A process killed during a save leaves its temporary file behind, path intact.
  * write returns AB_OK or its own error (ab_fail); it may ignore the results of its fwrite calls,
  * ab_save_file finds the error on f. Errors: AB_ERR_NULL, AB_ERR_ARG (path empty or ending in
  * '/'), AB_ERR_ALLOC, AB_ERR_IO (message "saving 'path': reason"), or write's status. Without
