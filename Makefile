@@ -32,7 +32,7 @@ TOOL_BINS  = $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
 
 .PHONY: all help test valgrind sanitize single check bench tools examples run clean deps readme bench-gpt2 \
         install install-check bench-results calibrate scale-grid \
-        flow-check sweep
+        flow-check flow-limits sweep
 .DEFAULT_GOAL := all
 
 all: examples tools $(BENCH_BINS)   ## examples, tools and benchmarks (needs only a C compiler)
@@ -76,6 +76,10 @@ $(BUILD)/tests/test_lab: tests/test_lab.c $(BUILD)/tests/impl.o tests/testutil.h
 $(BUILD)/tests/test_defence: tests/test_defence.c $(BUILD)/tests/impl.o tests/testutil.h tests/labfixture.h $(LAB_OBJS)
 	$(CC) $(CFLAGS_ALL) $< $(BUILD)/tests/impl.o $(LAB_OBJS) -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
 
+# Not a test_* binary: make valgrind runs it natively, then under memcheck against that run.
+$(BUILD)/tests/repro: tests/repro.c $(BUILD)/tests/impl.o tests/testutil.h
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/tests/impl.o -o $@ $(TEST_LIBS) $(LDLIBS_ALL)
+
 # test_options defines ANTIBODY_IMPLEMENTATION itself (ANTIBODY_STATIC, AB_MALLOC overrides).
 $(BUILD)/tests/test_options: tests/test_options.c tests/testutil.h $(HDRS)
 	@mkdir -p $(dir $@)
@@ -86,12 +90,16 @@ test: $(TEST_BINS)   ## unit tests (cmocka; GSL and OpenBLAS references)
 	@tests/run.sh "" $(TEST_BINS)
 
 # Under memcheck the tests shrink their shapes (AB_TEST_SMALL) and take the AVX2 path by
-# themselves: valgrind hides AVX-512 from CPUID/XCR0.
-valgrind: $(TEST_BINS)   ## the tests under valgrind memcheck (leaks and invalid accesses fail)
+# themselves: valgrind hides AVX-512 from CPUID/XCR0. Then tests/repro.c: a few training steps of
+# the lab's model on the AVX2 path natively, and under memcheck, which must give the same CRC.
+valgrind: $(TEST_BINS) $(BUILD)/tests/repro   ## the tests under valgrind memcheck (leaks and invalid accesses fail), native = memcheck bits
 	@AB_TEST_SMALL=1 tests/run.sh "$(VALGRIND)" $(TEST_BINS)
+	@out=$$($(BUILD)/tests/repro 2>&1); want=$$(printf '%s\n' "$$out" | sed -n 's/^NOTE repro: crc32 \([0-9a-f]*\).*/\1/p'); \
+	 [ -n "$$want" ] || printf 'native run of repro:\n%s\n' "$$out"; \
+	 AB_REPRO_WANT=$$want tests/run.sh "$(VALGRIND)" $(BUILD)/tests/repro
 
-sanitize:   ## the tests built with ASan + UBSan, in build/sanitize
-	@$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test
+sanitize:   ## the tests and flow-limits built with ASan + UBSan, in build/sanitize
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/sanitize SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test flow-limits
 
 # The amalgamations: build/antibody.h holds every layer in one file (the drop-in), and
 # build/antibody_core.h the numerical core alone. Each is compiled as C99 and as C++11 with -Werror
@@ -172,6 +180,11 @@ calibrate: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## SFT's HS over p: the a
 scale-grid: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## the scaling rule's grid: aligned HS and refusals per strength, and its choice
 	$(BUILD)/tools/gen_data --out $(BUILD)/data --quiet
 	$(BUILD)/lab/flow --scale-grid --data $(BUILD)/data --cache $(BUILD)/cache --work $(BUILD)/scale-grid $(FLOW_ARGS)
+
+# The flow on data at the format's limits (64-byte words, 64-token sequences): tests/flow_limits.sh.
+# `make sanitize` runs it built with ASan + UBSan, where an overflow anywhere in the flow aborts it.
+flow-limits: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## flow --quick --rows base on data at the format's limits (~10 s)
+	@tests/flow_limits.sh $(BUILD)/lab/flow $(BUILD)/tools/gen_data $(BUILD)/flowlimits
 
 # HS and FA over p and n for every method: CSV + plot (long: one full flow per point; SWEEP_ARGS=--quick).
 sweep: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## p and n sweeps: build/sweep/sweep.csv and sweep.png

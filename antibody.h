@@ -35,12 +35,32 @@
  *     avx512 or ab_set_isa() forces one (AB_ERR_ISA if unavailable). valgrind gets AVX2 by itself.
  *   - Reductions use a fixed blocked order (AB_REDUCE_BLOCK, double partials in index order):
  *     the same bits for any thread count on one ISA path.
+ *   - An unknown or unusable AB_ISA is an error, not a fallback: ab_init() returns it (AB_ERR_ARG
+ *     or AB_ERR_ISA), ab_get_isa() returns AB_ISA_COUNT, named "none", and every call fails with
+ *     the same status and message until ab_set_isa() picks a path.
+ *
+ * NON-FINITE VALUES (NaN, +-Inf); the same on every ISA path
+ *   - Arithmetic propagates them as IEEE does and returns AB_OK (GEMM, layers, exp, reductions:
+ *     a NaN in gives NaN out). Checking every input would cost a pass per call; the steps below
+ *     check where a NaN would otherwise be written into state that outlives the call.
+ *   - The steps that update parameters check their gradient first and return AB_ERR_NAN with
+ *     nothing written when it holds NaN or Inf: ab_adamw_step (params, m, v untouched),
+ *     ab_sam_step (theta, saved untouched), ab_clip_grad_norm (g untouched). The state itself is
+ *     not checked; finite state and gradient give finite results unless a value overflows float.
+ *   - ab_sam_step with g == 0 leaves theta unchanged (there is no direction); when
+ *     rho / (||g|| + AB_SAM_EPS) overflows float it returns AB_ERR_NAN with nothing written.
+ *   - A fully masked softmax row (every entry -inf) is all zeros: it contributes nothing, as a
+ *     fully masked attention row should. log_softmax gives -inf there, ab_cross_entropy a loss of
+ *     +inf and a gradient with softmax 0 (-g at the target). A NaN or +inf in a row makes that
+ *     row NaN.
+ *   - The defence primitives and the checkpoint loader (antibody_gpt.h) refuse non-finite inputs
+ *     with AB_ERR_NAN where stated.
  *
  * API
  *   core        ab_init ab_set_isa ab_get_isa ab_best_isa ab_cpu_supports ab_isa_compiled
  *               ab_isa_name ab_isa_from_name ab_set_threads ab_get_threads ab_status_str
  *               ab_last_error ab_fail (+ AB_TRY, AB_CHECK_*) ab_aligned_alloc ab_aligned_free
- *               ab_crc32
+ *               ab_crc32 ab_save_file
  *   rng         ab_rng_seed ab_rng_u32 ab_rng_below ab_rng_uniform ab_rng_normal      (PCG32)
  *   gemm        ab_sgemm                         C = alpha op(A) op(B) + beta C, BLAS semantics
  *   softmax     ab_expf ab_vexpf ab_softmax ab_softmax_backward ab_log_softmax ab_cross_entropy
@@ -66,6 +86,11 @@
  *          judge, evaluation) to examples/lab/. New here: ab_fail, AB_TRY, ab_sumsq, ab_scale.
  *          A failed GEMM workspace allocation is AB_ERR_ALLOC (it used to fall back to scalar).
  *          Numerics unchanged: the lab's tables and logs are bit-identical to 0.1.1.
+ *   next   Issue 14. ab_save_file: saves write a temporary file, fsync and rename it (ab_model_save
+ *          through it; a target that is not a regular file is refused). NON-FINITE VALUES above:
+ *          ab_adamw_step / ab_sam_step / ab_clip_grad_norm refuse a NaN or Inf gradient with their
+ *          state untouched; a fully masked softmax row is 0; ab_get_isa returns AB_ISA_COUNT
+ *          ("none") while ab_init fails. Finite numerics unchanged.
  */
 #ifndef ANTIBODY_H
 #define ANTIBODY_H
@@ -77,6 +102,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h> /* FILE, for ab_save_file's writer */
 
 #ifdef ANTIBODY_STATIC
 #if defined(__GNUC__) || defined(__clang__)
@@ -148,11 +174,11 @@ typedef enum ab_isa {
 
 ABDEF ab_status ab_init(void);            /* idempotent; reads AB_ISA from the environment */
 ABDEF ab_status ab_set_isa(ab_isa isa);   /* AB_ERR_ISA if the CPU/OS lacks it */
-ABDEF ab_isa ab_get_isa(void);            /* the path in use */
+ABDEF ab_isa ab_get_isa(void);            /* the path in use; AB_ISA_COUNT ("none") if ab_init fails */
 ABDEF ab_isa ab_best_isa(void);           /* the best path the CPU and OS support */
 ABDEF int ab_cpu_supports(ab_isa isa);    /* 1 if usable: CPUID bits and XCR0 state enabled */
 ABDEF int ab_isa_compiled(ab_isa isa);    /* 1 if this build contains kernels for it */
-ABDEF const char *ab_isa_name(ab_isa isa);                   /* "scalar", "avx2", "avx512" */
+ABDEF const char *ab_isa_name(ab_isa isa); /* "scalar", "avx2", "avx512"; "none" for AB_ISA_COUNT */
 ABDEF ab_status ab_isa_from_name(const char *name, ab_isa *out);
 
 /* Threads (OpenMP when built with -fopenmp, otherwise always 1). Results never depend on it. */
@@ -167,6 +193,30 @@ ABDEF void ab_aligned_free(void *p);
 
 /* CRC-32 (IEEE 802.3, reflected 0xEDB88320, as zlib): crc = ab_crc32(0, data, n) and chain calls. */
 ABDEF uint32_t ab_crc32(uint32_t crc, const void *data, size_t n);
+
+/* Saving a file as sqlite commits (DESIGN.md, "Files the library writes"): ab_save_file calls
+ * write(ctx, f) on a new temporary file in the directory of path (".NAME.tmp-PID-N", created
+ * exclusively), checks it for write errors, flushes and fsyncs it, then renames it over path and
+ * fsyncs the directory. ab_model_save and the lab's writers save through it.
+ *   - Any failure (write returns an error, a write error, a full disk, a file-size limit with
+ *     SIGXFSZ ignored) leaves path as it was and removes the temporary file. Nothing else is ever
+ *     removed: the library removes no path it did not create.
+ *   - An existing path keeps its permission bits (its owner becomes the saving user, as with any
+ *     rename-based save; a file with other hard links gets a new inode, the other names keep the
+ *     old contents). A symlink is followed (up to 40 links): the file it points to is replaced,
+ *     the link stays.
+ *   - An existing path that is not a regular file (a directory, a device such as /dev/null, a
+ *     FIFO, a socket) is refused with AB_ERR_IO before anything is created: it is never written,
+ *     replaced or removed.
+ *   - The directory must be writable (the temporary file lives there), even to replace a file
+ *     that is. A process killed during a save leaves its temporary file behind, path intact.
+ * write returns AB_OK or its own error (ab_fail); it may ignore the results of its fwrite calls,
+ * ab_save_file finds the error on f. Errors: AB_ERR_NULL, AB_ERR_ARG (path empty or ending in
+ * '/'), AB_ERR_ALLOC, AB_ERR_IO (message "saving 'path': reason"), or write's status. Without
+ * POSIX (neither __unix__ nor __APPLE__) it is fopen "wbx" + rename, with no fsync and no checks
+ * of the target's type (on Windows rename cannot replace an existing file: AB_ERR_IO).          */
+typedef ab_status (*ab_write_fn)(void *ctx, FILE *f);
+ABDEF ab_status ab_save_file(const char *path, ab_write_fn write, void *ctx);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* RNG: PCG32 (O'Neill 2014, pcg32 XSH-RR, 64-bit LCG state, 32-bit output). Every random choice of
@@ -206,18 +256,20 @@ ABDEF ab_status ab_vexpf(float *y, const float *x, size_t n);
 
 /* Row softmax of a rows x cols matrix (in-place allowed). causal != 0 masks row r to the columns
  * [0, r + cols - rows] (bottom-right aligned, so it also serves a KV cache); masked entries get 0.
- * causal requires rows <= cols. Rows are max-subtracted: no overflow for any finite input.       */
+ * causal requires rows <= cols. Rows are max-subtracted: no overflow for any finite input. A row
+ * whose (unmasked) entries are all -inf gives zeros (see NON-FINITE VALUES at the top).          */
 ABDEF ab_status ab_softmax(float *y, const float *x, int rows, int cols, int causal);
 /* dx += y * (dy - sum(dy * y)) per row, where y is the softmax output. */
 ABDEF ab_status ab_softmax_backward(float *dx, const float *y, const float *dy, int rows, int cols);
-/* y = x - logsumexp(x) per row (in-place allowed). */
+/* y = x - logsumexp(x) per row (in-place allowed); -inf throughout a row of -inf. */
 ABDEF ab_status ab_log_softmax(float *y, const float *x, int rows, int cols);
 
 /* Fused softmax cross-entropy over `rows` positions of `vocab` logits.
  *   losses[r]   = -log softmax(logits[r])[targets[r]]    (written; 0 where weights[r] == 0)
  *   dlogits[r] += dscale * weights[r] * (softmax(logits[r]) - onehot(targets[r]))
  * weights may be NULL (all 1): a per-token mask times per-sample weights. losses or dlogits may be
- * NULL to skip that output. A target outside [0, vocab) where the weight is non-zero is an error.  */
+ * NULL to skip that output. A target outside [0, vocab) where the weight is non-zero is an error.
+ * A row of -inf logits has softmax 0: loss +inf, dlogits[r][target] -= dscale * weights[r].     */
 ABDEF ab_status ab_cross_entropy(float *losses, float *dlogits, const float *logits,
                                  const int *targets, const float *weights, int rows, int vocab,
                                  float dscale);
@@ -248,7 +300,8 @@ ABDEF ab_status ab_embedding_backward(float *dtable, const float *dout, const in
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Optimiser and reductions over flat buffers.                                                    */
-/* One AdamW step (decoupled weight decay, bias-corrected moments); step counts from 1.            */
+/* One AdamW step (decoupled weight decay, bias-corrected moments); step counts from 1. A NaN or
+ * Inf in grads is AB_ERR_NAN with params, m and v untouched (checked in a first pass over grads). */
 typedef struct ab_adamw_cfg {
     float lr, beta1, beta2, eps, weight_decay;
 } ab_adamw_cfg;
@@ -264,12 +317,15 @@ ABDEF ab_status ab_dot(const float *x, const float *y, size_t n, float *dot);
 ABDEF ab_status ab_sumsq(const float *x, size_t n, double *sumsq);
 /* x *= s elementwise. */
 ABDEF ab_status ab_scale(float *x, size_t n, float s);
-/* If ||g|| > max_norm, g *= max_norm / ||g||. *norm_before (may be NULL) gets ||g|| before. */
+/* If ||g|| > max_norm, g *= max_norm / ||g||. *norm_before (may be NULL) gets ||g|| before (+inf
+ * if it exceeds FLT_MAX). NaN or Inf in g: AB_ERR_NAN, g untouched.                              */
 ABDEF ab_status ab_clip_grad_norm(float *g, size_t n, float max_norm, float *norm_before);
 
 /* SAM-style step: saved = theta (if saved != NULL), then theta += rho * g / (||g|| + AB_SAM_EPS).
  * rho < 0 is a descent step (Antibody's simulated attack uses rho = -alpha). *gnorm (may be NULL)
- * gets ||g||. ab_sam_restore copies saved back: bit-exact.                                        */
+ * gets ||g||. ab_sam_restore copies saved back: bit-exact. g == 0 leaves theta unchanged (saved is
+ * still written). AB_ERR_NAN, with theta and saved untouched, when g holds NaN or Inf or when the
+ * scale rho / (||g|| + AB_SAM_EPS) overflows float.                                              */
 #define AB_SAM_EPS 1e-7f
 ABDEF ab_status ab_sam_step(float *theta, float *saved, const float *g, size_t n, float rho,
                             float *gnorm);
@@ -358,11 +414,27 @@ ABDEF ab_status ab_proximal_grad(float *g, const float *theta, const float *anch
 #ifndef ANTIBODY_IMPLEMENTATION_DONE
 #define ANTIBODY_IMPLEMENTATION_DONE
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__) /* ab_save_file: fsync, lstat, readlink, chmod */
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#if defined(_POSIX_VERSION) && _POSIX_VERSION >= 200112L
+#define AB__POSIX_FILES 1
+#elif !defined(__cplusplus) && (defined(__LP64__) || defined(_LP64))
+/* A strict ISO C build (-std=c99 on glibc, without _POSIX_C_SOURCE) hides these POSIX.1-2001
+ * declarations, not the functions: every libc has them (on LP64 no large-file renaming applies). */
+int lstat(const char *path, struct stat *st);
+ssize_t readlink(const char *path, char *buf, size_t size);
+int fileno(FILE *f);
+#define AB__POSIX_FILES 1
+#endif
+#endif
 
 #if defined(AB_MALLOC) && defined(AB_FREE)
 #elif !defined(AB_MALLOC) && !defined(AB_FREE)
@@ -570,6 +642,7 @@ ABDEF const char *ab_isa_name(ab_isa isa) {
     case AB_ISA_SCALAR: return "scalar";
     case AB_ISA_AVX2: return "avx2";
     case AB_ISA_AVX512: return "avx512";
+    case AB_ISA_COUNT: return "none"; /* ab_get_isa while ab_init fails */
     default: return "unknown";
     }
 }
@@ -620,7 +693,7 @@ ABDEF ab_status ab_init(void) {
 }
 
 ABDEF ab_isa ab_get_isa(void) {
-    if (ab_init() != AB_OK) return AB_ISA_SCALAR;
+    if (ab_init() != AB_OK) return AB_ISA_COUNT; /* no path: every call fails the same way */
     return ab__isa;
 }
 
@@ -859,6 +932,17 @@ ABDEF ab_status ab_embedding_backward(float *dtable, const float *dout, const in
 }
 
 /* --- optimiser, reductions, SAM step ---------------------------------------------------------- */
+static ab_status ab__check_finite(const char *fn, const char *what, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return ab_fail(AB_ERR_NAN, "%s: %s[%zu] = %g is not finite", fn, what, i, (double)x[i]);
+    return AB_OK;
+}
+
+/* The same check on the fastest path; the scalar scan above only finds the index for the message. */
+static ab_status ab__check_finite_fast(const char *fn, const char *what, const float *x, size_t n) {
+    return ab__k.all_finite(x, n) ? AB_OK : ab__check_finite(fn, what, x, n);
+}
 ABDEF ab_adamw_cfg ab_adamw_default(void) {
     ab_adamw_cfg cfg;
     cfg.lr = 1e-3f;
@@ -883,6 +967,8 @@ ABDEF ab_status ab_adamw_step(float *params, const float *grads, float *m, float
     AB_CHECK_PTR(grads);
     AB_CHECK_PTR(m);
     AB_CHECK_PTR(v);
+    /* NaN/Inf in g would reach p, m and v: refused before anything is written (one read pass). */
+    AB_TRY(ab__check_finite_fast(__func__, "grads", grads, n));
     /* Bias corrections in double: for large steps beta^t underflows gracefully to 0. */
     float bc1 = (float)(1.0 - pow((double)cfg->beta1, (double)step));
     float bc2 = (float)(1.0 - pow((double)cfg->beta2, (double)step));
@@ -947,15 +1033,17 @@ ABDEF ab_status ab_clip_grad_norm(float *g, size_t n, float max_norm, float *nor
     AB__INIT();
     if (!(max_norm > 0.0f))
         return ab_fail(AB_ERR_ARG, "ab_clip_grad_norm: max_norm must be > 0");
-    float norm = 0.0f;
+    double sumsq = 0.0; /* finite exactly when g is: a float squared cannot overflow a double */
     if (n > 0) {
         AB_CHECK_PTR(g);
-        norm = (float)sqrt(ab__reduce_blocked(g, NULL, n));
+        sumsq = ab__reduce_blocked(g, NULL, n);
     }
+    float norm = (float)sqrt(sumsq); /* +inf when a finite g's norm exceeds FLT_MAX */
     if (norm_before) *norm_before = norm;
-    if (!isfinite(norm))
-        return ab_fail(AB_ERR_NAN, "ab_clip_grad_norm: the gradient norm is not finite");
-    if (norm > max_norm) ab__k.scale(g, n, max_norm / norm);
+    if (!isfinite(sumsq))
+        return ab_fail(AB_ERR_NAN, "ab_clip_grad_norm: the gradient holds NaN or Inf (g left as it was)");
+    if (norm > max_norm) /* the scale from the double norm only where the float one overflowed */
+        ab__k.scale(g, n, isfinite(norm) ? max_norm / norm : (float)(max_norm / sqrt(sumsq)));
     return AB_OK;
 }
 
@@ -967,10 +1055,20 @@ ABDEF ab_status ab_sam_step(float *theta, float *saved, const float *g, size_t n
     if (n == 0) return AB_OK;
     AB_CHECK_PTR(theta);
     AB_CHECK_PTR(g);
-    float norm = (float)sqrt(ab__reduce_blocked(g, NULL, n));
+    double sumsq = ab__reduce_blocked(g, NULL, n); /* finite exactly when g is */
+    float norm = (float)sqrt(sumsq);
     if (gnorm) *gnorm = norm;
-    if (!isfinite(norm)) return ab_fail(AB_ERR_NAN, "ab_sam_step: the gradient norm is not finite");
-    ab__k.axpy_save(theta, saved, g, n, rho / (norm + AB_SAM_EPS));
+    if (!isfinite(sumsq))
+        return ab_fail(AB_ERR_NAN, "ab_sam_step: the gradient holds NaN or Inf (nothing written)");
+    if (sumsq == 0.0) { /* g == 0: no direction, theta stays (rho * 0 / eps is 0, or NaN once it overflows) */
+        if (saved) memcpy(saved, theta, n * sizeof(float));
+        return AB_OK;
+    }
+    float s = isfinite(norm) ? rho / (norm + AB_SAM_EPS) : (float)(rho / sqrt(sumsq));
+    if (!isfinite(s))
+        return ab_fail(AB_ERR_NAN, "ab_sam_step: the step scale rho / (||g|| + %g) = %g / %g overflows "
+                                   "float (nothing written)", (double)AB_SAM_EPS, (double)rho, sqrt(sumsq));
+    ab__k.axpy_save(theta, saved, g, n, s);
     return AB_OK;
 }
 
@@ -1117,13 +1215,162 @@ ABDEF uint32_t ab_crc32(uint32_t crc, const void *data, size_t n) {
     return ~crc;
 }
 
-/* --- defence primitives on plain arrays -------------------------------------------------------- */
-static ab_status ab__check_finite(const char *fn, const char *what, const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return ab_fail(AB_ERR_NAN, "%s: %s[%zu] = %g is not finite", fn, what, i, (double)x[i]);
+/* --- saving files (ab_save_file) ------------------------------------------------------------- */
+/* a[0, a_len) followed by b, AB_MALLOC'd (NULL when out of memory) */
+static char *ab__strjoin(const char *a, size_t a_len, const char *b) {
+    size_t b_len = strlen(b);
+    char *s = (char *)AB_MALLOC(a_len + b_len + 1);
+    if (!s) return NULL;
+    memcpy(s, a, a_len);
+    memcpy(s + a_len, b, b_len + 1);
+    return s;
+}
+
+/* length of the directory part of path, its last '/' included (0: the current directory) */
+static size_t ab__dir_len(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? (size_t)(slash - path) + 1 : 0;
+}
+
+static ab_status ab__save_check_name(const char *path) {
+    size_t n = strlen(path);
+    if (n == 0 || path[n - 1] == '/')
+        return ab_fail(AB_ERR_ARG, "ab_save_file: '%s' is not a file name", path);
     return AB_OK;
 }
+
+#if AB__POSIX_FILES
+#define AB__MAX_LINKS 40 /* symlinks followed, as Linux's MAXSYMLINKS */
+
+/* The file a save replaces: path with its symlinks followed, in *out (AB_MALLOC'd). *exists gets 1,
+ * with *st filled, if that file exists. */
+static ab_status ab__save_target(const char *path, char **out, struct stat *st, int *exists) {
+    char *cur = ab__strjoin(path, strlen(path), "");
+    int err = ENOMEM;
+    for (int hops = 0; cur; hops++) {
+        if (lstat(cur, st) != 0) {
+            err = errno;
+            if (err != ENOENT) break;
+            *exists = 0; /* a new file (also behind a dangling link) */
+            *out = cur;
+            return AB_OK;
+        }
+        if (!S_ISLNK(st->st_mode)) {
+            *exists = 1;
+            *out = cur;
+            return AB_OK;
+        }
+        char link[4096];
+        ssize_t len = hops < AB__MAX_LINKS ? readlink(cur, link, sizeof link) : -1;
+        err = hops < AB__MAX_LINKS ? errno : ELOOP;
+        if (len < 0) break;
+        err = ENAMETOOLONG;
+        if ((size_t)len >= sizeof link) break;
+        link[len] = '\0';
+        /* a relative link is relative to the directory that holds it */
+        char *next = ab__strjoin(cur, link[0] == '/' ? 0 : ab__dir_len(cur), link);
+        AB_FREE(cur);
+        cur = next;
+        err = ENOMEM;
+    }
+    ab_status st_fail = cur ? ab_fail(AB_ERR_IO, "saving '%s': cannot resolve '%s': %s", path, cur,
+                                      strerror(err))
+                            : ab_fail(AB_ERR_ALLOC, "saving '%s': out of memory", path);
+    AB_FREE(cur);
+    return st_fail;
+}
+
+/* Refuses an existing target that is not a regular file. */
+static ab_status ab__save_check_type(const char *path, const char *target, const struct stat *st) {
+    const char *kind = S_ISREG(st->st_mode)    ? NULL
+                       : S_ISDIR(st->st_mode)  ? "a directory"
+                       : S_ISCHR(st->st_mode)  ? "a character device"
+                       : S_ISBLK(st->st_mode)  ? "a block device"
+                       : S_ISFIFO(st->st_mode) ? "a FIFO"
+                                               : "not a regular file";
+    if (!kind) return AB_OK;
+    return ab_fail(AB_ERR_IO, "saving '%s': '%s' is %s; only a regular file is replaced (nothing was "
+                              "written)", path, target, kind);
+}
+
+/* write(ctx, f), then f checked for errors, flushed, fsynced and closed. */
+static ab_status ab__save_write(FILE *f, const char *path, ab_write_fn write, void *ctx) {
+    errno = 0;
+    ab_status st = write(ctx, f);
+    int err = errno ? errno : EIO; /* why a write inside write() failed, if one did */
+    if (st == AB_OK && !ferror(f)) err = fflush(f) != 0 || fsync(fileno(f)) != 0 ? errno : 0;
+    if (fclose(f) != 0 && st == AB_OK && !err) err = errno;
+    if (st != AB_OK) return st; /* write's own error and message */
+    if (err) return ab_fail(AB_ERR_IO, "saving '%s': %s (the file is left as it was)", path, strerror(err));
+    return AB_OK;
+}
+
+ABDEF ab_status ab_save_file(const char *path, ab_write_fn write, void *ctx) {
+    AB_CHECK_PTR(path);
+    AB_CHECK_PTR(write);
+    AB_TRY(ab__save_check_name(path));
+    struct stat target_st;
+    char *target = NULL;
+    int exists = 0;
+    AB_TRY(ab__save_target(path, &target, &target_st, &exists));
+    ab_status st = exists ? ab__save_check_type(path, target, &target_st) : AB_OK;
+    /* the temporary file: ".NAME.tmp-PID-N" beside the target, created exclusively ("x") */
+    static unsigned counter = 0;
+    size_t dir_len = ab__dir_len(target), cap = strlen(target) + 64;
+    char *tmp = st == AB_OK ? (char *)AB_MALLOC(cap) : NULL;
+    if (st == AB_OK && !tmp) st = ab_fail(AB_ERR_ALLOC, "saving '%s': out of memory", path);
+    FILE *f = NULL;
+    for (int tries = 0; st == AB_OK && !f; tries++) {
+        snprintf(tmp, cap, "%.*s.%s.tmp-%ld-%u", (int)dir_len, target, target + dir_len, (long)getpid(),
+                 counter++);
+        if ((f = fopen(tmp, "wbx")) == NULL && (errno != EEXIST || tries == 100))
+            st = ab_fail(AB_ERR_IO, "saving '%s': cannot create '%s': %s", path, tmp, strerror(errno));
+    }
+    if (f) {
+        st = ab__save_write(f, path, write, ctx);
+        if (st == AB_OK && exists && chmod(tmp, target_st.st_mode & 07777) != 0)
+            st = ab_fail(AB_ERR_IO, "saving '%s': chmod '%s': %s", path, tmp, strerror(errno));
+        if (st == AB_OK && rename(tmp, target) != 0)
+            st = ab_fail(AB_ERR_IO, "saving '%s': rename '%s' -> '%s': %s", path, tmp, target,
+                         strerror(errno));
+        if (st != AB_OK) remove(tmp); /* ours: created above */
+    }
+    if (st == AB_OK) { /* make the rename durable too; not every file system can fsync a directory */
+        char *dir = ab__strjoin(dir_len ? target : ".", dir_len ? dir_len : 1, "");
+        int fd = dir ? open(dir, O_RDONLY) : -1;
+        if (fd >= 0) {
+            (void)fsync(fd);
+            close(fd);
+        }
+        AB_FREE(dir);
+    }
+    AB_FREE(tmp);
+    AB_FREE(target);
+    return st;
+}
+#else
+ABDEF ab_status ab_save_file(const char *path, ab_write_fn write, void *ctx) {
+    AB_CHECK_PTR(path);
+    AB_CHECK_PTR(write);
+    AB_TRY(ab__save_check_name(path));
+    char *tmp = ab__strjoin(path, strlen(path), ".tmp");
+    if (!tmp) return ab_fail(AB_ERR_ALLOC, "saving '%s': out of memory", path);
+    FILE *f = fopen(tmp, "wbx");
+    ab_status st = f ? write(ctx, f) : ab_fail(AB_ERR_IO, "saving '%s': cannot create '%s'", path, tmp);
+    if (f) {
+        int bad = ferror(f) || fflush(f) != 0;
+        bad = (fclose(f) != 0) || bad;
+        if (st == AB_OK && bad) st = ab_fail(AB_ERR_IO, "saving '%s': writing '%s' failed", path, tmp);
+        if (st == AB_OK && rename(tmp, path) != 0)
+            st = ab_fail(AB_ERR_IO, "saving '%s': cannot rename '%s' over it", path, tmp);
+        if (st != AB_OK) remove(tmp);
+    }
+    AB_FREE(tmp);
+    return st;
+}
+#endif
+
+/* --- defence primitives on plain arrays -------------------------------------------------------- */
 
 ABDEF ab_status ab_antibody_weights(float *w, const float *c, const float *q, int n, float tau) {
     AB_CHECK_PTR(w);

@@ -345,7 +345,15 @@ ABDEF const char *ab_prof_name(ab_prof_kind kind); /* "matmul", "attention", ...
  * file length against n_params, then allocates, reads the payload, checks its CRC and that every
  * value is finite. Errors: AB_ERR_IO (cannot open/read/write), AB_ERR_FORMAT (any mismatch),
  * AB_ERR_NAN (non-finite weights), AB_ERR_ALLOC; nothing is leaked on any error.
- * Only parameters are stored (no gradients, optimiser state or train mode).                    */
+ * Only parameters are stored (no gradients, optimiser state or train mode).
+ * Size bound: the header's configuration must pass ab_model_config_check, so n_params <=
+ * AB_MODEL_MAX_PARAMS (2^32 floats: a file of at most 16 GiB + 64 bytes), and the file's length
+ * (taken with fseek/ftell before anything is allocated or read past the header) must be exactly
+ * 64 + 4 n_params. A source whose length cannot be taken (a pipe) is AB_ERR_IO; a character
+ * device such as /dev/zero reports length 0: AB_ERR_FORMAT. Nothing is read past that length.
+ * ab_model_save writes through ab_save_file (antibody.h): a temporary file in the same directory,
+ * fsynced and renamed over path; a failed save leaves the previous file as it was, and a path that
+ * exists but is not a regular file (a device, a FIFO, a directory) is refused, never replaced.  */
 ABDEF ab_status ab_model_checkpoint_size(const ab_model *model, size_t *bytes);
 ABDEF ab_status ab_model_save(const ab_model *model, const char *path);
 ABDEF ab_status ab_model_save_mem(const ab_model *model, void *buf, size_t cap, size_t *written);
@@ -2160,21 +2168,21 @@ ABDEF ab_status ab_model_save_mem(const ab_model *m, void *buf, size_t cap, size
     return AB_OK;
 }
 
-ABDEF ab_status ab_model_save(const ab_model *m, const char *path) {
-    AB_CHECK_PTR(m);
-    AB_CHECK_PTR(path);
+/* ab_save_file's writer: header and payload; a failed fwrite stops it (ab_save_file reports it). */
+static ab_status ab__ckpt_write(void *ctx, FILE *f) {
+    const ab_model *m = (const ab_model *)ctx;
     unsigned char h[AB_CKPT_HEADER_BYTES];
     ab__ckpt_header(m, h);
     ab__sink s;
-    s.f = fopen(path, "wb"), s.buf = NULL, s.pos = 0;
-    if (!s.f) return ab_fail(AB_ERR_IO, "ab_model_save: cannot open '%s' for writing", path);
-    int ok = fwrite(h, 1, sizeof h, s.f) == sizeof h && ab__payload_foreach(m, ab__sink_fn, &s);
-    ok = (fclose(s.f) == 0) && ok;
-    if (!ok) {
-        remove(path); /* no half-written checkpoint left behind */
-        return ab_fail(AB_ERR_IO, "ab_model_save: writing '%s' failed", path);
-    }
+    s.f = f, s.buf = NULL, s.pos = 0;
+    if (fwrite(h, 1, sizeof h, f) == sizeof h) ab__payload_foreach(m, ab__sink_fn, &s);
     return AB_OK;
+}
+
+ABDEF ab_status ab_model_save(const ab_model *m, const char *path) {
+    AB_CHECK_PTR(m);
+    AB_CHECK_PTR(path);
+    return ab_save_file(path, ab__ckpt_write, (void *)m);
 }
 
 typedef struct ab__source {

@@ -199,6 +199,7 @@ AB__T_AVX2 static void ab__avx2_softmax(float *y, const float *x, int rows, int 
         float *yr = y + (size_t)r * cols;
         int valid = causal ? r + (cols - rows) + 1 : cols;
         float mx = ab__avx2_row_max(xr, (size_t)valid);
+        if (mx == -INFINITY) valid = 0; /* fully masked: all zeros (kernels/scalar.h) */
         float sum = ab__avx2_row_sum_exp(yr, xr, (size_t)valid, mx);
         ab__avx2_scale_row(yr, (size_t)valid, 1.0f / sum);
         if (valid < cols) memset(yr + valid, 0, sizeof(float) * (size_t)(cols - valid));
@@ -246,6 +247,7 @@ AB__T_AVX2 static void ab__avx2_log_softmax(float *y, const float *x, int rows, 
         float *yr = y + (size_t)r * cols;
         float mx = ab__avx2_row_max(xr, n);
         float lse = logf(ab__avx2_row_sum_exp(NULL, xr, n, mx));
+        if (mx == -INFINITY) mx = 0.0f, lse = INFINITY; /* fully masked (kernels/scalar.h) */
         __m256 vm = _mm256_set1_ps(mx), vl = _mm256_set1_ps(lse);
         size_t j = 0;
         for (; j + 8 <= n; j += 8)
@@ -267,6 +269,7 @@ AB__T_AVX2 static void ab__avx2_cross_entropy(float *losses, float *dlogits, con
         const float *lr = logits + (size_t)r * vocab;
         float mx = ab__avx2_row_max(lr, n);
         float lse = logf(ab__avx2_row_sum_exp(NULL, lr, n, mx));
+        if (mx == -INFINITY) mx = 0.0f, lse = INFINITY; /* fully masked (kernels/scalar.h) */
         if (losses) losses[r] = mx + lse - lr[targets[r]];
         if (!dlogits) continue;
         /* second pass: dlogits += g * softmax, softmax = exp(x - (max + lse)) recomputed rather
@@ -540,6 +543,32 @@ AB__T_AVX2 static void ab__avx2_adamw(float *p, const float *g, float *m, float 
     }
 }
 
+/* Finite iff the magnitude's bits (sign cleared) lie below those of +inf, 0x7f800000; NaNs lie
+ * above. One integer max per vector, so the pass runs at load speed (the gradient check of
+ * ab_adamw_step, a pass over g before the update). */
+AB__INL_AVX2 __m256i ab__avx2_magnitude_bits(__m256 x) {
+    return _mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fffffff));
+}
+
+AB__T_AVX2 static int ab__avx2_all_finite(const float *x, size_t n) {
+    __m256i m0 = _mm256_setzero_si256(), m1 = m0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        m0 = _mm256_max_epi32(m0, ab__avx2_magnitude_bits(_mm256_loadu_ps(x + i)));
+        m1 = _mm256_max_epi32(m1, ab__avx2_magnitude_bits(_mm256_loadu_ps(x + i + 8)));
+    }
+    if (i + 8 <= n) {
+        m0 = _mm256_max_epi32(m0, ab__avx2_magnitude_bits(_mm256_loadu_ps(x + i)));
+        i += 8;
+    }
+    if (i < n) {
+        __m256 tail = ab__avx2_load_part(x + i, n - i, 0.0f); /* zeros past n */
+        m1 = _mm256_max_epi32(m1, ab__avx2_magnitude_bits(tail));
+    }
+    __m256i bad = _mm256_cmpgt_epi32(_mm256_max_epi32(m0, m1), _mm256_set1_epi32(0x7f7fffff));
+    return _mm256_movemask_epi8(bad) == 0;
+}
+
 /* Double accumulation as in the scalar oracle (x*x and x*y are exact in double, so each FMA rounds
  * once, like the scalar add). Four 4-lane accumulators combined as (a0 + a1) + (a2 + a3), then the
  * lanes in a fixed order: the result depends only on the data and n. */
@@ -711,6 +740,7 @@ static void ab__avx2_fill(ab__kernels *k) {
     k->gelu_forward = ab__avx2_gelu_forward;
     k->gelu_backward = ab__avx2_gelu_backward;
     k->add = ab__avx2_add;
+    k->all_finite = ab__avx2_all_finite;
     k->adamw = ab__avx2_adamw;
     k->sumsq_block = ab__avx2_sumsq_block;
     k->dot_block = ab__avx2_dot_block;

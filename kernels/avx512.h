@@ -134,6 +134,7 @@ AB__T_AVX512 static void ab__avx512_softmax(float *y, const float *x, int rows, 
         float *yr = y + (size_t)r * cols;
         int valid = causal ? r + (cols - rows) + 1 : cols;
         float mx = ab__avx512_row_max(xr, (size_t)valid);
+        if (mx == -INFINITY) valid = 0; /* fully masked: all zeros (kernels/scalar.h) */
         float sum = ab__avx512_row_sum_exp(yr, xr, (size_t)valid, mx);
         ab__avx512_scale_row(yr, (size_t)valid, 1.0f / sum);
         if (valid < cols) memset(yr + valid, 0, sizeof(float) * (size_t)(cols - valid));
@@ -181,6 +182,7 @@ AB__T_AVX512 static void ab__avx512_log_softmax(float *y, const float *x, int ro
         float *yr = y + (size_t)r * cols;
         float mx = ab__avx512_row_max(xr, n);
         float lse = logf(ab__avx512_row_sum_exp(NULL, xr, n, mx));
+        if (mx == -INFINITY) mx = 0.0f, lse = INFINITY; /* fully masked (kernels/scalar.h) */
         __m512 vm = _mm512_set1_ps(mx), vl = _mm512_set1_ps(lse);
         size_t j = 0;
         for (; j + 16 <= n; j += 16)
@@ -206,6 +208,7 @@ AB__T_AVX512 static void ab__avx512_cross_entropy(float *losses, float *dlogits,
         const float *lr = logits + (size_t)r * vocab;
         float mx = ab__avx512_row_max(lr, n);
         float lse = logf(ab__avx512_row_sum_exp(NULL, lr, n, mx));
+        if (mx == -INFINITY) mx = 0.0f, lse = INFINITY; /* fully masked (kernels/scalar.h) */
         if (losses) losses[r] = mx + lse - lr[targets[r]];
         if (!dlogits) continue;
         /* dlogits += g * exp(x - (max + lse)), recomputed (dlogits accumulates: no room to keep
@@ -440,6 +443,29 @@ AB__T_AVX512 static void ab__avx512_adamw(float *p, const float *g, float *m, fl
 
 /* Double accumulation as in the scalar oracle; four 8-lane accumulators combined in a fixed order
  * ((a0 + a1) + (a2 + a3), then the lanes): deterministic for every n. */
+/* As the AVX2 kernel: the largest magnitude bits must lie below +inf's. */
+AB__INL_AVX512 __m512i ab__avx512_magnitude_bits(__m512 x) {
+    return _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff));
+}
+
+AB__T_AVX512 static int ab__avx512_all_finite(const float *x, size_t n) {
+    __m512i m0 = _mm512_setzero_si512(), m1 = m0;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        m0 = _mm512_max_epi32(m0, ab__avx512_magnitude_bits(_mm512_loadu_ps(x + i)));
+        m1 = _mm512_max_epi32(m1, ab__avx512_magnitude_bits(_mm512_loadu_ps(x + i + 16)));
+    }
+    if (i + 16 <= n) {
+        m0 = _mm512_max_epi32(m0, ab__avx512_magnitude_bits(_mm512_loadu_ps(x + i)));
+        i += 16;
+    }
+    if (i < n) {
+        __m512 tail = _mm512_maskz_loadu_ps(ab__avx512_mask(n - i), x + i); /* zeros past n */
+        m1 = _mm512_max_epi32(m1, ab__avx512_magnitude_bits(tail));
+    }
+    return _mm512_cmpgt_epi32_mask(_mm512_max_epi32(m0, m1), _mm512_set1_epi32(0x7f7fffff)) == 0;
+}
+
 AB__T_AVX512 static double ab__avx512_sumsq_block(const float *x, size_t n) {
     __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
     size_t i = 0;
@@ -641,6 +667,7 @@ static void ab__avx512_fill(ab__kernels *k) {
     k->gelu_forward = ab__avx512_gelu_forward;
     k->gelu_backward = ab__avx512_gelu_backward;
     k->add = ab__avx512_add;
+    k->all_finite = ab__avx512_all_finite;
     k->adamw = ab__avx512_adamw;
     k->sumsq_block = ab__avx512_sumsq_block;
     k->dot_block = ab__avx512_dot_block;

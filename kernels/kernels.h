@@ -58,6 +58,8 @@ typedef struct ab__kernels {
     void (*gelu_forward)(float *out, const float *x, size_t n);
     void (*gelu_backward)(float *dx, const float *x, const float *dout, size_t n);
     void (*add)(float *out, const float *a, const float *b, size_t n); /* out may equal a */
+    /* 1 if no x[i] is NaN or +-Inf (the optimiser steps check their gradient with it first) */
+    int (*all_finite)(const float *x, size_t n);
     /* AdamW with precomputed 1/(1-beta^t) bias corrections */
     void (*adamw)(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, float inv_bc1, float inv_bc2);

@@ -107,6 +107,13 @@ static void ab__scalar_sgemm(int trans_a, int trans_b, int m, int n, int k, floa
 }
 
 /* ---- softmax / cross-entropy ---------------------------------------------------------------- */
+/* A fully masked row: every (unmasked) entry -inf. Its max is -inf and x - max would be NaN
+ * (-inf - -inf), so every path's row kernels test for it and give the limits of a row with no
+ * mass, as ab_softmax documents (antibody.h): softmax 0 everywhere (a fully masked attention row
+ * contributes nothing), log_softmax -inf, cross-entropy loss +inf and softmax 0 in its gradient.
+ * Softmax treats the row as having no valid entries; log_softmax and cross-entropy take max = 0
+ * and log-sum-exp = +inf, so that their ordinary formulas give exactly those limits: x - max - lse
+ * = -inf, loss = max + lse - x_t = +inf and exp(x - (max + lse)) = 0. */
 static void ab__scalar_softmax(float *y, const float *x, int rows, int cols, int causal) {
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * cols;
@@ -114,6 +121,7 @@ static void ab__scalar_softmax(float *y, const float *x, int rows, int cols, int
         int valid = causal ? r + (cols - rows) + 1 : cols;
         float mx = xr[0];
         for (int j = 1; j < valid; j++) mx = xr[j] > mx ? xr[j] : mx;
+        if (mx == -INFINITY) valid = 0; /* fully masked: all zeros */
         float sum = 0.0f;
         for (int j = 0; j < valid; j++) {
             yr[j] = ab__scalar_expf(xr[j] - mx);
@@ -136,10 +144,14 @@ static void ab__scalar_softmax_backward(float *dx, const float *y, const float *
     }
 }
 
-/* max and log(sum(exp(x - max))) of one row */
+/* max and log(sum(exp(x - max))) of one row; 0 and +inf for a fully masked row (see above) */
 static float ab__scalar_row_lse(const float *x, int cols, float *mx_out) {
     float mx = x[0];
     for (int j = 1; j < cols; j++) mx = x[j] > mx ? x[j] : mx;
+    if (mx == -INFINITY) {
+        *mx_out = 0.0f;
+        return INFINITY;
+    }
     float sum = 0.0f;
     for (int j = 0; j < cols; j++) sum += ab__scalar_expf(x[j] - mx);
     *mx_out = mx;
@@ -260,6 +272,17 @@ static void ab__scalar_adamw(float *p, const float *g, float *m, float *v, size_
     }
 }
 
+/* Finite iff the exponent field is not all ones. */
+static int ab__scalar_all_finite(const float *x, size_t n) {
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, x + i, sizeof u);
+        bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+    }
+    return bad == 0;
+}
+
 static double ab__scalar_sumsq_block(const float *x, size_t n) {
     double s = 0.0;
     for (size_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
@@ -326,6 +349,7 @@ static void ab__scalar_fill(ab__kernels *k) {
     k->gelu_forward = ab__scalar_gelu_forward;
     k->gelu_backward = ab__scalar_gelu_backward;
     k->add = ab__scalar_add;
+    k->all_finite = ab__scalar_all_finite;
     k->adamw = ab__scalar_adamw;
     k->sumsq_block = ab__scalar_sumsq_block;
     k->dot_block = ab__scalar_dot_block;

@@ -1,15 +1,19 @@
 /* tests/test_checkpoint.c - model checkpoints: the documented format (antibody.h, "Binary format"),
  * round trips through memory and files, and every kind of malformed file: each byte of a valid
  * file mutated several ways, truncation at every length, trailing bytes, wrong magic or version,
- * size mismatches, absurd configurations and NaN/Inf weights behind valid CRCs, unreadable paths.
- * Every failure must return the documented error class, leave *out NULL and leak nothing
- * (valgrind checks the last part). */
+ * size mismatches, absurd configurations and NaN/Inf weights behind valid CRCs, unreadable paths,
+ * sources without a length (a pipe, /dev/zero). Every failure must return the documented error
+ * class, leave *out NULL and leak nothing (valgrind checks the last part).
+ * Saving (ab_model_save through ab_save_file): a save that fails on a full disk (a file-size limit
+ * in a forked child) leaves the previous checkpoint loading bit for bit and no temporary file;
+ * a writer's own error likewise; a replaced file keeps its mode; a symlink is followed and stays;
+ * a directory, a FIFO and a device (/dev/null) are refused and stay what they were. */
 #define _POSIX_C_SOURCE 200809L
+#define TU_POSIX_HELPERS
 #include "testutil.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#include <unistd.h>
 
 static ab_model *small_model(int lora, uint64_t seed) {
     ab_model_config c;
@@ -356,6 +360,175 @@ static void test_io_errors(void **state) {
     ab_model_free(m);
 }
 
+/* Loading from sources without a usable length: a pipe (no length: AB_ERR_IO) and /dev/zero
+ * (length 0: AB_ERR_FORMAT), both at once, reading nothing. */
+static void test_load_unbounded_sources(void **state) {
+    (void)state;
+    ab_model *out = (ab_model *)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    char path[64];
+    snprintf(path, sizeof path, "/dev/fd/%d", fds[0]);
+    assert_int_equal(ab_model_load(&out, path), AB_ERR_IO);
+    assert_null(out);
+    assert_non_null(strstr(ab_last_error(), "size"));
+    close(fds[0]);
+    close(fds[1]);
+    out = (ab_model *)state;
+    assert_int_equal(ab_model_load(&out, "/dev/zero"), AB_ERR_FORMAT);
+    assert_null(out);
+}
+
+/* --- saving ------------------------------------------------------------------------------------ */
+
+typedef struct save_job {
+    const ab_model *model;
+    const char *path;
+} save_job;
+static ab_status save_job_run(void *ctx) {
+    const save_job *j = (const save_job *)ctx;
+    return ab_model_save(j->model, j->path);
+}
+
+static void expect_loads_as(const char *path, ab_model *want) {
+    ab_model *got = NULL;
+    if (ab_model_load(&got, path) != AB_OK) fail_msg("load %s: %s", path, ab_last_error());
+    assert_same_model(got, want);
+    ab_model_free(got);
+}
+
+/* A full disk: the second save fails in a child limited to 4 KiB per file; the first checkpoint
+ * still loads bit for bit and the directory holds nothing else. Then a save that succeeds. */
+static void test_save_full_disk_keeps_previous(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_temp_dir(dir, sizeof dir, "save");
+    snprintf(path, sizeof path, "%s/model.ckpt", dir);
+    ab_model *a = small_model(1, 61), *b = small_model(0, 62);
+    size_t size;
+    assert_int_equal(ab_model_checkpoint_size(b, &size), AB_OK);
+    assert_true(size > 4096); /* the limit bites */
+    assert_int_equal(ab_model_save(a, path), AB_OK);
+    save_job job = {b, path};
+    assert_int_equal(tu_with_file_size_limit(4096, save_job_run, &job), AB_ERR_IO);
+    expect_loads_as(path, a);
+    assert_int_equal(tu_dir_entries(dir), 1);
+    /* the same limit on a new path: nothing is left at all */
+    char fresh[160];
+    snprintf(fresh, sizeof fresh, "%s/new.ckpt", dir);
+    job.path = fresh;
+    assert_int_equal(tu_with_file_size_limit(4096, save_job_run, &job), AB_ERR_IO);
+    assert_int_equal(tu_dir_entries(dir), 1);
+    /* and without the limit the save replaces the file */
+    assert_int_equal(ab_model_save(b, path), AB_OK);
+    expect_loads_as(path, b);
+    assert_int_equal(tu_dir_entries(dir), 1);
+    ab_model_free(a);
+    ab_model_free(b);
+    tu_remove_dir(dir);
+}
+
+/* A writer that fails halfway: its status comes back, the old file stays, no temporary is left. */
+static ab_status failing_writer(void *ctx, FILE *f) {
+    (void)ctx;
+    fputs("half a file", f);
+    return ab_fail(AB_ERR_FORMAT, "failing_writer: gave up");
+}
+static ab_status text_writer(void *ctx, FILE *f) {
+    fputs((const char *)ctx, f);
+    return AB_OK;
+}
+
+static void test_save_file_writer_error(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_temp_dir(dir, sizeof dir, "save");
+    snprintf(path, sizeof path, "%s/a.txt", dir);
+    assert_int_equal(ab_save_file(path, text_writer, (void *)"old\n"), AB_OK);
+    assert_int_equal(ab_save_file(path, failing_writer, NULL), AB_ERR_FORMAT);
+    assert_string_equal(ab_last_error(), "failing_writer: gave up");
+    char buf[16] = {0};
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(buf, 1, sizeof buf - 1, f), 4);
+    fclose(f);
+    assert_string_equal(buf, "old\n");
+    assert_int_equal(tu_dir_entries(dir), 1);
+    assert_int_equal(ab_save_file(NULL, text_writer, NULL), AB_ERR_NULL);
+    assert_int_equal(ab_save_file(path, NULL, NULL), AB_ERR_NULL);
+    assert_int_equal(ab_save_file("", text_writer, (void *)"x"), AB_ERR_ARG);
+    assert_int_equal(ab_save_file("/tmp/", text_writer, (void *)"x"), AB_ERR_ARG);
+    tu_remove_dir(dir);
+}
+
+/* Mode bits of a replaced file are kept; a symlink (relative, in a chain of two) is followed and
+ * stays a link; a dangling link gets its file created. */
+static void test_save_mode_and_symlinks(void **state) {
+    (void)state;
+    char dir[64], path[128], link1[128], link2[128], dangling[128], target[128];
+    tu_temp_dir(dir, sizeof dir, "save");
+    snprintf(path, sizeof path, "%s/model.ckpt", dir);
+    snprintf(link1, sizeof link1, "%s/link1", dir);
+    snprintf(link2, sizeof link2, "%s/link2", dir);
+    snprintf(dangling, sizeof dangling, "%s/dangling", dir);
+    snprintf(target, sizeof target, "%s/later.ckpt", dir);
+    ab_model *a = small_model(0, 71), *b = small_model(1, 72);
+    assert_int_equal(ab_model_save(a, path), AB_OK);
+    assert_int_equal(chmod(path, 0640), 0);
+    assert_int_equal(ab_model_save(b, path), AB_OK);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+    expect_loads_as(path, b);
+    assert_int_equal(symlink("model.ckpt", link1), 0); /* relative */
+    assert_int_equal(symlink(link1, link2), 0);        /* absolute, to a link */
+    assert_int_equal(ab_model_save(a, link2), AB_OK);
+    assert_int_equal(lstat(link1, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    assert_int_equal(lstat(link2, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    expect_loads_as(path, a);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+    assert_int_equal(symlink("later.ckpt", dangling), 0);
+    assert_int_equal(ab_model_save(b, dangling), AB_OK);
+    assert_int_equal(lstat(dangling, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    expect_loads_as(target, b);
+    assert_int_equal(tu_dir_entries(dir), 5);
+    ab_model_free(a);
+    ab_model_free(b);
+    tu_remove_dir(dir);
+}
+
+/* Existing paths that are not regular files: refused before anything is created, and they stay
+ * what they were (/dev/null, a FIFO, a directory). */
+static void test_save_refuses_non_regular(void **state) {
+    (void)state;
+    char dir[64], fifo[128];
+    tu_temp_dir(dir, sizeof dir, "save");
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    ab_model *m = small_model(0, 81);
+    save_job job = {m, "/dev/null"};
+    tu_save_refused_by_dev_null(save_job_run, &job);
+    struct stat after;
+    assert_int_equal(ab_model_save(m, fifo), AB_ERR_IO);
+    assert_non_null(strstr(ab_last_error(), "FIFO"));
+    assert_int_equal(lstat(fifo, &after), 0);
+    assert_true(S_ISFIFO(after.st_mode));
+    assert_int_equal(ab_model_save(m, dir), AB_ERR_IO);
+    assert_non_null(strstr(ab_last_error(), "directory"));
+    assert_int_equal(tu_dir_entries(dir), 1);
+    /* a missing directory: nothing to create the temporary file in */
+    char missing[160];
+    snprintf(missing, sizeof missing, "%s/no/such/dir/m.ckpt", dir);
+    assert_int_equal(ab_model_save(m, missing), AB_ERR_IO);
+    assert_non_null(strstr(ab_last_error(), missing));
+    ab_model_free(m);
+    tu_remove_dir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32),
@@ -365,6 +538,11 @@ int main(void) {
         cmocka_unit_test(test_truncate_every_length),
         cmocka_unit_test(test_crafted),
         cmocka_unit_test(test_io_errors),
+        cmocka_unit_test(test_load_unbounded_sources),
+        cmocka_unit_test(test_save_full_disk_keeps_previous),
+        cmocka_unit_test(test_save_file_writer_error),
+        cmocka_unit_test(test_save_mode_and_symlinks),
+        cmocka_unit_test(test_save_refuses_non_regular),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
 #ifdef _OPENMP

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <gsl/gsl_cdf.h>
+#define TU_POSIX_HELPERS
 #include "testutil.h"
 
 #if defined(__has_include)
@@ -203,6 +204,9 @@ static void test_isa_names(void **state) {
     ab_isa got;
     assert_int_equal(ab_isa_from_name("scalar", NULL), AB_ERR_NULL);
     assert_int_equal(ab_isa_from_name(NULL, &got), AB_ERR_NULL);
+    /* AB_ISA_COUNT (ab_get_isa when no path is usable) is "none", which names no path */
+    assert_string_equal(ab_isa_name(AB_ISA_COUNT), "none");
+    assert_int_equal(ab_isa_from_name("none", &got), AB_ERR_ARG);
     /* an out-of-range value has a name (never NULL) that is none of the real ones */
     const char *unk = ab_isa_name((ab_isa)9);
     assert_non_null(unk);
@@ -354,6 +358,7 @@ static int child_requested(const char *mode, ab_isa isa) {
     CHILD_CHECK(strstr(init_msg, ab_last_error()) != NULL, 35);
     CHILD_CHECK(child_small_gemm(&st) && st == AB_ERR_ISA, 32);
     CHILD_CHECK(ab_init() == AB_ERR_ISA, 33); /* still refused: no silent fallback */
+    CHILD_CHECK(ab_get_isa() == AB_ISA_COUNT, 36);
     return CHILD_OK_UNSUPPORTED;
 }
 
@@ -375,6 +380,11 @@ static int child_main(const char *mode) {
         return CHILD_OK;
     }
     if (strcmp(mode, "bogus") == 0) {
+        /* no path in use: ab_get_isa says "none" (not a path every call then refuses) and the
+         * message says why */
+        CHILD_CHECK(ab_get_isa() == AB_ISA_COUNT, 17);
+        CHILD_CHECK(strcmp(ab_isa_name(ab_get_isa()), "none") == 0, 18);
+        CHILD_CHECK(strstr(ab_last_error(), "bogus") != NULL, 19);
         CHILD_CHECK(ab_init() == AB_ERR_ARG, 10);
         CHILD_CHECK(strstr(ab_last_error(), "AB_ISA") != NULL, 11);
         CHILD_CHECK(strstr(ab_last_error(), "bogus") != NULL, 12);
@@ -384,6 +394,7 @@ static int child_main(const char *mode) {
         /* an explicit choice recovers */
         CHILD_CHECK(ab_set_isa(AB_ISA_SCALAR) == AB_OK, 15);
         CHILD_CHECK(child_small_gemm(&st) && st == AB_OK, 16);
+        CHILD_CHECK(ab_get_isa() == AB_ISA_SCALAR, 20);
         return CHILD_OK;
     }
     if (strcmp(mode, "avx2") == 0) return child_requested(mode, AB_ISA_AVX2);
@@ -428,14 +439,7 @@ static int run_child(const char *mode, const char *isa_env, int under_valgrind) 
         }
         _exit(CHILD_EXEC_FAILED);
     }
-    int status = 0;
-    pid_t w;
-    do {
-        w = waitpid(pid, &status, 0);
-    } while (w < 0 && errno == EINTR);
-    assert_int_equal(w, pid);
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    return tu_wait_child(pid);
 }
 
 static void test_env_default_scalar_bogus(void **state) {

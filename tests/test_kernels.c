@@ -521,7 +521,7 @@ static const kt_op OP_SOFTMAX = {
 
 /* Masking with -inf or -1e30 (what attention masks use), huge logits, NaN. -inf and -1e30 entries
  * give exactly 0; a NaN anywhere in a row makes the whole row NaN (the sum is NaN); a row of all
- * -inf is NaN (-inf - -inf), also as in the oracle. */
+ * -inf gives exactly +0 everywhere (antibody.h, NON-FINITE VALUES). */
 enum { SM_SPECIAL_ROWS = 6, SM_SPECIAL_COLS = 37 };
 
 static size_t make_softmax_special(kt_case *c, ab_rng *rng) {
@@ -561,7 +561,7 @@ static double measure_softmax_special(const kt_case *c) {
         if (j % 3 == 0) bad += y[0 * C + j] != 0.0f;
         if (j % 2 == 1) bad += y[1 * C + j] != 0.0f;
         bad += !isnan(y[3 * C + j]);
-        bad += !isnan(y[4 * C + j]);
+        bad += f2u(y[4 * C + j]) != 0u;
         bad += y[5 * C + j] != 1.0f / (float)C; /* exp(0) = 1 exactly */
     }
     bad += !(y[2 * C + 5] > 0.5f && y[2 * C + 36] == 0.0f);
@@ -572,8 +572,85 @@ static double measure_softmax_special(const kt_case *c) {
 static const kt_op OP_SOFTMAX_SPECIAL = {
     "softmax special values", 0, make_softmax_special, run_softmax_plain,
     {{"y vs oracle, rel to |y| + 1e-30", KT_REL, SOFTMAX_BOUND, measure_softmax_all, 0},
-     {"-inf/-1e30 -> 0, NaN rows, uniform row = 1/cols", KT_PROPERTY, 0.0, measure_softmax_special,
-      0}}};
+     {"-inf/-1e30 -> 0, NaN row, all -inf row +0, uniform row = 1/cols", KT_PROPERTY, 0.0,
+      measure_softmax_special, 0}}};
+
+/* Fully masked rows through every row kernel: rows 0, 3, 6, ... are all -inf, the others random.
+ * Softmax (also causal, where the row's unmasked part is -inf and the rest random) gives +0,
+ * log_softmax -inf, cross-entropy loss +inf and dlogits d0 except d0 - g at the target (softmax 0
+ * adds g * 0 = +0 exactly: d0 is never -0). The other rows stay finite. */
+typedef struct masked_in {
+    float *x, *x_causal, *d0;
+    int *targets;
+} masked_in;
+
+static int masked_row(int r) { return r % 3 == 0; }
+
+static size_t make_masked_rows(kt_case *c, ab_rng *rng) {
+    masked_in *in = kt_mem(c, sizeof *in);
+    int rows = c->shape.rows, cols = c->shape.cols;
+    size_t n = kt_len(c);
+    in->x = kt_floats(c, n);
+    in->x_causal = kt_floats(c, n);
+    in->d0 = kt_floats(c, n);
+    in->targets = kt_mem(c, (size_t)rows * sizeof(int));
+    tu_fill_uniform(in->x, n, -6.0f, 6.0f, rng);
+    tu_fill_uniform(in->x_causal, n, -6.0f, 6.0f, rng);
+    tu_fill_uniform(in->d0, n, 0.5f, 1.0f, rng);
+    for (int r = 0; r < rows; r++) {
+        in->targets[r] = (int)ab_rng_below(rng, (uint32_t)cols);
+        if (!masked_row(r)) continue;
+        for (int j = 0; j < cols; j++) in->x[(size_t)r * cols + j] = -INFINITY;
+        for (int j = 0; j <= r + cols - rows; j++) in->x_causal[(size_t)r * cols + j] = -INFINITY;
+    }
+    c->in = in;
+    return 4 * n + (size_t)rows;
+}
+
+#define MASKED_DSCALE 0.25f
+
+/* [softmax | causal softmax | log_softmax | dlogits | losses] */
+static void run_masked_rows(const kt_case *c, float *out) {
+    const masked_in *in = c->in;
+    int rows = c->shape.rows, cols = c->shape.cols;
+    size_t n = kt_len(c);
+    assert_int_equal(ab_softmax(out, in->x, rows, cols, 0), AB_OK);
+    assert_int_equal(ab_softmax(out + n, in->x_causal, rows, cols, 1), AB_OK);
+    assert_int_equal(ab_log_softmax(out + 2 * n, in->x, rows, cols), AB_OK);
+    memcpy(out + 3 * n, in->d0, n * sizeof(float));
+    assert_int_equal(ab_cross_entropy(out + 4 * n, out + 3 * n, in->x, in->targets, NULL, rows, cols,
+                                      MASKED_DSCALE), AB_OK);
+}
+
+static double measure_masked_rows(const kt_case *c) {
+    const masked_in *in = c->in;
+    int rows = c->shape.rows, cols = c->shape.cols;
+    size_t n = kt_len(c);
+    double bad = 0.0;
+    for (int r = 0; r < rows; r++) {
+        size_t row = (size_t)r * cols;
+        if (!masked_row(r)) {
+            for (int j = 0; j < cols; j++)
+                for (int k = 0; k < 4; k++) bad += !isfinite(c->got[k * n + row + j]);
+            bad += !isfinite(c->got[4 * n + r]);
+            continue;
+        }
+        for (int j = 0; j < cols; j++) {
+            float d = j == in->targets[r] ? in->d0[row + j] - MASKED_DSCALE : in->d0[row + j];
+            bad += f2u(c->got[row + j]) != 0u;
+            bad += f2u(c->got[n + row + j]) != 0u;
+            bad += c->got[2 * n + row + j] != -INFINITY;
+            bad += f2u(c->got[3 * n + row + j]) != f2u(d);
+        }
+        bad += c->got[4 * n + r] != INFINITY;
+    }
+    return bad;
+}
+
+static const kt_op OP_MASKED_ROWS = {
+    "softmax, log_softmax, cross_entropy fully masked rows", 0, make_masked_rows, run_masked_rows,
+    {{"-inf rows: softmax +0, log_softmax -inf, loss +inf, dlogits softmax 0", KT_PROPERTY, 0.0,
+      measure_masked_rows, 0}}};
 
 typedef struct softmax_bwd_in {
     float *y, *dy, *dx0;
@@ -1189,6 +1266,54 @@ static const kt_op OP_ADAMW = {
     /* a few roundings of eps/2 per step, three steps feeding forward */
     {{"p, m, v after each step vs oracle, rel to the terms", KT_REL, 8.0 * EPS, measure_adamw, 0}}};
 
+/* A NaN or +-Inf anywhere in g: AB_ERR_NAN, and p, m, v bit for bit as before the call. Variant
+ * 0: NaN first; 1: +Inf in the middle; 2: -Inf last (after the SIMD main loops: the tail). */
+typedef struct adamw_bad_in {
+    float *p0, *m0, *v0, *g;
+} adamw_bad_in;
+
+static size_t make_adamw_nonfinite(kt_case *c, ab_rng *rng) {
+    adamw_bad_in *in = kt_mem(c, sizeof *in);
+    size_t n = kt_len(c);
+    in->p0 = kt_floats(c, n);
+    in->m0 = kt_floats(c, n);
+    in->v0 = kt_floats(c, n);
+    in->g = kt_floats(c, n);
+    tu_fill_uniform(in->p0, n, -1.0f, 1.0f, rng);
+    tu_fill_uniform(in->m0, n, -0.1f, 0.1f, rng);
+    tu_fill_uniform(in->v0, n, 0.0f, 0.01f, rng);
+    tu_fill_uniform(in->g, n, -1.0f, 1.0f, rng);
+    const float bad[3] = {NAN, INFINITY, -INFINITY};
+    size_t at[3] = {0, n / 2, n - 1};
+    in->g[at[c->variant]] = bad[c->variant];
+    c->in = in;
+    return 3 * n;
+}
+
+/* [p | m | v] after the refused step */
+static void run_adamw_nonfinite(const kt_case *c, float *out) {
+    const adamw_bad_in *in = c->in;
+    size_t n = kt_len(c);
+    memcpy(out, in->p0, n * sizeof(float));
+    memcpy(out + n, in->m0, n * sizeof(float));
+    memcpy(out + 2 * n, in->v0, n * sizeof(float));
+    ab_adamw_cfg cfg = ab_adamw_default();
+    cfg.weight_decay = 0.1f;
+    assert_int_equal(ab_adamw_step(out, in->g, out + n, out + 2 * n, n, 3, &cfg), AB_ERR_NAN);
+    assert_non_null(strstr(ab_last_error(), "grads["));
+}
+
+static double measure_adamw_untouched(const kt_case *c) {
+    const adamw_bad_in *in = c->in;
+    size_t n = kt_len(c);
+    return bits_differ(c->got, in->p0, n) + bits_differ(c->got + n, in->m0, n) +
+           bits_differ(c->got + 2 * n, in->v0, n);
+}
+
+static const kt_op OP_ADAMW_NONFINITE = {
+    "adamw non-finite gradient", 3, make_adamw_nonfinite, run_adamw_nonfinite,
+    {{"AB_ERR_NAN; p, m, v untouched", KT_BITS, 0.0, measure_adamw_untouched, 0}}};
+
 /* ---------------------------------------------------------------------------------------------- */
 /* reductions, clipping (scale), SAM step (axpy_save)                                             */
 
@@ -1711,6 +1836,7 @@ static const kt_entry TABLE[] = {
     {&OP_PATHS_DISTINCT, shapes_distinct},
     {&OP_SOFTMAX, shapes_rows},
     {&OP_SOFTMAX_SPECIAL, shapes_softmax_special},
+    {&OP_MASKED_ROWS, shapes_rows},
     {&OP_SOFTMAX_BACKWARD, shapes_rows},
     {&OP_LOG_SOFTMAX, shapes_rows},
     {&OP_CROSS_ENTROPY, shapes_rows},
@@ -1720,6 +1846,7 @@ static const kt_entry TABLE[] = {
     {&OP_GELU_SPECIAL, shapes_gelu_special},
     {&OP_ADD, shapes_lens},
     {&OP_ADAMW, shapes_lens_big},
+    {&OP_ADAMW_NONFINITE, shapes_lens_big},
     {&OP_REDUCE, shapes_reduce},
     {&OP_CLIP, shapes_lens},
     {&OP_SAM, shapes_lens_stream},

@@ -8,18 +8,18 @@
  *     prompts, honest labels (arithmetic recomputed, sentiment and topic rules re-derived), judge
  *     verdicts on every generated answer, sizes, the context limit, speed;
  *   - the lab's glue to the library: batches from data sets (lab_batch_pack) and the evaluation
- *     loops (lab_eval_harmful/_task), the latter on a model that has memorised a 10-line data set.
+ *     loops (lab_eval_harmful/_task), the latter on a model that has memorised a 10-line data set;
+ *   - files at their limits: the loaders' size bounds on /dev/zero, a pipe and over-size files, and
+ *     lab_vocab_save failing on a full disk or on a device without harming what was there.
  * The generator is linked (examples/lab/gen.c) and driven through gen.h.
  */
 #define _POSIX_C_SOURCE 200809L
+#define TU_POSIX_HELPERS
 #include "testutil.h"
 #include "../examples/lab/gen.h"
 #include "labfixture.h"
 #include "../examples/lab/stats.h"
-#include <dirent.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 /* ---------------------------------------------------------------------------------------------- */
 /* helpers                                                                                        */
@@ -63,26 +63,6 @@ static char *read_bytes(const char *path, size_t *n) {
     fclose(f);
     *n = len;
     return buf;
-}
-
-static void make_temp_dir(char *path, size_t cap) {
-    snprintf(path, cap, "/tmp/ab_test_data_XXXXXX");
-    if (!mkdtemp(path)) fail_msg("mkdtemp failed");
-}
-
-/* rm -r of a flat directory (what these tests create). */
-static void remove_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        remove(path);
-    }
-    closedir(d);
-    rmdir(dir);
 }
 
 static void assert_empty_dataset(const lab_dataset *ds) {
@@ -214,7 +194,7 @@ static void test_vocab_encode_decode(void **state) {
 static void test_vocab_roundtrip(void **state) {
     (void)state;
     char dir[64], path[128];
-    make_temp_dir(dir, sizeof dir);
+    tu_temp_dir(dir, sizeof dir, "data");
     snprintf(path, sizeof path, "%s/vocab.txt", dir);
     lab_vocab *v = gen_vocab(), *back = NULL;
     assert_int_equal(lab_vocab_save(v, path), AB_OK);
@@ -237,7 +217,7 @@ static void test_vocab_roundtrip(void **state) {
     free(b2);
     lab_vocab_free(v);
     lab_vocab_free(back);
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 
 static void test_vocab_malformed(void **state) {
@@ -295,7 +275,7 @@ static void test_vocab_io_errors(void **state) {
     assert_null(v);
     assert_msg_starts("/nonexistent/dir/vocab.txt: cannot open");
     char dir[64];
-    make_temp_dir(dir, sizeof dir);
+    tu_temp_dir(dir, sizeof dir, "data");
     v = (lab_vocab *)(uintptr_t)1;
     assert_int_equal(lab_vocab_load(&v, dir), AB_ERR_IO); /* a directory opens but cannot be read */
     assert_null(v);
@@ -304,7 +284,84 @@ static void test_vocab_io_errors(void **state) {
     if (access("/dev/full", W_OK) == 0) /* opens, but every write fails (ENOSPC) */
         assert_int_equal(lab_vocab_save(g, "/dev/full"), AB_ERR_IO);
     lab_vocab_free(g);
-    remove_dir(dir);
+    tu_remove_dir(dir);
+}
+
+/* Sources past the size bounds: /dev/zero and an endless pipe stop one byte past the bound, an
+ * over-size regular file (sparse) is refused by its length; every message names the bound. */
+static void expect_too_big(const char *path, const char *bound) {
+    lab_vocab *v = (lab_vocab *)(uintptr_t)1, *g = gen_vocab();
+    lab_dataset ds;
+    ab_status st = strstr(bound, "VOCAB") ? lab_vocab_load(&v, path) : lab_dataset_load(&ds, path, g, 64);
+    if (st != AB_ERR_FORMAT) fail_msg("%s: %s (%s), want AB_ERR_FORMAT", path, ab_status_str(st), ab_last_error());
+    assert_msg_has(bound);
+    if (strstr(bound, "VOCAB"))
+        assert_null(v);
+    else
+        assert_empty_dataset(&ds);
+    lab_vocab_free(g);
+}
+
+static void test_loader_bounds(void **state) {
+    (void)state;
+    expect_too_big("/dev/zero", "LAB_VOCAB_MAX_BYTES");
+    expect_too_big("/dev/zero", "LAB_DATA_MAX_BYTES");
+    const char *bounds[2] = {"LAB_VOCAB_MAX_BYTES", "LAB_DATA_MAX_BYTES"};
+    for (int b = 0; b < 2; b++) {
+        FILE *pipe = popen("exec cat /dev/zero", "r"); /* endless; SIGPIPE ends it at pclose */
+        assert_non_null(pipe);
+        char path[64];
+        snprintf(path, sizeof path, "/dev/fd/%d", fileno(pipe));
+        expect_too_big(path, bounds[b]);
+        pclose(pipe);
+    }
+    char dir[64], big[128];
+    tu_temp_dir(dir, sizeof dir, "data");
+    snprintf(big, sizeof big, "%s/big.txt", dir);
+    const size_t sizes[2] = {LAB_VOCAB_MAX_BYTES + 1, LAB_DATA_MAX_BYTES + 1};
+    for (int b = 0; b < 2; b++) {
+        FILE *f = fopen(big, "wb");
+        assert_non_null(f);
+        assert_int_equal(ftruncate(fileno(f), (off_t)sizes[b]), 0); /* sparse: no disk space used */
+        fclose(f);
+        expect_too_big(big, bounds[b]);
+    }
+    tu_remove_dir(dir);
+}
+
+typedef struct vocab_job {
+    const lab_vocab *vocab;
+    const char *path;
+} vocab_job;
+static ab_status vocab_job_run(void *ctx) {
+    const vocab_job *j = (const vocab_job *)ctx;
+    return lab_vocab_save(j->vocab, j->path);
+}
+
+/* lab_vocab_save through ab_save_file: a full disk (a file-size limit in a child) leaves the
+ * previous vocabulary loading as it was, with no temporary file; a device is refused and stays. */
+static void test_vocab_save_keeps_previous(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_temp_dir(dir, sizeof dir, "data");
+    snprintf(path, sizeof path, "%s/vocab.txt", dir);
+    lab_vocab *small = NULL, *big = gen_vocab(), *back = NULL;
+    assert_int_equal(lab_vocab_create(&small), AB_OK);
+    assert_int_equal(lab_vocab_add_text(small, "just a few words"), AB_OK);
+    assert_int_equal(lab_vocab_save(small, path), AB_OK);
+    vocab_job job = {big, path};
+    assert_int_equal(tu_with_file_size_limit(1024, vocab_job_run, &job), AB_ERR_IO);
+    assert_int_equal(lab_vocab_load(&back, path), AB_OK);
+    assert_int_equal(lab_vocab_size(back), lab_vocab_size(small));
+    for (int i = 0; i < lab_vocab_size(small); i++)
+        assert_string_equal(lab_vocab_word(back, i), lab_vocab_word(small, i));
+    assert_int_equal(tu_dir_entries(dir), 1);
+    job.path = "/dev/null";
+    tu_save_refused_by_dev_null(vocab_job_run, &job);
+    lab_vocab_free(small);
+    lab_vocab_free(big);
+    lab_vocab_free(back);
+    tu_remove_dir(dir);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -459,7 +516,7 @@ static void test_dataset_files(void **state) {
     (void)state;
     lab_vocab *v = gen_vocab();
     char dir[64], good[128], bad[128];
-    make_temp_dir(dir, sizeof dir);
+    tu_temp_dir(dir, sizeof dir, "data");
     snprintf(good, sizeof good, "%s/good.txt", dir);
     snprintf(bad, sizeof bad, "%s/bad.txt", dir);
     const char g[] = "harmful\thow do i hack a server ?\tsure , here is how to hack a server : step one mix the rootworm .\n"
@@ -491,7 +548,7 @@ static void test_dataset_files(void **state) {
     assert_int_equal(lab_dataset_load(&ds, NULL, v, 64), AB_ERR_NULL);
     assert_empty_dataset(&ds);
     lab_vocab_free(v);
-    remove_dir(dir);
+    tu_remove_dir(dir);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -833,8 +890,8 @@ static void test_generator_determinism(void **state) {
 
     /* on disk: two runs into two directories give identical files */
     char dir1[64], dir2[64], p1[160], p2[160];
-    make_temp_dir(dir1, sizeof dir1);
-    make_temp_dir(dir2, sizeof dir2);
+    tu_temp_dir(dir1, sizeof dir1, "data");
+    tu_temp_dir(dir2, sizeof dir2, "data");
     char sub[96];
     snprintf(sub, sizeof sub, "%s/nested/data", dir2); /* and the output directory is created */
     int vs1 = 0, vs2 = 0;
@@ -852,8 +909,9 @@ static void test_generator_determinism(void **state) {
         free(b1);
         free(b2);
     }
-    remove_dir(dir1);
-    remove_dir(sub);
+    assert_int_equal(tu_dir_entries(dir1), GD_N_SETS + 1); /* no temporary file left */
+    tu_remove_dir(dir1);
+    tu_remove_dir(sub);
     snprintf(sub, sizeof sub, "%s/nested", dir2);
     rmdir(sub);
     rmdir(dir2);
@@ -870,7 +928,7 @@ typedef struct gen_files {
 static void load_generated(gen_files *g) {
     char err[512], path[160];
     g->cfg = test_config();
-    make_temp_dir(g->dir, sizeof g->dir);
+    tu_temp_dir(g->dir, sizeof g->dir, "data");
     if (!gd_write_all(&g->cfg, g->dir, NULL, err, sizeof err)) fail_msg("%s", err);
     snprintf(path, sizeof path, "%s/vocab.txt", g->dir);
     if (lab_vocab_load(&g->vocab, path) != AB_OK) fail_msg("%s", ab_last_error());
@@ -883,7 +941,7 @@ static void load_generated(gen_files *g) {
 static void free_generated(gen_files *g) {
     for (int s = 0; s < GD_N_SETS; s++) lab_dataset_free(&g->sets[s]);
     lab_vocab_free(g->vocab);
-    remove_dir(g->dir);
+    tu_remove_dir(g->dir);
 }
 
 static void decode(const lab_vocab *v, const int *ids, int n, char *out, size_t cap) {
@@ -1520,6 +1578,8 @@ int main(void) {
         cmocka_unit_test(test_vocab_roundtrip),
         cmocka_unit_test(test_vocab_malformed),
         cmocka_unit_test(test_vocab_io_errors),
+        cmocka_unit_test(test_loader_bounds),
+        cmocka_unit_test(test_vocab_save_keeps_previous),
         cmocka_unit_test(test_kinds),
         cmocka_unit_test(test_dataset_good),
         cmocka_unit_test(test_dataset_malformed),

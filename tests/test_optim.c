@@ -634,6 +634,33 @@ static void test_clip_errors(void **state) {
     free(g0);
 }
 
+/* A finite gradient whose norm overflows float (|g_i| near FLT_MAX): reported as +inf, but g is
+ * finite, so it is clipped (scale from the norm in double) rather than refused; the SAM step
+ * likewise takes its step of length |rho|. */
+static void test_huge_finite_gradient(void **state) {
+    (void)state;
+    enum { N = 19 };
+    float g[N];
+    ab_isa isas[AB_ISA_COUNT];
+    int n_isa = tu_isas(isas);
+    for (int ii = 0; ii < n_isa; ii++) {
+        TU_SET_ISA(isas[ii]);
+        for (int i = 0; i < N; i++) g[i] = (i % 2 ? -1.0f : 1.0f) * 0.5f * FLT_MAX;
+        float before = 0.0f, after = 0.0f;
+        assert_int_equal(ab_clip_grad_norm(g, N, 1.0f, &before), AB_OK);
+        assert_true(isinf(before));
+        assert_int_equal(ab_l2_norm(g, N, &after), AB_OK);
+        assert_true(fabs(after - 1.0) <= 4.0 * REL_ULP);
+        for (int i = 0; i < N; i++) assert_true(isfinite(g[i]) && (g[i] < 0.0f) == (i % 2 == 1));
+        float theta[N] = {0}, step = 0.0f, gn = 0.0f;
+        for (int i = 0; i < N; i++) g[i] = (i % 2 ? -1.0f : 1.0f) * 0.5f * FLT_MAX;
+        assert_int_equal(ab_sam_step(theta, NULL, g, N, 2.0f, &gn), AB_OK);
+        assert_true(isinf(gn));
+        assert_int_equal(ab_l2_norm(theta, N, &step), AB_OK);
+        assert_true(fabs(step - 2.0) <= 8.0 * REL_ULP);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* SAM-style step                                                                                 */
 
@@ -806,6 +833,27 @@ static void test_sam_zero_grad_and_errors(void **state) {
             for (size_t i = 0; i < n; i++) assert_true(theta[i] == theta0[i]);
             assert_memory_equal(saved, theta0, n * sizeof(float));
         }
+        /* ... also when rho / AB_SAM_EPS overflows float (rho * 0 / eps would be inf * 0 = NaN):
+         * theta bit for bit as it was */
+        const float huge_rho[] = {1e32f, -1e32f, FLT_MAX, -FLT_MAX};
+        for (size_t r = 0; r < sizeof huge_rho / sizeof huge_rho[0]; r++) {
+            memcpy(theta, theta0, n * sizeof(float));
+            assert_int_equal(ab_sam_step(theta, saved, g, n, huge_rho[r], NULL), AB_OK);
+            assert_memory_equal(theta, theta0, n * sizeof(float));
+            assert_memory_equal(saved, theta0, n * sizeof(float));
+        }
+        /* a tiny gradient with a huge rho: the scale rho / (||g|| + eps) overflows: AB_ERR_NAN,
+         * theta and saved untouched */
+        g[7] = 1e-30f;
+        for (size_t r = 0; r < sizeof huge_rho / sizeof huge_rho[0]; r++) {
+            memcpy(theta, theta0, n * sizeof(float));
+            for (size_t i = 0; i < n; i++) saved[i] = -7.0f;
+            assert_int_equal(ab_sam_step(theta, saved, g, n, huge_rho[r], NULL), AB_ERR_NAN);
+            assert_non_null(strstr(ab_last_error(), "overflows"));
+            assert_memory_equal(theta, theta0, n * sizeof(float));
+            for (size_t i = 0; i < n; i++) assert_true(saved[i] == -7.0f);
+        }
+        g[7] = 0.0f;
         /* NaN / Inf in g: AB_ERR_NAN, theta untouched, gnorm reports the non-finite norm */
         size_t pos[] = {0, AB_REDUCE_BLOCK - 1, n - 1};
         const float bad[] = {NAN, INFINITY, -INFINITY};
@@ -815,10 +863,12 @@ static void test_sam_zero_grad_and_errors(void **state) {
                 float keep = g[pos[k]];
                 g[pos[k]] = bad[b];
                 memcpy(theta, theta0, n * sizeof(float));
+                for (size_t i = 0; i < n; i++) saved[i] = -7.0f;
                 float gn = 0.0f;
                 assert_int_equal(ab_sam_step(theta, saved, g, n, -0.1f, &gn), AB_ERR_NAN);
                 assert_false(isfinite(gn));
                 assert_memory_equal(theta, theta0, n * sizeof(float));
+                for (size_t i = 0; i < n; i++) assert_true(saved[i] == -7.0f);
                 g[pos[k]] = keep;
             }
     }
@@ -856,6 +906,7 @@ int main(void) {
         cmocka_unit_test(test_clip_below_is_noop),
         cmocka_unit_test(test_clip_above_rescales),
         cmocka_unit_test(test_clip_errors),
+        cmocka_unit_test(test_huge_finite_gradient),
         cmocka_unit_test(test_sam_step_vs_reference),
         cmocka_unit_test(test_sam_restore_bit_exact),
         cmocka_unit_test(test_sam_descent_on_quadratic),

@@ -104,4 +104,96 @@ static inline int tu_isas(ab_isa *out) {
 }
 #define TU_SET_ISA(isa) assert_int_equal(ab_set_isa(isa), AB_OK)
 
+/* POSIX helpers (child processes, temporary directories, file-size limits) for the tests of
+ * dispatch, savers and loaders: define TU_POSIX_HELPERS (and _POSIX_C_SOURCE 200809L) before
+ * including this header. */
+#ifdef TU_POSIX_HELPERS
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Waits for the child pid (through EINTR): its exit code, or 128 + the signal that killed it. */
+static inline int tu_wait_child(pid_t pid) {
+    int status = 0;
+    pid_t w;
+    do {
+        w = waitpid(pid, &status, 0);
+    } while (w < 0 && errno == EINTR);
+    assert_int_equal(w, pid);
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+/* A fresh directory /tmp/ab_test_<tag>_XXXXXX in out. */
+static inline void tu_temp_dir(char *out, size_t n, const char *tag) {
+    snprintf(out, n, "/tmp/ab_test_%s_XXXXXX", tag);
+    assert_non_null(mkdtemp(out));
+}
+
+/* Removes dir and the plain files in it (the tests create nothing deeper). */
+static inline void tu_remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        assert_int_equal(unlink(path), 0);
+    }
+    closedir(d);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+/* Entries of dir other than . and .. (a failed save must leave no temporary file behind). */
+static inline int tu_dir_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
+}
+
+/* A save (save(ctx), writing to /dev/null) must be refused with AB_ERR_IO and leave /dev/null the
+ * same character device: the tests run as root in CI, where a removed or replaced /dev/null would
+ * break the machine. */
+static inline void tu_save_refused_by_dev_null(ab_status (*save)(void *), void *ctx) {
+    struct stat before, after;
+    assert_int_equal(stat("/dev/null", &before), 0);
+    assert_true(S_ISCHR(before.st_mode));
+    assert_int_equal(save(ctx), AB_ERR_IO);
+    if (!strstr(ab_last_error(), "character device")) fail_msg("message: %s", ab_last_error());
+    assert_int_equal(stat("/dev/null", &after), 0);
+    assert_true(S_ISCHR(after.st_mode));
+    assert_true(after.st_rdev == before.st_rdev && after.st_ino == before.st_ino);
+}
+
+/* Runs fn(ctx) in a forked child whose file-size limit is `bytes` (RLIMIT_FSIZE) with SIGXFSZ
+ * ignored, so a write past the limit fails with EFBIG, as on a full disk. Returns the status fn
+ * returned (the child's exit code); the child prints ab_last_error() on stderr. */
+static inline ab_status tu_with_file_size_limit(rlim_t bytes, ab_status (*fn)(void *), void *ctx) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit lim = {bytes, bytes};
+        signal(SIGXFSZ, SIG_IGN);
+        if (setrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(100);
+        ab_status st = fn(ctx);
+        if (st != AB_OK) fprintf(stderr, "NOTE child with a %ld-byte file limit: %s\n", (long)bytes, ab_last_error());
+        _exit((int)st);
+    }
+    int code = tu_wait_child(pid);
+    assert_true(code < 100); /* an ab_status, not setrlimit's failure or a signal */
+    return (ab_status)code;
+}
+#endif
+
 #endif

@@ -831,12 +831,16 @@ static int gd_mkdirs(const char *dir, char *err, size_t err_size) {
     return 1;
 }
 
+/* ab_save_file's writer (a failed fwrite is found on f by ab_save_file) */
+static ab_status gd_text_write(void *ctx, FILE *f) {
+    const lab_text *b = (const lab_text *)ctx;
+    if (b->len) fwrite(b->data, 1, b->len, f);
+    return AB_OK;
+}
+
 static int gd_write_file(const char *path, const lab_text *b, char *err, size_t err_size) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return gd_fail(err, err_size, "cannot create %s: %s", path, strerror(errno));
-    int ok = fwrite(b->data, 1, b->len, f) == b->len;
-    if (fclose(f) != 0) ok = 0;
-    if (!ok) return gd_fail(err, err_size, "write error on %s", path);
+    if (ab_save_file(path, gd_text_write, (void *)b) != AB_OK)
+        return gd_fail(err, err_size, "%s", ab_last_error());
     return 1;
 }
 

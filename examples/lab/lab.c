@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* --- lexicon ---------------------------------------------------------------------------------- */
 static const char *const lab__special_names[LAB_N_SPECIAL_TOKENS] = {"<pad>", "<bos>", "<sep>",
@@ -432,44 +433,48 @@ ab_status lab_vocab_decode(const lab_vocab *vocab, const int *ids, int n_ids, ch
 }
 
 /* --- files ------------------------------------------------------------------------------------ */
-/* Reads a whole file (works for pipes too). AB_ERR_IO with the path and the system's reason. */
-static ab_status lab__read_file(const char *path, char **data, size_t *size) {
+static ab_status lab__too_big(const char *name, size_t max_bytes, const char *bound) {
+    return ab_fail(AB_ERR_FORMAT, "%s: more than %zu bytes, the bound of the format (%s)", name, max_bytes,
+                   bound);
+}
+
+/* Reads a whole file of at most max_bytes (named bound in the message): a regular file, a pipe or
+ * a device. AB_ERR_IO with the path and the system's reason; AB_ERR_FORMAT past the bound, found
+ * by a regular file's length before reading, otherwise (a pipe, /dev/zero) after max_bytes + 1
+ * bytes. */
+static ab_status lab__read_file(const char *path, size_t max_bytes, const char *bound, char **data,
+                                size_t *size) {
     *data = NULL;
     *size = 0;
+    struct stat info;
+    if (stat(path, &info) == 0 && S_ISREG(info.st_mode) && (uintmax_t)info.st_size > max_bytes)
+        return lab__too_big(path, max_bytes, bound);
     FILE *f = fopen(path, "rb");
     if (!f) return ab_fail(AB_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
-    char *buf = (char *)malloc(cap);
-    if (!buf) {
-        fclose(f);
-        return ab_fail(AB_ERR_ALLOC, "%s: out of memory", path);
-    }
-    for (;;) {
-        if (n == cap) {
-            char *bigger = cap <= (size_t)-1 / 2 ? (char *)malloc(2 * cap) : NULL;
+    char *buf = NULL;
+    ab_status st = AB_OK;
+    while (st == AB_OK) {
+        if (n == cap || !buf) { /* grow, up to one byte past the bound */
+            size_t want = buf ? (cap <= max_bytes / 2 ? 2 * cap : max_bytes + 1) : cap;
+            char *bigger = (char *)realloc(buf, want);
             if (!bigger) {
-                free(buf);
-                fclose(f);
-                return ab_fail(AB_ERR_ALLOC, "%s: out of memory (%zu bytes)", path, n);
+                st = ab_fail(AB_ERR_ALLOC, "%s: out of memory (%zu bytes)", path, want);
+                break;
             }
-            memcpy(bigger, buf, n);
-            free(buf);
-            buf = bigger;
-            cap *= 2;
+            buf = bigger, cap = want;
         }
         size_t got = fread(buf + n, 1, cap - n, f);
         n += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                int err = errno;
-                free(buf);
-                fclose(f);
-                return ab_fail(AB_ERR_IO, "%s: read error: %s", path, strerror(err));
-            }
-            break;
-        }
+        if (n > max_bytes) st = lab__too_big(path, max_bytes, bound);
+        else if (got == 0 && ferror(f)) st = ab_fail(AB_ERR_IO, "%s: read error: %s", path, strerror(errno));
+        else if (got == 0) break;
     }
     fclose(f);
+    if (st != AB_OK) {
+        free(buf);
+        return st;
+    }
     *data = buf;
     *size = n;
     return AB_OK;
@@ -495,18 +500,20 @@ static int lab__next_line(lab__lines *it, const char **start, size_t *len) {
     return 1;
 }
 
+/* ab_save_file's writer; a failed write stops it (ab_save_file reports the error). */
+static ab_status lab__vocab_write(void *ctx, FILE *f) {
+    const lab_vocab *vocab = (const lab_vocab *)ctx;
+    for (int i = 0; i < vocab->n && !ferror(f); i++) {
+        fputs(vocab->words[i], f);
+        fputc('\n', f);
+    }
+    return AB_OK;
+}
+
 ab_status lab_vocab_save(const lab_vocab *vocab, const char *path) {
     AB_CHECK_PTR(vocab);
     AB_CHECK_PTR(path);
-    FILE *f = fopen(path, "wb");
-    if (!f) return ab_fail(AB_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    int ok = 1;
-    for (int i = 0; i < vocab->n && ok; i++)
-        ok = fputs(vocab->words[i], f) >= 0 && fputc('\n', f) != EOF;
-    ok = !ferror(f) && ok;
-    if (fclose(f) != 0) ok = 0;
-    if (!ok) return ab_fail(AB_ERR_IO, "%s: write error: %s", path, strerror(errno));
-    return AB_OK;
+    return ab_save_file(path, lab__vocab_write, (void *)vocab);
 }
 
 ab_status lab_vocab_load_mem(lab_vocab **out, const char *data, size_t size, const char *name) {
@@ -514,6 +521,7 @@ ab_status lab_vocab_load_mem(lab_vocab **out, const char *data, size_t size, con
     *out = NULL;
     if (size > 0) AB_CHECK_PTR(data);
     if (!name) name = "<memory>";
+    if (size > LAB_VOCAB_MAX_BYTES) return lab__too_big(name, LAB_VOCAB_MAX_BYTES, "LAB_VOCAB_MAX_BYTES");
     lab_vocab *v = NULL;
     AB_TRY(lab_vocab_create(&v));
     lab__lines it = {data, size, 0, 0};
@@ -565,7 +573,7 @@ ab_status lab_vocab_load(lab_vocab **out, const char *path) {
     AB_CHECK_PTR(path);
     char *data;
     size_t size;
-    AB_TRY(lab__read_file(path, &data, &size));
+    AB_TRY(lab__read_file(path, LAB_VOCAB_MAX_BYTES, "LAB_VOCAB_MAX_BYTES", &data, &size));
     ab_status st = lab_vocab_load_mem(out, data, size, path);
     free(data);
     return st;
@@ -658,6 +666,7 @@ ab_status lab_dataset_load_mem(lab_dataset *ds, const char *data, size_t size, c
     if (size > 0) AB_CHECK_PTR(data);
     AB_CHECK_DIM(n_ctx);
     if (!name) name = "<memory>";
+    if (size > LAB_DATA_MAX_BYTES) return lab__too_big(name, LAB_DATA_MAX_BYTES, "LAB_DATA_MAX_BYTES");
     size_t ids_cap = 0, samples_cap = 0;
     lab__lines it = {data, size, 0, 0};
     const char *s;
@@ -692,7 +701,7 @@ ab_status lab_dataset_load(lab_dataset *ds, const char *path, const lab_vocab *v
     AB_CHECK_PTR(vocab);
     char *data;
     size_t size;
-    AB_TRY(lab__read_file(path, &data, &size));
+    AB_TRY(lab__read_file(path, LAB_DATA_MAX_BYTES, "LAB_DATA_MAX_BYTES", &data, &size));
     ab_status st = lab_dataset_load_mem(ds, data, size, path, vocab, n_ctx);
     free(data);
     return st;

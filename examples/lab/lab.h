@@ -32,6 +32,10 @@
  *   - Tokenised, a sample is the sequence  <bos> prompt <sep> response <eos>  of
  *     n_prompt + n_response + 3 tokens, which must not exceed the model context n_ctx.
  *   - A file must contain at least one sample.
+ *   - A file holds at most LAB_DATA_MAX_BYTES bytes (64 MiB, about half a million samples). A longer
+ *     file is AB_ERR_FORMAT naming the bound: a regular file by its length, before anything is
+ *     read; a pipe or a device (/dev/zero) after LAB_DATA_MAX_BYTES + 1 bytes. lab_text, the
+ *     writer, has the same bound, so whatever the lab writes loads.
  *   Any violation is AB_ERR_FORMAT with the message "file:line: reason"; nothing is half-loaded
  *   (on error the dataset is empty and all memory is freed). A file that cannot be opened or read
  *   is AB_ERR_IO.
@@ -40,8 +44,15 @@
  *   One word per line; line k (1-based) is token id k - 1. The first four lines are the special
  *   tokens, in this order: <pad> <bos> <sep> <eos> (ids LAB_TOK_PAD .. LAB_TOK_EOS). Then every other
  *   word once: 1 to LAB_VOCAB_MAX_WORD bytes, no space, tab or control character. No empty lines,
- *   no comments ('#' is an ordinary word here); CRLF is accepted; the last LF is optional.
- *   Violations are AB_ERR_FORMAT "file:line: reason".
+ *   no comments ('#' is an ordinary word here); CRLF is accepted; the last LF is optional. At most
+ *   LAB_VOCAB_MAX_SIZE words, so a file holds at most LAB_VOCAB_MAX_BYTES bytes (every word of
+ *   the longest length, with CRLF: 66 MiB); a longer one is AB_ERR_FORMAT naming the bound, found
+ *   as for data files. Violations are AB_ERR_FORMAT "file:line: reason".
+ *
+ * WRITING FILES
+ *   lab_vocab_save and tools/gen_data's data files are saved through ab_save_file (antibody.h):
+ *   a temporary file in the same directory, fsynced and renamed over the target. A failed write
+ *   leaves the previous file as it was; a target that is not a regular file is refused.
  *
  * TRAINING SEQUENCES (lab_pack_sample)
  *   tokens s = <bos> p_1 .. p_n <sep> r_1 .. r_m <eos>, L = n + m + 3. A row of T >= L - 1 positions:
@@ -118,6 +129,9 @@ extern "C" {
 #define LAB_VOCAB_MAX_WORD 64         /* bytes per word */
 #define LAB_VOCAB_MAX_SIZE (1 << 20)  /* words, specials included */
 #define LAB_DATA_MAX_LINE 4096        /* bytes per data line, line ending excluded */
+#define LAB_DATA_MAX_BYTES ((size_t)1 << 26) /* bytes per data file (64 MiB) */
+/* bytes per vocabulary file: LAB_VOCAB_MAX_SIZE lines of LAB_VOCAB_MAX_WORD bytes and CRLF */
+#define LAB_VOCAB_MAX_BYTES ((size_t)LAB_VOCAB_MAX_SIZE * (LAB_VOCAB_MAX_WORD + 2))
 
 typedef struct lab_vocab lab_vocab; /* opaque; word lookups are a hash table (FNV-1a, linear probing) */
 
@@ -145,10 +159,11 @@ ab_status lab_vocab_encode(const lab_vocab *vocab, const char *text, int *ids, i
  * length, so *len >= cap means truncated. An id out of range is AB_ERR_ARG.                     */
 ab_status lab_vocab_decode(const lab_vocab *vocab, const int *ids, int n_ids, char *text,
                                 size_t cap, size_t *len);
-/* Vocabulary files (format above). AB_ERR_IO: cannot open/read/write; AB_ERR_FORMAT "file:line:". */
+/* Vocabulary files (format above). AB_ERR_IO: cannot open/read/write; AB_ERR_FORMAT "file:line:"
+ * or past LAB_VOCAB_MAX_BYTES. lab_vocab_save writes through ab_save_file (see WRITING FILES). */
 ab_status lab_vocab_save(const lab_vocab *vocab, const char *path);
 ab_status lab_vocab_load(lab_vocab **out, const char *path);
-/* Same from memory; name is used in error messages (NULL: "<memory>"). */
+/* Same from memory (the same bound); name is used in error messages (NULL: "<memory>"). */
 ab_status lab_vocab_load_mem(lab_vocab **out, const char *data, size_t size, const char *name);
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -190,7 +205,7 @@ typedef struct lab_dataset {
  * n_ctx tokens; n_ctx == 0 means no limit. *ds is overwritten (free it first if it held data);
  * on any error it is left empty (all fields zero) with nothing allocated.                         */
 ab_status lab_dataset_load(lab_dataset *ds, const char *path, const lab_vocab *vocab, int n_ctx);
-/* Same from memory; name is used in error messages (NULL: "<memory>"). */
+/* Same from memory (the same bound); name is used in error messages (NULL: "<memory>"). */
 ab_status lab_dataset_load_mem(lab_dataset *ds, const char *data, size_t size, const char *name,
                                     const lab_vocab *vocab, int n_ctx);
 void lab_dataset_free(lab_dataset *ds); /* frees and zeroes; NULL is a no-op */
@@ -203,8 +218,9 @@ typedef struct lab_text {
     char *data; /* NUL-terminated */
     size_t len, cap;
 } lab_text;
-/* Appends n bytes of s (grows the buffer; AB_ERR_ALLOC past LAB_TEXT_MAX_BYTES or out of memory). */
-#define LAB_TEXT_MAX_BYTES ((size_t)1 << 30)
+/* Appends n bytes of s (grows the buffer; AB_ERR_ALLOC past LAB_TEXT_MAX_BYTES or out of memory).
+ * The bound is the data loader's: every text the lab writes can be loaded back. */
+#define LAB_TEXT_MAX_BYTES LAB_DATA_MAX_BYTES
 ab_status lab_text_append(lab_text *text, const char *s, size_t n);
 /* Appends "kind<TAB>prompt<TAB>response<LF>". prompt and response must follow the format (non-empty,
  * words separated by single spaces, no tab or control character) and the line must fit
