@@ -304,16 +304,19 @@ ABDEF ab_status ab_model_generate(ab_model *model, const int *prompt, int n_prom
                                   int *n_out);
 
 /* --- generation, many prompts at once (a KV cache per sequence) -------------------------------- */
-#define AB_MODEL_GEN_BATCH 64 /* sequences decoded together unless ab_generate_opts.max_batch says */
+/* Sequences decoded together by default: at most AB_MODEL_GEN_BATCH, and no more than fit
+ * AB_MODEL_GEN_KV_BYTES of KV cache (at least one). ab_generate_opts.max_batch overrides both. */
+#define AB_MODEL_GEN_BATCH 32
+#define AB_MODEL_GEN_KV_BYTES ((size_t)64 << 20)
 
 /* Called as each prompt finishes, with its index and its n_tokens tokens (its row of out). */
 typedef void (*ab_generate_done_fn)(void *user, int index, const int *tokens, int n_tokens);
 
-typedef struct ab_generate_opts { /* NULL options: greedy, AB_MODEL_GEN_BATCH, no callback */
+typedef struct ab_generate_opts { /* NULL options: greedy, the default batch, no callback */
     float temperature;           /* 0: greedy (argmax, lowest id on ties); > 0: sampled */
     ab_rng *rngs;                /* [n_prompts], needed when temperature > 0: prompt i draws
                                     from rngs[i] only, so its tokens do not depend on the others */
-    int max_batch;               /* sequences decoded together: 0 = AB_MODEL_GEN_BATCH, else
+    int max_batch;               /* sequences decoded together: 0 = the default (above), else
                                     1..AB_MODEL_MAX_BATCH */
     ab_generate_done_fn on_done; /* may be NULL */
     void *user;                  /* passed to on_done */
@@ -323,12 +326,15 @@ typedef struct ab_generate_opts { /* NULL options: greedy, AB_MODEL_GEN_BATCH, n
  * out_lengths[i] get what ab_model_generate(model, prompts[i], prompt_lengths[i], max_new,
  * temperature, stop_token, &rngs[i], out + i * max_new, &out_lengths[i]) gives, bit for bit, on
  * the same ISA path, for any max_batch and thread count (the rest of each row is left as it was).
- * Up to max_batch sequences are decoded together, each in a slot of a KV cache of
- * max_batch x n_layer x 2 x n_ctx x d_model floats; a sequence that ends (stop_token emitted,
- * max_new tokens, or the context full) frees its slot for the next prompt, and on_done is called
- * for it then. The cache and the step scratch (about 15 d_model floats per row of the largest
- * step, at most the tokens of the max_batch longest prompts) are allocated for the call and freed
- * before it returns (AB_ERR_ALLOC if they cannot be). ab_model_decode's cache is left alone.
+ * The prompts go through B = max_batch slots, each with a KV cache of
+ *     n_layer x 2 x cap x d_model floats,  cap = min(n_ctx, longest prompt + max_new - 1,
+ *                                                   rounded up to a multiple of 32);
+ * every decoding step appends one row for each busy slot (its last token) and the prompts of the
+ * slots that start, as many as fit B + n_ctx rows in all. A sequence that ends (stop_token
+ * emitted, max_new tokens, or the context full) frees its slot for the next prompt, and on_done
+ * is called for it then. The caches and the step scratch (about 16 d_model floats per row) stay
+ * with the model for the next call (ab_model_memory_usage counts them in `other`; ab_model_free
+ * frees them); AB_ERR_ALLOC if they cannot be allocated. ab_model_decode's cache is left alone.
  * Every argument is checked before any work: prompt lengths in [1, n_ctx], ids in [0, vocab).
  * After a failure out_lengths[i] is 0 for every prompt whose on_done was not called.           */
 ABDEF ab_status ab_model_generate_batch(ab_model *model, const int *const *prompts,
@@ -480,6 +486,8 @@ struct ab_model {
     float *kv, *dec;
     size_t dec_cap;
     int dec_pos;
+    float *gen; /* ab_model_generate_batch: the slots' caches and the step scratch, kept */
+    size_t gen_cap;
     /* Antidote statistics: per layer [d qkv | d attn_proj | d fc | 4d mlp_proj | 3 rank lora B] */
     double *stats;
     int64_t stats_nseq;
@@ -746,6 +754,7 @@ ABDEF void ab_model_free(ab_model *m) {
     ab_aligned_free(m->sacts);
     ab_aligned_free(m->kv);
     ab_aligned_free(m->dec);
+    ab_aligned_free(m->gen);
     ab_aligned_free(m->stats);
     ab_aligned_free(m->tensors);
     ab_aligned_free(m);
@@ -830,7 +839,7 @@ ABDEF ab_status ab_model_memory_usage(const ab_model *m, ab_model_memory *mem) {
     mem->moments = m->mom_m ? 2 * m->n_floats * f : 0;
     mem->acts = m->acts_cap * f + m->ibuf_cap * sizeof(int);
     mem->grad_acts = m->gacts_cap * f;
-    mem->other = (m->sacts_cap + m->dec_cap) * f +
+    mem->other = (m->sacts_cap + m->dec_cap + m->gen_cap) * f +
                  (m->kv ? (size_t)m->n_layer * 2 * m->n_ctx * m->d_model * f : 0) +
                  (m->stats ? (size_t)m->n_layer * (7 * (size_t)m->d_model + 3 * (size_t)m->lora_rank) * sizeof(double) : 0);
     return AB_OK;
@@ -1895,14 +1904,14 @@ ABDEF ab_status ab_model_linear(ab_model *m, ab_linear_kind kind, int layer, ab_
  * micro-kernel), LayerNorm and GELU are row-local, and a sequence's attention makes the same calls
  * with the same shapes. So ab_model_generate_batch gives ab_model_generate's tokens bit for bit. */
 
-/* One sequence of a step: n new rows at positions pos..pos+n-1; its keys and values live at kv,
- * [n_layer][2 (k, v)][n_ctx][d_model]. */
+/* One sequence of a step: n new rows at positions pos..pos+n-1. Its cache holds cap <= n_ctx
+ * positions at kv: per layer K^T [d_model][cap], then V [cap][d_model]. */
 typedef struct ab__dec_seq {
     float *kv;
-    int pos, n;
+    int pos, n, cap;
 } ab__dec_seq;
 
-/* Scratch of one step: [rows] of everything, lnf and logits [n_seqs], att one head's n x len. */
+/* Scratch of one step: [rows] of everything, lnf and logits [n_seqs], att one head's scores. */
 typedef struct ab__dec {
     float *x, *ln, *mean, *rstd, *qkv, *u, *att, *atty, *h, *fch, *fch_gelu, *lnf, *logits;
 } ab__dec;
@@ -1924,15 +1933,16 @@ static size_t ab__dec_layout(const ab_model *m, ab__dec *d, float *base, size_t 
     return cur;
 }
 
-static size_t ab__kv_floats(const ab_model *m) { /* one sequence's cache */
-    return (size_t)m->n_layer * 2 * m->n_ctx * m->d_model;
+static size_t ab__kv_floats(const ab_model *m, int cap) { /* one sequence's cache */
+    return (size_t)m->n_layer * 2 * cap * m->d_model;
 }
 
 /* The single-sequence cache and scratch of ab_model_decode and ab_model_generate. */
 static ab_status ab__dec_buffers(ab_model *m, ab__dec *d) {
     if (!m->kv) {
         size_t cap = 0;
-        AB_TRY(ab__reserve(&m->kv, &cap, ab__kv_floats(m), "KV cache"));
+        AB_TRY(ab__reserve(&m->kv, &cap, ab__kv_floats(m, m->n_ctx), "KV cache"));
+        memset(m->kv, 0, sizeof(float) * cap); /* see ab__decode_attn */
     }
     size_t need = ab__dec_layout(m, NULL, NULL, (size_t)m->n_ctx, 1);
     AB_TRY(ab__reserve(&m->dec, &m->dec_cap, need, "decoding scratch"));
@@ -1947,23 +1957,34 @@ ABDEF ab_status ab_model_decode_reset(ab_model *m) {
 }
 
 /* Attention of sequence s (its rows start at row r0) over its cache, after storing its new keys
- * and values: the calls of the one-sequence path, with the same shapes. */
+ * and values. Keys are cached transposed, K^T [d_model][cap], so the score GEMM reads them in
+ * place (AB_NO_TRANS) instead of packing len x head_size keys at every step. The scores are
+ * bitwise those of ab__attn_fwd's form (AB_TRANS, alpha = scale): the SIMD GEMMs compute each
+ * element with the same fma chain either way (kernels/gemm.h), and the scalar GEMM the same
+ * sequential sum once the scale is applied after it (its AB_TRANS form computes 0 + alpha * sum;
+ * with AB_NO_TRANS it would fold alpha into every term). A single new row scores whole
+ * AB__DEC_COLS-column blocks of positions, so the GEMM has no ragged last panel to pack; the
+ * positions past len (zeros, or an earlier sequence's keys) are never read after. */
+#define AB__DEC_COLS 32 /* a multiple of every GEMM path's NR (AVX-512 32, AVX2 16) */
 static ab_status ab__decode_attn(const ab_model *m, const ab__dec *d, const ab__dec_seq *s, int l,
                                  int r0) {
-    const int d_model = m->d_model, head_size = m->head_size, n = s->n, len = s->pos + n;
+    const int d_model = m->d_model, head_size = m->head_size, cap = s->cap, n = s->n;
+    const int len = s->pos + n, rounded = (len + AB__DEC_COLS - 1) / AB__DEC_COLS * AB__DEC_COLS;
+    const int cols = n > 1 ? len : rounded < cap ? rounded : cap;
     const float scale = 1.0f / sqrtf((float)head_size);
-    const size_t plane = (size_t)m->n_ctx * d_model;
-    float *Kc = s->kv + (size_t)l * 2 * plane, *Vc = Kc + plane;
+    const size_t plane = (size_t)cap * d_model;
+    float *Kt = s->kv + (size_t)l * 2 * plane, *Vc = Kt + plane;
     const float *qkv = d->qkv + (size_t)r0 * 3 * d_model;
     for (int t = 0; t < n; t++) {
         const float *row = qkv + (size_t)t * 3 * d_model;
-        memcpy(Kc + (size_t)(s->pos + t) * d_model, row + d_model, sizeof(float) * (size_t)d_model);
+        for (int c = 0; c < d_model; c++) Kt[(size_t)c * cap + s->pos + t] = row[d_model + c];
         memcpy(Vc + (size_t)(s->pos + t) * d_model, row + 2 * d_model, sizeof(float) * (size_t)d_model);
     }
     for (int h = 0; h < m->n_head; h++) {
         size_t o = (size_t)h * head_size;
-        AB_TRY(ab_sgemm(AB_NO_TRANS, AB_TRANS, n, len, head_size, scale, qkv + o, 3 * d_model,
-                        Kc + o, d_model, 0.0f, d->att, len));
+        AB_TRY(ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n, cols, head_size, 1.0f, qkv + o, 3 * d_model,
+                        Kt + o * cap, cap, 0.0f, d->att, cols));
+        for (size_t e = 0; e < (size_t)n * cols; e++) d->att[e] *= scale;
         AB_TRY(ab_softmax(d->att, d->att, n, len, 1)); /* bottom-right aligned causal mask */
         AB_TRY(ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n, head_size, len, 1.0f, d->att, len, Vc + o,
                         d_model, 0.0f, d->atty + (size_t)r0 * d_model + o, d_model));
@@ -2005,10 +2026,11 @@ static ab_status ab__decode_rows(const ab_model *m, const ab__dec *d, const ab__
                                        wpe + (size_t)(seqs[s].pos + t) * d_model, (size_t)d_model));
     for (int l = 0; l < m->n_layer; l++) AB_TRY(ab__decode_block(m, d, seqs, n_seqs, rows, l));
     if (!logits) return AB_OK;
-    for (int s = 0, r0 = 0; s < n_seqs; r0 += seqs[s++].n)
-        AB_TRY(ab__ln_fwd(d->lnf + (size_t)s * d_model, d->mean + s, d->rstd + s,
-                          d->x + (size_t)(r0 + seqs[s].n - 1) * d_model, ab__P(m, AB_T_LNF_W, 0),
-                          ab__P(m, AB_T_LNF_B, 0), 1, d_model));
+    for (int s = 0, r0 = 0; s < n_seqs; r0 += seqs[s++].n) /* each sequence's last row */
+        memcpy(d->h + (size_t)s * d_model, d->x + (size_t)(r0 + seqs[s].n - 1) * d_model,
+               sizeof(float) * (size_t)d_model);
+    AB_TRY(ab__ln_fwd(d->lnf, d->mean, d->rstd, d->h, ab__P(m, AB_T_LNF_W, 0), ab__P(m, AB_T_LNF_B, 0),
+                      n_seqs, d_model));
     return ab_sgemm(AB_NO_TRANS, AB_TRANS, n_seqs, m->n_vocab, d_model, 1.0f, d->lnf, d_model, wte,
                     d_model, 0.0f, logits, m->n_vocab);
 }
@@ -2017,7 +2039,7 @@ static ab_status ab__decode_rows(const ab_model *m, const ab__dec *d, const ab__
 static ab_status ab__decode_cached(ab_model *m, const ab__dec *d, const int *tokens, int n,
                                    float *logits) {
     ab__dec_seq seq;
-    seq.kv = m->kv, seq.pos = m->dec_pos, seq.n = n;
+    seq.kv = m->kv, seq.pos = m->dec_pos, seq.n = n, seq.cap = m->n_ctx;
     ab_status st = ab__decode_rows(m, d, &seq, 1, n, tokens, logits);
     m->dec_pos = st == AB_OK ? seq.pos + n : 0; /* a failed step leaves a partial cache: start over */
     return st;
@@ -2105,6 +2127,8 @@ typedef struct ab__gen {
     const int *const *prompts;
     const int *lens;
     int n_prompts, max_new, stop_token, n_slots, next;
+    int max_rows; /* rows of one step at most: n_slots + n_ctx, or fewer if the prompts are short */
+    int cap;      /* positions a slot's cache holds: longest prompt + max_new - 1, within n_ctx */
     ab_generate_opts o;
     int *out, *out_lengths;
     int *slot, *count, *feed, *step_slot; /* [n_slots] */
@@ -2113,16 +2137,19 @@ typedef struct ab__gen {
     ab__dec d;
 } ab__gen;
 
-/* Checks every argument of ab_model_generate_batch before any work; *rows gets the most rows one
- * step can have (the n_slots longest prompts, bounded by min(n_slots * longest, all prompts)). */
-static ab_status ab__gen_check(const ab__gen *g, int *rows) {
+/* Checks every argument of ab_model_generate_batch before any work, then sizes the call:
+ * g->cap (a slot caches its prompt and every emitted token but the last, rounded up to whole
+ * AB__DEC_COLS blocks, see ab__decode_attn), g->n_slots, and g->max_rows (one row per busy slot
+ * plus the prompts admitted in the step, which fit n_slots + n_ctx, so one always does; and at
+ * most n_slots times the longest prompt). */
+static ab_status ab__gen_check(ab__gen *g) {
     const char *fn = "ab_model_generate_batch";
     const ab_model *m = g->m;
     AB_TRY(ab__check_sampling(m, fn, g->o.temperature, g->o.rngs, "opts->rngs", g->stop_token));
     if (g->o.max_batch < 0 || g->o.max_batch > AB_MODEL_MAX_BATCH)
         return ab_fail(AB_ERR_ARG, "%s: max_batch = %d outside [0, %d]", fn, g->o.max_batch,
                         AB_MODEL_MAX_BATCH);
-    size_t total = 0, longest = 0;
+    int longest = 0;
     for (int i = 0; i < g->n_prompts; i++) {
         if (!g->prompts[i]) return ab_fail(AB_ERR_NULL, "%s: prompts[%d] is NULL", fn, i);
         int len = g->lens[i];
@@ -2133,13 +2160,17 @@ static ab_status ab__gen_check(const ab__gen *g, int *rows) {
             if (g->prompts[i][t] < 0 || g->prompts[i][t] >= m->n_vocab)
                 return ab_fail(AB_ERR_ARG, "%s: prompts[%d][%d] = %d outside [0, %d)", fn, i, t,
                                 g->prompts[i][t], m->n_vocab);
-        total += (size_t)len;
-        longest = (size_t)len > longest ? (size_t)len : longest;
+        longest = len > longest ? len : longest;
     }
-    size_t most = (size_t)g->n_slots * longest < total ? (size_t)g->n_slots * longest : total;
-    if (most > (size_t)INT32_MAX)
-        return ab_fail(AB_ERR_ALLOC, "%s: a step of %zu rows (lower max_batch)", fn, most);
-    *rows = (int)most;
+    int64_t cap = ((int64_t)longest + (g->max_new > 0 ? g->max_new : 1) - 1 + AB__DEC_COLS - 1) /
+                  AB__DEC_COLS * AB__DEC_COLS;
+    g->cap = (int)(cap < m->n_ctx ? cap : m->n_ctx);
+    size_t fit = AB_MODEL_GEN_KV_BYTES / (ab__kv_floats(m, g->cap) * sizeof(float));
+    int batch = g->o.max_batch > 0 ? g->o.max_batch
+                                   : fit < 1 ? 1 : fit < AB_MODEL_GEN_BATCH ? (int)fit : AB_MODEL_GEN_BATCH;
+    g->n_slots = batch < g->n_prompts ? batch : g->n_prompts;
+    int64_t most = (int64_t)g->n_slots * longest, budget = (int64_t)g->n_slots + m->n_ctx;
+    g->max_rows = (int)(most < budget ? most : budget);
     return AB_OK;
 }
 
@@ -2160,9 +2191,11 @@ static void ab__gen_emit(ab__gen *g, int s, const float *logits) {
 /* Free slots take the next prompts, then every busy slot decodes one step (its prompt, or its
  * last token) and emits a token. *busy gets the number of busy slots (0: all done). */
 static ab_status ab__gen_step(ab__gen *g, int *busy) {
-    int n = 0, rows = 0;
+    int n = 0, rows = 0, free_rows = g->max_rows;
+    for (int s = 0; s < g->n_slots; s++) free_rows -= g->slot[s] >= 0; /* one row each */
     for (int s = 0; s < g->n_slots; s++) {
-        if (g->slot[s] < 0 && g->next < g->n_prompts) {
+        if (g->slot[s] < 0 && g->next < g->n_prompts && g->lens[g->next] <= free_rows) {
+            free_rows -= g->lens[g->next];
             g->slot[s] = g->next++;
             g->seq[s].pos = 0, g->count[s] = 0;
         }
@@ -2185,31 +2218,34 @@ static ab_status ab__gen_step(ab__gen *g, int *busy) {
     return AB_OK;
 }
 
-/* Allocates the slots' caches and the step scratch (floats), then the bookkeeping (ints, seqs),
- * and decodes every prompt. */
-static ab_status ab__gen_run(ab__gen *g, int max_rows) {
-    const size_t S = (size_t)g->n_slots, kv = ab__kv_floats(g->m);
-    size_t scratch = ab__dec_layout(g->m, NULL, NULL, (size_t)max_rows, S), n_ints = 4 * S + (size_t)max_rows;
+/* The slots' caches and the step scratch live in m->gen, kept for the next call (growing it if
+ * needed; a new buffer is zeroed, see ab__decode_attn); the bookkeeping is allocated per call.
+ * Then every prompt is decoded. */
+static ab_status ab__gen_run(ab__gen *g) {
+    ab_model *m = g->m;
+    const size_t S = (size_t)g->n_slots, kv = ab__kv_floats(m, g->cap);
+    size_t scratch = ab__dec_layout(m, NULL, NULL, (size_t)g->max_rows, S);
     if (kv > (((size_t)-1) / sizeof(float) - scratch) / S)
         return ab_fail(AB_ERR_ALLOC, "ab_model_generate_batch: a KV cache of %zu x %zu floats", S, kv);
-    float *fbuf = (float *)ab_aligned_alloc((S * kv + scratch) * sizeof(float));
-    int *ibuf = (int *)ab_aligned_alloc(n_ints * sizeof(int));
+    const size_t had = m->gen_cap;
+    AB_TRY(ab__reserve(&m->gen, &m->gen_cap, S * kv + scratch, "batched generation"));
+    if (m->gen_cap != had) memset(m->gen, 0, sizeof(float) * m->gen_cap); /* a new buffer */
+    int *ibuf = (int *)ab_aligned_alloc((4 * S + (size_t)g->max_rows) * sizeof(int));
     ab__dec_seq *sbuf = (ab__dec_seq *)ab_aligned_alloc(2 * S * sizeof(ab__dec_seq));
     ab_status st = AB_OK;
-    if (!fbuf || !ibuf || !sbuf)
-        st = ab_fail(AB_ERR_ALLOC, "ab_model_generate_batch: %zu slots of %zu floats of KV cache, "
-                     "%zu floats of scratch", S, kv, scratch);
+    if (!ibuf || !sbuf)
+        st = ab_fail(AB_ERR_ALLOC, "ab_model_generate_batch: bookkeeping of %zu slots", S);
     if (st == AB_OK) {
-        ab__dec_layout(g->m, &g->d, fbuf + S * kv, (size_t)max_rows, S);
+        ab__dec_layout(m, &g->d, m->gen + S * kv, (size_t)g->max_rows, S);
         g->slot = ibuf, g->count = ibuf + S, g->feed = ibuf + 2 * S, g->step_slot = ibuf + 3 * S;
         g->tokens = ibuf + 4 * S;
         g->seq = sbuf, g->step = sbuf + S;
-        for (size_t s = 0; s < S; s++) g->slot[s] = -1, g->seq[s].kv = fbuf + s * kv;
+        for (size_t s = 0; s < S; s++)
+            g->slot[s] = -1, g->seq[s].kv = m->gen + s * kv, g->seq[s].cap = g->cap;
         for (int busy = 1; busy && st == AB_OK;) st = ab__gen_step(g, &busy);
     }
     ab_aligned_free(sbuf);
     ab_aligned_free(ibuf);
-    ab_aligned_free(fbuf);
     return st;
 }
 
@@ -2232,15 +2268,13 @@ ABDEF ab_status ab_model_generate_batch(ab_model *m, const int *const *prompts,
     g.m = m, g.prompts = prompts, g.lens = prompt_lengths, g.n_prompts = n_prompts;
     g.max_new = max_new, g.stop_token = stop_token, g.out = out, g.out_lengths = out_lengths;
     if (opts) g.o = *opts;
-    int batch = g.o.max_batch > 0 ? g.o.max_batch : AB_MODEL_GEN_BATCH, max_rows = 0;
-    g.n_slots = batch < n_prompts ? batch : n_prompts;
-    AB_TRY(ab__gen_check(&g, &max_rows));
+    AB_TRY(ab__gen_check(&g));
     if (max_new == 0) { /* nothing to emit: every prompt is done as it stands */
         for (int i = 0; i < n_prompts; i++)
             if (g.o.on_done) g.o.on_done(g.o.user, i, out, 0);
         return AB_OK;
     }
-    return ab__gen_run(&g, max_rows);
+    return ab__gen_run(&g);
 }
 
 /* --- profiling ----------------------------------------------------------------------------------- */
