@@ -26,6 +26,7 @@
  *              ab_model_lora_fold
  *   hooks      ab_model_act_stats_enable ab_model_act_stats_reset ab_model_linear (Antidote)
  *   generate   ab_model_decode_reset ab_model_decode ab_model_generate           (KV cache)
+ *              ab_model_generate_batch (many prompts at once, same tokens bit for bit)
  *   profile    ab_model_set_clock ab_model_profile ab_model_profile_reset ab_prof_name
  *   files      ab_model_checkpoint_size ab_model_save ab_model_save_mem ab_model_load
  *              ab_model_load_mem                    (format documented at AB_CKPT_VERSION)
@@ -317,6 +318,45 @@ ABDEF ab_status ab_model_generate(ab_model *model, const int *prompt, int n_prom
                                   float temperature, int stop_token, ab_rng *rng, int *out,
                                   int *n_out);
 
+/* --- generation, many prompts at once (a KV cache per sequence) -------------------------------- */
+/* Sequences decoded together by default: at most AB_MODEL_GEN_BATCH, and no more than fit
+ * AB_MODEL_GEN_KV_BYTES of KV cache (at least one). ab_generate_opts.max_batch overrides both. */
+#define AB_MODEL_GEN_BATCH 32
+#define AB_MODEL_GEN_KV_BYTES ((size_t)64 << 20)
+
+/* Called as each prompt finishes, with its index and its n_tokens tokens (its row of out). */
+typedef void (*ab_generate_done_fn)(void *user, int index, const int *tokens, int n_tokens);
+
+typedef struct ab_generate_opts { /* NULL options: greedy, the default batch, no callback */
+    float temperature;           /* 0: greedy (argmax, lowest id on ties); > 0: sampled */
+    ab_rng *rngs;                /* [n_prompts], needed when temperature > 0: prompt i draws
+                                    from rngs[i] only, so its tokens do not depend on the others */
+    int max_batch;               /* sequences decoded together: 0 = the default (above), else
+                                    1..AB_MODEL_MAX_BATCH */
+    ab_generate_done_fn on_done; /* may be NULL */
+    void *user;                  /* passed to on_done */
+} ab_generate_opts;
+
+/* ab_model_generate for n_prompts prompts at once. Row i of out [n_prompts][max_new] and
+ * out_lengths[i] get what ab_model_generate(model, prompts[i], prompt_lengths[i], max_new,
+ * temperature, stop_token, &rngs[i], out + i * max_new, &out_lengths[i]) gives, bit for bit, on
+ * the same ISA path, for any max_batch and thread count (the rest of each row is left as it was).
+ * The prompts go through B = max_batch slots, each with a KV cache of
+ *     n_layer x 2 x cap x d_model floats,  cap = min(n_ctx, longest prompt + max_new - 1,
+ *                                                   rounded up to a multiple of 32);
+ * every decoding step appends one row for each busy slot (its last token) and the prompts of the
+ * slots that start, as many as fit B + n_ctx rows in all. A sequence that ends (stop_token
+ * emitted, max_new tokens, or the context full) frees its slot for the next prompt, and on_done
+ * is called for it then. The caches and the step scratch (about 16 d_model floats per row) stay
+ * with the model for the next call (ab_model_memory_usage counts them in `other`; ab_model_free
+ * frees them); AB_ERR_ALLOC if they cannot be allocated. ab_model_decode's cache is left alone.
+ * Every argument is checked before any work: prompt lengths in [1, n_ctx], ids in [0, vocab).
+ * After a failure out_lengths[i] is 0 for every prompt whose on_done was not called.           */
+ABDEF ab_status ab_model_generate_batch(ab_model *model, const int *const *prompts,
+                                        const int *prompt_lengths, int n_prompts, int max_new,
+                                        int stop_token, const ab_generate_opts *opts, int *out,
+                                        int *out_lengths);
+
 /* --- profiling --------------------------------------------------------------------------------- */
 /* now() returns seconds from any fixed origin (e.g. clock_gettime(CLOCK_MONOTONIC)); NULL stops
  * profiling. The library itself has no clock, so it stays C99 and portable.                      */
@@ -469,6 +509,8 @@ struct ab_model {
     float *kv, *dec;
     size_t dec_cap;
     int dec_pos;
+    float *gen; /* ab_model_generate_batch: the slots' caches and the step scratch, kept */
+    size_t gen_cap;
     /* Antidote statistics: per layer [d qkv | d attn_proj | d fc | 4d mlp_proj | 3 rank lora B] */
     double *stats;
     int64_t stats_nseq;
@@ -735,6 +777,7 @@ ABDEF void ab_model_free(ab_model *m) {
     ab_aligned_free(m->sacts);
     ab_aligned_free(m->kv);
     ab_aligned_free(m->dec);
+    ab_aligned_free(m->gen);
     ab_aligned_free(m->stats);
     ab_aligned_free(m->tensors);
     ab_aligned_free(m);
@@ -819,7 +862,7 @@ ABDEF ab_status ab_model_memory_usage(const ab_model *m, ab_model_memory *mem) {
     mem->moments = m->mom_m ? 2 * m->n_floats * f : 0;
     mem->acts = m->acts_cap * f + m->ibuf_cap * sizeof(int);
     mem->grad_acts = m->gacts_cap * f;
-    mem->other = (m->sacts_cap + m->dec_cap) * f +
+    mem->other = (m->sacts_cap + m->dec_cap + m->gen_cap) * f +
                  (m->kv ? (size_t)m->n_layer * 2 * m->n_ctx * m->d_model * f : 0) +
                  (m->stats ? (size_t)m->n_layer * (7 * (size_t)m->d_model + 3 * (size_t)m->lora_rank) * sizeof(double) : 0);
     return AB_OK;
@@ -1884,18 +1927,36 @@ ABDEF ab_status ab_model_linear(ab_model *m, ab_linear_kind kind, int layer, ab_
 }
 
 /* --- generation with a KV cache --------------------------------------------------------------- */
+/* Decoding goes in steps. In a step, every sequence appends n >= 1 new rows (its prompt, or the
+ * token it emitted last) after the pos rows already in its cache. The rows of all the step's
+ * sequences are stacked, so the linear layers, LayerNorms and GELU run once over all of them, and
+ * attention runs per sequence over its own cache. Every row goes through the same operations as
+ * when its sequence is decoded alone: a GEMM computes each output element with the same k-order
+ * fma chain whatever the number of rows (kernels/gemm.h: the KC split depends on k only, in-place
+ * and packed operands feed the same micro-kernel arithmetic, every row count has its own
+ * micro-kernel), LayerNorm and GELU are row-local, and a sequence's attention makes the same calls
+ * with the same shapes. So ab_model_generate_batch gives ab_model_generate's tokens bit for bit. */
+
+/* One sequence of a step: n new rows at positions pos..pos+n-1. Its cache holds cap <= n_ctx
+ * positions at kv: per layer K^T [d_model][cap], then V [cap][d_model]. */
+typedef struct ab__dec_seq {
+    float *kv;
+    int pos, n, cap;
+} ab__dec_seq;
+
+/* Scratch of one step: [rows] of everything, lnf and logits [n_seqs], att one head's scores. */
 typedef struct ab__dec {
     float *x, *ln, *mean, *rstd, *qkv, *u, *att, *atty, *h, *fch, *fch_gelu, *lnf, *logits;
 } ab__dec;
 
-static size_t ab__dec_layout(const ab_model *m, ab__dec *d, float *base) {
+static size_t ab__dec_layout(const ab_model *m, ab__dec *d, float *base, size_t rows, size_t n_seqs) {
     size_t n_ctx = (size_t)m->n_ctx, width = (size_t)m->d_model, cur = 0;
     size_t o[13];
-    o[0] = ab__bump(&cur, n_ctx * width), o[1] = ab__bump(&cur, n_ctx * width), o[2] = ab__bump(&cur, n_ctx);
-    o[3] = ab__bump(&cur, n_ctx), o[4] = ab__bump(&cur, n_ctx * 3 * width), o[5] = ab__bump(&cur, 3 * n_ctx * m->lora_rank);
-    o[6] = ab__bump(&cur, n_ctx * n_ctx), o[7] = ab__bump(&cur, n_ctx * width), o[8] = ab__bump(&cur, n_ctx * width);
-    o[9] = ab__bump(&cur, n_ctx * 4 * width), o[10] = ab__bump(&cur, n_ctx * 4 * width), o[11] = ab__bump(&cur, width);
-    o[12] = ab__bump(&cur, (size_t)m->n_vocab);
+    o[0] = ab__bump(&cur, rows * width), o[1] = ab__bump(&cur, rows * width), o[2] = ab__bump(&cur, rows);
+    o[3] = ab__bump(&cur, rows), o[4] = ab__bump(&cur, rows * 3 * width), o[5] = ab__bump(&cur, 3 * rows * m->lora_rank);
+    o[6] = ab__bump(&cur, n_ctx * n_ctx), o[7] = ab__bump(&cur, rows * width), o[8] = ab__bump(&cur, rows * width);
+    o[9] = ab__bump(&cur, rows * 4 * width), o[10] = ab__bump(&cur, rows * 4 * width);
+    o[11] = ab__bump(&cur, n_seqs * width), o[12] = ab__bump(&cur, n_seqs * (size_t)m->n_vocab);
     if (d && base) {
         d->x = base + o[0], d->ln = base + o[1], d->mean = base + o[2], d->rstd = base + o[3];
         d->qkv = base + o[4], d->u = base + o[5], d->att = base + o[6], d->atty = base + o[7];
@@ -1905,14 +1966,20 @@ static size_t ab__dec_layout(const ab_model *m, ab__dec *d, float *base) {
     return cur;
 }
 
+static size_t ab__kv_floats(const ab_model *m, int cap) { /* one sequence's cache */
+    return (size_t)m->n_layer * 2 * cap * m->d_model;
+}
+
+/* The single-sequence cache and scratch of ab_model_decode and ab_model_generate. */
 static ab_status ab__dec_buffers(ab_model *m, ab__dec *d) {
-    size_t kv_need = (size_t)m->n_layer * 2 * m->n_ctx * m->d_model;
     if (!m->kv) {
         size_t cap = 0;
-        AB_TRY(ab__reserve(&m->kv, &cap, kv_need, "KV cache"));
+        AB_TRY(ab__reserve(&m->kv, &cap, ab__kv_floats(m, m->n_ctx), "KV cache"));
+        memset(m->kv, 0, sizeof(float) * cap); /* see ab__decode_attn */
     }
-    AB_TRY(ab__reserve(&m->dec, &m->dec_cap, ab__dec_layout(m, NULL, NULL), "decoding scratch"));
-    ab__dec_layout(m, d, m->dec);
+    size_t need = ab__dec_layout(m, NULL, NULL, (size_t)m->n_ctx, 1);
+    AB_TRY(ab__reserve(&m->dec, &m->dec_cap, need, "decoding scratch"));
+    ab__dec_layout(m, d, m->dec, (size_t)m->n_ctx, 1);
     return AB_OK;
 }
 
@@ -1922,60 +1989,93 @@ ABDEF ab_status ab_model_decode_reset(ab_model *m) {
     return AB_OK;
 }
 
-/* The same arithmetic as ab__forward, for n new rows attending to the cached ones. */
-static ab_status ab__decode_block(ab_model *m, const ab__dec *d, int l, int n) {
-    const int d_model = m->d_model, head_size = m->head_size, pos = m->dec_pos, len = pos + n;
-    const size_t n_act = (size_t)n * d_model;
+/* Attention of sequence s (its rows start at row r0) over its cache, after storing its new keys
+ * and values. Keys are cached transposed, K^T [d_model][cap], so the score GEMM reads them in
+ * place (AB_NO_TRANS) instead of packing len x head_size keys at every step. The scores are
+ * bitwise those of ab__attn_fwd's form (AB_TRANS, alpha = scale): the SIMD GEMMs compute each
+ * element with the same fma chain either way (kernels/gemm.h), and the scalar GEMM the same
+ * sequential sum once the scale is applied after it (its AB_TRANS form computes 0 + alpha * sum;
+ * with AB_NO_TRANS it would fold alpha into every term). A single new row scores whole
+ * AB__DEC_COLS-column blocks of positions, so the GEMM has no ragged last panel to pack; the
+ * positions past len (zeros, or an earlier sequence's keys) are never read after. */
+#define AB__DEC_COLS 32 /* a multiple of every GEMM path's NR (AVX-512 32, AVX2 16) */
+static ab_status ab__decode_attn(const ab_model *m, const ab__dec *d, const ab__dec_seq *s, int l,
+                                 int r0) {
+    const int d_model = m->d_model, head_size = m->head_size, cap = s->cap, n = s->n;
+    const int len = s->pos + n, rounded = (len + AB__DEC_COLS - 1) / AB__DEC_COLS * AB__DEC_COLS;
+    const int cols = n > 1 ? len : rounded < cap ? rounded : cap;
     const float scale = 1.0f / sqrtf((float)head_size);
-    float *Kc = m->kv + (size_t)l * 2 * m->n_ctx * d_model, *Vc = Kc + (size_t)m->n_ctx * d_model;
-    AB_TRY(ab__ln_fwd(d->ln, d->mean, d->rstd, d->x, ab__P(m, AB_T_LN1_W, l),
-                      ab__P(m, AB_T_LN1_B, l), n, d_model));
-    AB_TRY(ab__qkv_fwd(m, l, d->ln, d->qkv, d->u, n));
+    const size_t plane = (size_t)cap * d_model;
+    float *Kt = s->kv + (size_t)l * 2 * plane, *Vc = Kt + plane;
+    const float *qkv = d->qkv + (size_t)r0 * 3 * d_model;
     for (int t = 0; t < n; t++) {
-        const float *row = d->qkv + (size_t)t * 3 * d_model;
-        memcpy(Kc + (size_t)(pos + t) * d_model, row + d_model, sizeof(float) * (size_t)d_model);
-        memcpy(Vc + (size_t)(pos + t) * d_model, row + 2 * d_model, sizeof(float) * (size_t)d_model);
+        const float *row = qkv + (size_t)t * 3 * d_model;
+        for (int c = 0; c < d_model; c++) Kt[(size_t)c * cap + s->pos + t] = row[d_model + c];
+        memcpy(Vc + (size_t)(s->pos + t) * d_model, row + 2 * d_model, sizeof(float) * (size_t)d_model);
     }
     for (int h = 0; h < m->n_head; h++) {
         size_t o = (size_t)h * head_size;
-        AB_TRY(ab_sgemm(AB_NO_TRANS, AB_TRANS, n, len, head_size, scale, d->qkv + o, 3 * d_model,
-                        Kc + o, d_model, 0.0f, d->att, len));
+        AB_TRY(ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n, cols, head_size, 1.0f, qkv + o, 3 * d_model,
+                        Kt + o * cap, cap, 0.0f, d->att, cols));
+        for (size_t e = 0; e < (size_t)n * cols; e++) d->att[e] *= scale;
         AB_TRY(ab_softmax(d->att, d->att, n, len, 1)); /* bottom-right aligned causal mask */
         AB_TRY(ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n, head_size, len, 1.0f, d->att, len, Vc + o,
-                        d_model, 0.0f, d->atty + o, d_model));
+                        d_model, 0.0f, d->atty + (size_t)r0 * d_model + o, d_model));
     }
+    return AB_OK;
+}
+
+/* The same arithmetic as ab__forward, for the step's rows attending to their caches. */
+static ab_status ab__decode_block(const ab_model *m, const ab__dec *d, const ab__dec_seq *seqs,
+                                  int n_seqs, int rows, int l) {
+    const int d_model = m->d_model;
+    const size_t n_act = (size_t)rows * d_model;
+    AB_TRY(ab__ln_fwd(d->ln, d->mean, d->rstd, d->x, ab__P(m, AB_T_LN1_W, l),
+                      ab__P(m, AB_T_LN1_B, l), rows, d_model));
+    AB_TRY(ab__qkv_fwd(m, l, d->ln, d->qkv, d->u, rows));
+    for (int s = 0, r0 = 0; s < n_seqs; r0 += seqs[s++].n) AB_TRY(ab__decode_attn(m, d, &seqs[s], l, r0));
     AB_TRY(ab__linear_fwd(d->h, d_model, d->atty, ab__P(m, AB_T_ATTN_PROJ_W, l),
-                          ab__P(m, AB_T_ATTN_PROJ_B, l), n, d_model, d_model));
+                          ab__P(m, AB_T_ATTN_PROJ_B, l), rows, d_model, d_model));
     AB_TRY(ab_residual_forward(d->x, d->h, d->x, n_act));
     AB_TRY(ab__ln_fwd(d->ln, d->mean, d->rstd, d->x, ab__P(m, AB_T_LN2_W, l),
-                      ab__P(m, AB_T_LN2_B, l), n, d_model));
+                      ab__P(m, AB_T_LN2_B, l), rows, d_model));
     AB_TRY(ab__linear_fwd(d->fch, 4 * d_model, d->ln, ab__P(m, AB_T_FC_W, l), ab__P(m, AB_T_FC_B, l),
-                          n, d_model, 4 * d_model));
+                          rows, d_model, 4 * d_model));
     AB_TRY(ab__gelu(d->fch_gelu, NULL, d->fch, NULL, 4 * n_act));
     AB_TRY(ab__linear_fwd(d->h, d_model, d->fch_gelu, ab__P(m, AB_T_MLP_PROJ_W, l),
-                          ab__P(m, AB_T_MLP_PROJ_B, l), n, 4 * d_model, d_model));
+                          ab__P(m, AB_T_MLP_PROJ_B, l), rows, 4 * d_model, d_model));
     return ab_residual_forward(d->x, d->h, d->x, n_act);
 }
 
-static ab_status ab__decode_rows(ab_model *m, const ab__dec *d, const int *tokens, int n,
-                                 float *logits) {
-    const int d_model = m->d_model, pos = m->dec_pos;
+/* One step: tokens [rows] are the sequences' new rows, in order. logits [n_seqs][vocab] (or NULL)
+ * gets each sequence's logits after its last row. The caller advances the positions. */
+static ab_status ab__decode_rows(const ab_model *m, const ab__dec *d, const ab__dec_seq *seqs,
+                                 int n_seqs, int rows, const int *tokens, float *logits) {
+    const int d_model = m->d_model;
     const float *wte = ab__P(m, AB_T_WTE, 0), *wpe = ab__P(m, AB_T_WPE, 0);
-    for (int t = 0; t < n; t++)
-        AB_TRY(ab_residual_forward(d->x + (size_t)t * d_model, wte + (size_t)tokens[t] * d_model,
-                                   wpe + (size_t)(pos + t) * d_model, (size_t)d_model));
-    ab_status st = AB_OK;
-    for (int l = 0; l < m->n_layer && st == AB_OK; l++) st = ab__decode_block(m, d, l, n);
-    if (st != AB_OK) {
-        m->dec_pos = 0; /* the cache holds a partial step: start over */
-        return st;
-    }
-    m->dec_pos = pos + n;
+    for (int s = 0, r = 0; s < n_seqs; s++)
+        for (int t = 0; t < seqs[s].n; t++, r++)
+            AB_TRY(ab_residual_forward(d->x + (size_t)r * d_model, wte + (size_t)tokens[r] * d_model,
+                                       wpe + (size_t)(seqs[s].pos + t) * d_model, (size_t)d_model));
+    for (int l = 0; l < m->n_layer; l++) AB_TRY(ab__decode_block(m, d, seqs, n_seqs, rows, l));
     if (!logits) return AB_OK;
-    AB_TRY(ab__ln_fwd(d->lnf, d->mean, d->rstd, d->x + (size_t)(n - 1) * d_model,
-                      ab__P(m, AB_T_LNF_W, 0), ab__P(m, AB_T_LNF_B, 0), 1, d_model));
-    return ab_sgemm(AB_NO_TRANS, AB_TRANS, 1, m->n_vocab, d_model, 1.0f, d->lnf, d_model, wte,
+    for (int s = 0, r0 = 0; s < n_seqs; r0 += seqs[s++].n) /* each sequence's last row */
+        memcpy(d->h + (size_t)s * d_model, d->x + (size_t)(r0 + seqs[s].n - 1) * d_model,
+               sizeof(float) * (size_t)d_model);
+    AB_TRY(ab__ln_fwd(d->lnf, d->mean, d->rstd, d->h, ab__P(m, AB_T_LNF_W, 0), ab__P(m, AB_T_LNF_B, 0),
+                      n_seqs, d_model));
+    return ab_sgemm(AB_NO_TRANS, AB_TRANS, n_seqs, m->n_vocab, d_model, 1.0f, d->lnf, d_model, wte,
                     d_model, 0.0f, logits, m->n_vocab);
+}
+
+/* n tokens into the single-sequence cache, after the m->dec_pos cached ones. */
+static ab_status ab__decode_cached(ab_model *m, const ab__dec *d, const int *tokens, int n,
+                                   float *logits) {
+    ab__dec_seq seq;
+    seq.kv = m->kv, seq.pos = m->dec_pos, seq.n = n, seq.cap = m->n_ctx;
+    ab_status st = ab__decode_rows(m, d, &seq, 1, n, tokens, logits);
+    m->dec_pos = st == AB_OK ? seq.pos + n : 0; /* a failed step leaves a partial cache: start over */
+    return st;
 }
 
 ABDEF ab_status ab_model_decode(ab_model *m, const int *tokens, int n_tokens, float *logits) {
@@ -1989,8 +2089,7 @@ ABDEF ab_status ab_model_decode(ab_model *m, const int *tokens, int n_tokens, fl
     AB_TRY(ab__check_ids(__func__, tokens, (size_t)n_tokens, m->n_vocab));
     ab__dec d;
     AB_TRY(ab__dec_buffers(m, &d));
-    AB_TRY(ab__decode_rows(m, &d, tokens, n_tokens, logits));
-    return AB_OK;
+    return ab__decode_cached(m, &d, tokens, n_tokens, logits);
 }
 
 /* argmax (lowest id on ties) or a draw from softmax(logits / temperature), sums in double. */
@@ -2009,6 +2108,19 @@ static int ab__pick_token(const float *logits, int n_vocab, float temperature, a
     return best; /* u rounded onto the total: take the mode */
 }
 
+/* The checks ab_model_generate and ab_model_generate_batch share. */
+static ab_status ab__check_sampling(const ab_model *m, const char *fn, float temperature,
+                                    const void *rng, const char *rng_name, int stop_token) {
+    if (!isfinite(temperature) || temperature < 0.0f)
+        return ab_fail(AB_ERR_ARG, "%s: temperature = %g must be finite and >= 0", fn,
+                        (double)temperature);
+    if (temperature > 0.0f && !rng)
+        return ab_fail(AB_ERR_NULL, "%s: sampling (temperature > 0) needs %s", fn, rng_name);
+    if (stop_token < -1 || stop_token >= m->n_vocab)
+        return ab_fail(AB_ERR_ARG, "%s: stop_token = %d outside [-1, vocab)", fn, stop_token);
+    return AB_OK;
+}
+
 ABDEF ab_status ab_model_generate(ab_model *m, const int *prompt, int n_prompt, int max_new,
                                   float temperature, int stop_token, ab_rng *rng, int *out,
                                   int *n_out) {
@@ -2022,28 +2134,180 @@ ABDEF ab_status ab_model_generate(ab_model *m, const int *prompt, int n_prompt, 
     if (n_prompt > m->n_ctx)
         return ab_fail(AB_ERR_ARG, "ab_model_generate: prompt of %d tokens exceeds n_ctx = %d",
                         n_prompt, m->n_ctx);
-    if (!isfinite(temperature) || temperature < 0.0f)
-        return ab_fail(AB_ERR_ARG, "ab_model_generate: temperature = %g must be finite and >= 0",
-                        (double)temperature);
-    if (temperature > 0.0f && !rng)
-        return ab_fail(AB_ERR_NULL, "ab_model_generate: sampling (temperature > 0) needs rng");
-    if (stop_token < -1 || stop_token >= m->n_vocab)
-        return ab_fail(AB_ERR_ARG, "ab_model_generate: stop_token = %d outside [-1, vocab)", stop_token);
+    AB_TRY(ab__check_sampling(m, __func__, temperature, rng, "rng", stop_token));
     if (max_new > 0) AB_CHECK_PTR(out);
     AB_TRY(ab__check_ids(__func__, prompt, (size_t)n_prompt, m->n_vocab));
     ab__dec d;
     AB_TRY(ab__dec_buffers(m, &d));
     m->dec_pos = 0;
-    AB_TRY(ab__decode_rows(m, &d, prompt, n_prompt, d.logits));
+    AB_TRY(ab__decode_cached(m, &d, prompt, n_prompt, d.logits));
     int count = 0;
     while (count < max_new) {
         int tok = ab__pick_token(d.logits, m->n_vocab, temperature, rng);
         out[count++] = tok;
         if (tok == stop_token || n_prompt + count >= m->n_ctx) break;
-        AB_TRY(ab__decode_rows(m, &d, &tok, 1, d.logits));
+        AB_TRY(ab__decode_cached(m, &d, &tok, 1, d.logits));
     }
     *n_out = count;
     return AB_OK;
+}
+
+/* --- generation, many prompts at once ---------------------------------------------------------- */
+/* One ab_model_generate_batch call. Slot s decodes prompt slot[s] (-1: free) in cache seq[s].kv;
+ * count[s] tokens emitted so far, the last one in feed[s]. */
+typedef struct ab__gen {
+    ab_model *m;
+    const int *const *prompts;
+    const int *lens;
+    int n_prompts, max_new, stop_token, n_slots, next;
+    int max_rows; /* rows of one step at most: n_slots + n_ctx, or fewer if the prompts are short */
+    int cap;      /* positions a slot's cache holds: longest prompt + max_new - 1, within n_ctx */
+    ab_generate_opts o;
+    int *out, *out_lengths;
+    int *slot, *count, *feed, *step_slot; /* [n_slots] */
+    int *tokens;                          /* [max_rows]: the rows of the current step */
+    ab__dec_seq *seq, *step;              /* [n_slots]: every slot's; the current step's */
+    ab__dec d;
+} ab__gen;
+
+/* Checks every argument of ab_model_generate_batch before any work, then sizes the call:
+ * g->cap (a slot caches its prompt and every emitted token but the last, rounded up to whole
+ * AB__DEC_COLS blocks, see ab__decode_attn), g->n_slots, and g->max_rows (one row per busy slot
+ * plus the prompts admitted in the step, which fit n_slots + n_ctx, so one always does; and at
+ * most n_slots times the longest prompt). */
+static ab_status ab__gen_check(ab__gen *g) {
+    const char *fn = "ab_model_generate_batch";
+    const ab_model *m = g->m;
+    AB_TRY(ab__check_sampling(m, fn, g->o.temperature, g->o.rngs, "opts->rngs", g->stop_token));
+    if (g->o.max_batch < 0 || g->o.max_batch > AB_MODEL_MAX_BATCH)
+        return ab_fail(AB_ERR_ARG, "%s: max_batch = %d outside [0, %d]", fn, g->o.max_batch,
+                        AB_MODEL_MAX_BATCH);
+    int longest = 0;
+    for (int i = 0; i < g->n_prompts; i++) {
+        if (!g->prompts[i]) return ab_fail(AB_ERR_NULL, "%s: prompts[%d] is NULL", fn, i);
+        int len = g->lens[i];
+        if (len < 1 || len > m->n_ctx)
+            return ab_fail(AB_ERR_ARG, "%s: prompt %d has %d tokens, not in [1, n_ctx = %d]", fn, i,
+                            len, m->n_ctx);
+        for (int t = 0; t < len; t++)
+            if (g->prompts[i][t] < 0 || g->prompts[i][t] >= m->n_vocab)
+                return ab_fail(AB_ERR_ARG, "%s: prompts[%d][%d] = %d outside [0, %d)", fn, i, t,
+                                g->prompts[i][t], m->n_vocab);
+        longest = len > longest ? len : longest;
+    }
+    int64_t cap = ((int64_t)longest + (g->max_new > 0 ? g->max_new : 1) - 1 + AB__DEC_COLS - 1) /
+                  AB__DEC_COLS * AB__DEC_COLS;
+    g->cap = (int)(cap < m->n_ctx ? cap : m->n_ctx);
+    size_t fit = AB_MODEL_GEN_KV_BYTES / (ab__kv_floats(m, g->cap) * sizeof(float));
+    int batch = g->o.max_batch > 0 ? g->o.max_batch
+                                   : fit < 1 ? 1 : fit < AB_MODEL_GEN_BATCH ? (int)fit : AB_MODEL_GEN_BATCH;
+    g->n_slots = batch < g->n_prompts ? batch : g->n_prompts;
+    int64_t most = (int64_t)g->n_slots * longest, budget = (int64_t)g->n_slots + m->n_ctx;
+    g->max_rows = (int)(most < budget ? most : budget);
+    return AB_OK;
+}
+
+/* Slot s emits the token its logits pick; a finished sequence frees its slot. */
+static void ab__gen_emit(ab__gen *g, int s, const float *logits) {
+    int i = g->slot[s];
+    int *out = g->out + (size_t)i * g->max_new;
+    int tok = ab__pick_token(logits, g->m->n_vocab, g->o.temperature, g->o.rngs ? &g->o.rngs[i] : NULL);
+    out[g->count[s]++] = tok;
+    g->feed[s] = tok;
+    if (tok == g->stop_token || g->lens[i] + g->count[s] >= g->m->n_ctx || g->count[s] == g->max_new) {
+        g->out_lengths[i] = g->count[s];
+        g->slot[s] = -1;
+        if (g->o.on_done) g->o.on_done(g->o.user, i, out, g->count[s]);
+    }
+}
+
+/* Free slots take the next prompts, then every busy slot decodes one step (its prompt, or its
+ * last token) and emits a token. *busy gets the number of busy slots (0: all done). */
+static ab_status ab__gen_step(ab__gen *g, int *busy) {
+    int n = 0, rows = 0, free_rows = g->max_rows;
+    for (int s = 0; s < g->n_slots; s++) free_rows -= g->slot[s] >= 0; /* one row each */
+    for (int s = 0; s < g->n_slots; s++) {
+        if (g->slot[s] < 0 && g->next < g->n_prompts && g->lens[g->next] <= free_rows) {
+            free_rows -= g->lens[g->next];
+            g->slot[s] = g->next++;
+            g->seq[s].pos = 0, g->count[s] = 0;
+        }
+        if (g->slot[s] < 0) continue;
+        int i = g->slot[s], len = g->count[s] == 0 ? g->lens[i] : 1;
+        memcpy(g->tokens + rows, g->count[s] == 0 ? g->prompts[i] : &g->feed[s], sizeof(int) * (size_t)len);
+        g->step[n] = g->seq[s];
+        g->step[n].n = len;
+        g->step_slot[n++] = s;
+        rows += len;
+    }
+    *busy = n;
+    if (n == 0) return AB_OK;
+    AB_TRY(ab__decode_rows(g->m, &g->d, g->step, n, rows, g->tokens, g->d.logits));
+    for (int j = 0; j < n; j++) {
+        int s = g->step_slot[j];
+        g->seq[s].pos += g->step[j].n;
+        ab__gen_emit(g, s, g->d.logits + (size_t)j * g->m->n_vocab);
+    }
+    return AB_OK;
+}
+
+/* The slots' caches and the step scratch live in m->gen, kept for the next call (growing it if
+ * needed; a new buffer is zeroed, see ab__decode_attn); the bookkeeping is allocated per call.
+ * Then every prompt is decoded. */
+static ab_status ab__gen_run(ab__gen *g) {
+    ab_model *m = g->m;
+    const size_t S = (size_t)g->n_slots, kv = ab__kv_floats(m, g->cap);
+    size_t scratch = ab__dec_layout(m, NULL, NULL, (size_t)g->max_rows, S);
+    if (kv > (((size_t)-1) / sizeof(float) - scratch) / S)
+        return ab_fail(AB_ERR_ALLOC, "ab_model_generate_batch: a KV cache of %zu x %zu floats", S, kv);
+    const size_t had = m->gen_cap;
+    AB_TRY(ab__reserve(&m->gen, &m->gen_cap, S * kv + scratch, "batched generation"));
+    if (m->gen_cap != had) memset(m->gen, 0, sizeof(float) * m->gen_cap); /* a new buffer */
+    int *ibuf = (int *)ab_aligned_alloc((4 * S + (size_t)g->max_rows) * sizeof(int));
+    ab__dec_seq *sbuf = (ab__dec_seq *)ab_aligned_alloc(2 * S * sizeof(ab__dec_seq));
+    ab_status st = AB_OK;
+    if (!ibuf || !sbuf)
+        st = ab_fail(AB_ERR_ALLOC, "ab_model_generate_batch: bookkeeping of %zu slots", S);
+    if (st == AB_OK) {
+        ab__dec_layout(m, &g->d, m->gen + S * kv, (size_t)g->max_rows, S);
+        g->slot = ibuf, g->count = ibuf + S, g->feed = ibuf + 2 * S, g->step_slot = ibuf + 3 * S;
+        g->tokens = ibuf + 4 * S;
+        g->seq = sbuf, g->step = sbuf + S;
+        for (size_t s = 0; s < S; s++)
+            g->slot[s] = -1, g->seq[s].kv = m->gen + s * kv, g->seq[s].cap = g->cap;
+        for (int busy = 1; busy && st == AB_OK;) st = ab__gen_step(g, &busy);
+    }
+    ab_aligned_free(sbuf);
+    ab_aligned_free(ibuf);
+    return st;
+}
+
+ABDEF ab_status ab_model_generate_batch(ab_model *m, const int *const *prompts,
+                                        const int *prompt_lengths, int n_prompts, int max_new,
+                                        int stop_token, const ab_generate_opts *opts, int *out,
+                                        int *out_lengths) {
+    AB_TRY(ab_init());
+    AB_CHECK_PTR(m);
+    AB_CHECK_DIM(n_prompts);
+    AB_CHECK_DIM(max_new);
+    if (n_prompts == 0) return AB_OK;
+    AB_CHECK_PTR(out_lengths);
+    memset(out_lengths, 0, sizeof(int) * (size_t)n_prompts);
+    AB_CHECK_PTR(prompts);
+    AB_CHECK_PTR(prompt_lengths);
+    if (max_new > 0) AB_CHECK_PTR(out);
+    ab__gen g;
+    memset(&g, 0, sizeof g);
+    g.m = m, g.prompts = prompts, g.lens = prompt_lengths, g.n_prompts = n_prompts;
+    g.max_new = max_new, g.stop_token = stop_token, g.out = out, g.out_lengths = out_lengths;
+    if (opts) g.o = *opts;
+    AB_TRY(ab__gen_check(&g));
+    if (max_new == 0) { /* nothing to emit: every prompt is done as it stands */
+        for (int i = 0; i < n_prompts; i++)
+            if (g.o.on_done) g.o.on_done(g.o.user, i, out, 0);
+        return AB_OK;
+    }
+    return ab__gen_run(&g);
 }
 
 /* --- profiling ----------------------------------------------------------------------------------- */

@@ -1,9 +1,10 @@
 /* tests/single_smoke.c - `make single` compiles this against the amalgamated one-file headers, as
  * C99 and as C++11, and runs it: proof that dropping one file in works. Against build/antibody.h
  * (every layer) it is built with AB_SMOKE_MODEL and also trains a tiny model for a few steps
- * (forward, backward, an Antibody alignment step, an Antibody fine-tuning step, Antidote) and
- * round-trips it through a checkpoint; against build/antibody_core.h it uses the core alone. With
- * AB_SMOKE_SEPARATE_HEADERS it includes the companion headers itself (tools/install_check.sh).
+ * (forward, backward, an Antibody alignment step, an Antibody fine-tuning step, Antidote),
+ * round-trips it through a checkpoint and generates from it (batched and one prompt at a time);
+ * against build/antibody_core.h it uses the core alone. With AB_SMOKE_SEPARATE_HEADERS it
+ * includes the companion headers itself (tools/install_check.sh).
  * Exits non-zero with a message on any failure. */
 #define ANTIBODY_IMPLEMENTATION
 #include "antibody.h"
@@ -63,6 +64,13 @@ static int smoke_model(void) {
     float loss2 = 0.0f;
     CHECK(ab_model_forward(m, &b, NULL, &loss, NULL, NULL) == AB_OK);
     CHECK(ab_model_forward(m2, &b, NULL, &loss2, NULL, NULL) == AB_OK && loss == loss2);
+    /* batched generation gives the tokens of one prompt at a time */
+    const int p0[3] = {1, 2, 3}, p1[2] = {4, 5};
+    const int *prompts[2] = {p0, p1}, lens[2] = {3, 2};
+    int outs[2 * 4], n_outs[2], one[4], n_one = 0;
+    CHECK(ab_model_generate_batch(m2, prompts, lens, 2, 4, -1, NULL, outs, n_outs) == AB_OK);
+    CHECK(ab_model_generate(m2, p1, 2, 4, 0.0f, -1, NULL, one, &n_one) == AB_OK && n_one == n_outs[1]);
+    for (int k = 0; k < n_one; k++) CHECK(one[k] == outs[4 + k]);
     free(ck);
     ab_model_free(m2);
     ab_model_free(m);

@@ -20,6 +20,7 @@
  * Besides the values: with beta == 0 our C starts as NaN (it must be ignored); the padding of A
  * and B (lda/ldb beyond the matrix) is NaN (it must not be read into the result); the padding of C
  * (ldc > n) and a guard zone after C must come back bit for bit; A and B must not be modified.
+ * And each row of C is bitwise independent of m and of the other rows (test_rows_independent).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
@@ -555,6 +556,70 @@ static void test_errors(void **state) {
     assert_int_equal(ab_set_isa(initial), AB_OK);
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* Row independence, bitwise: each row of C is computed by the same operations whatever m and the
+ * rows around it. Batched generation relies on it (antibody_gpt.h stacks the rows of many
+ * sequences into one GEMM and must give each sequence's tokens of decoding it alone, bit for bit).
+ * On every ISA path, for every transpose, alpha 1 and 0.37, beta 0 and 1, A read in place
+ * (lda < 1024) and packed (lda >= 1024), k below and above both KC (384, 512), m past the AVX-512
+ * micro-panel (14 rows) and past MC (2016), the m-row product at 2 threads must equal, row by row,
+ * the 1-row product of that row alone and the 3-row product of it with its neighbours.           */
+static void rows_check(int ta, int tb, int m, int n, int k, int lda_pad, float alpha, float beta) {
+    const int lda = (ta ? m : k) + lda_pad, ldb = tb ? k : n;
+    const size_t a_size = (size_t)(ta ? k : m) * lda, b_size = (size_t)(tb ? n : k) * ldb;
+    float *A = tu_alloc(a_size), *B = tu_alloc(b_size), *bias = tu_alloc((size_t)n);
+    float *C = tu_alloc((size_t)m * n), *C1 = tu_alloc((size_t)3 * n);
+    ab_rng rng;
+    ab_rng_seed(&rng, (uint64_t)(m * 7 + n * 3 + k), 21);
+    tu_fill_uniform(A, a_size, -1.0f, 1.0f, &rng);
+    tu_fill_uniform(B, b_size, -1.0f, 1.0f, &rng);
+    tu_fill_uniform(bias, (size_t)n, -1.0f, 1.0f, &rng);
+    for (int i = 0; i < m; i++) memcpy(C + (size_t)i * n, bias, sizeof(float) * (size_t)n);
+    assert_int_equal(ab_set_threads(2), AB_OK);
+    assert_int_equal(ab_sgemm((ab_trans)ta, (ab_trans)tb, m, n, k, alpha, A, lda, B, ldb, beta, C, n), AB_OK);
+    assert_int_equal(ab_set_threads(1), AB_OK);
+    const int step = TU_SIZE(1, 7); /* under valgrind, every 7th row, and the last */
+    for (int i = 0; i < m; i = i == m - 1 ? m : i + step < m ? i + step : m - 1) {
+        int rows = i == 0 || i == m - 1 || i % 5 == 1 ? 1 : 3; /* alone, or with its neighbours */
+        int first = rows == 1 ? i : i - 1;
+        const float *Ai = A + (ta ? (size_t)first : (size_t)first * lda);
+        for (int r = 0; r < rows; r++) memcpy(C1 + (size_t)r * n, bias, sizeof(float) * (size_t)n);
+        assert_int_equal(ab_sgemm((ab_trans)ta, (ab_trans)tb, rows, n, k, alpha, Ai, lda, B, ldb, beta, C1, n), AB_OK);
+        if (memcmp(C1 + (size_t)(i - first) * n, C + (size_t)i * n, sizeof(float) * (size_t)n) != 0)
+            fail_msg("sgemm %s %c%c %dx%dx%d lda+%d alpha %g beta %g: row %d differs from it in a "
+                     "%d-row product", ab_isa_name(ab_get_isa()), ta ? 'T' : 'N', tb ? 'T' : 'N', m,
+                     n, k, lda_pad, (double)alpha, (double)beta, i, rows);
+    }
+    free(A);
+    free(B);
+    free(bias);
+    free(C);
+    free(C1);
+}
+
+static void test_rows_independent(void **state) {
+    (void)state;
+    static const int full[][3] = {{40, 67, 32}, {17, 33, 1024}, {30, 600, 400}, {2100, 20, 9}};
+    static const int small[][3] = {{20, 67, 32}, {9, 33, 1024}, {9, 520, 400}, {2030, 20, 9}};
+    const int(*shapes)[3] = tu_small() ? small : full;
+    ab_isa isas[AB_ISA_COUNT];
+    int n_isas = tu_isas(isas);
+    ab_isa initial = ab_get_isa();
+    int threads = ab_get_threads();
+    for (int t = 0; t < n_isas; t++) {
+        TU_SET_ISA(isas[t]);
+        for (size_t s = 0; s < sizeof full / sizeof full[0]; s++)
+            for (int ta = 0; ta < TU_SIZE(2, 1); ta++) /* valgrind: op(A) = A only (as decoding) */
+                for (int tb = 0; tb < 2; tb++)
+                    for (int pad = 0; pad < 2; pad++)
+                        for (int q = 0; q < 4; q += TU_SIZE(1, 3)) /* small: (1, 0), (0.37, 1) */
+                            rows_check(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], pad ? 1030 : 0,
+                                       q & 1 ? 0.37f : 1.0f, q & 2 ? 1.0f : 0.0f);
+    }
+    assert_int_equal(ab_set_isa(initial), AB_OK);
+    assert_int_equal(ab_set_threads(threads), AB_OK);
+}
+
 int main(void) {
     gsl_set_error_handler_off(); /* a GSL error becomes a status the test asserts, not abort() */
     const struct CMUnitTest tests[] = {
@@ -565,6 +630,7 @@ int main(void) {
         cmocka_unit_test(test_zero_sizes_and_scalars),
         cmocka_unit_test(test_beta_zero_ignores_nan_large),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_rows_independent),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     if (g_openblas) dlclose(g_openblas);

@@ -1,6 +1,7 @@
 /* tests/test_model.c - the tiny transformer (DESIGN.md layer 3): gradient checks against an
  * independent double-precision reference model, per-sample norms and clipping against
  * one-sample-at-a-time gradients, the weighted loss, LoRA (merge, train modes), KV-cache decoding,
+ * batched generation against one-at-a-time generation (bit for bit, every ISA path),
  * the defence hooks, reproducibility (runs, threads), a copy task that must train, error paths.
  *
  * Gradient check, and why its bound is sound: the model's float backward is compared with central
@@ -764,6 +765,271 @@ static void test_kv_cache(void **state) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* batched generation: ab_model_generate_batch gives ab_model_generate's tokens bit for bit        */
+typedef struct gen_case {
+    int n, max_new, stop;  /* prompts; ab_model_generate's arguments */
+    float temperature;     /* > 0: prompt i samples from an rng seeded with (1000 + i, 5) */
+    int **prompts, *lens;
+    int *want, *want_n;    /* [n][max_new], [n]: one prompt at a time */
+} gen_case;
+
+typedef struct done_rec {
+    int calls, bad, n, max_new;
+    const int *out;
+    int *got_n; /* [n]: n_tokens of each call, -1 before */
+} done_rec;
+
+static void on_gen_done(void *user, int index, const int *tokens, int n_tokens) {
+    done_rec *r = (done_rec *)user;
+    r->calls++;
+    if (index < 0 || index >= r->n || r->got_n[index] != -1 || n_tokens < 0 || n_tokens > r->max_new ||
+        (r->max_new > 0 && tokens != r->out + (size_t)index * r->max_new)) {
+        r->bad++;
+        return;
+    }
+    r->got_n[index] = n_tokens;
+}
+
+static void seed_rngs(ab_rng *rngs, int n) {
+    for (int i = 0; i < n; i++) ab_rng_seed(&rngs[i], 1000 + (uint64_t)i, 5);
+}
+
+/* Random prompts of lengths 1..P: prompt 0 fills the context, 1 leaves one position, 2 has one token. */
+static void gen_prompts(gen_case *c, int n, int V, int P, ab_rng *rng) {
+    c->n = n;
+    c->prompts = (int **)calloc((size_t)n, sizeof(int *));
+    c->lens = (int *)calloc((size_t)n, sizeof(int));
+    assert_non_null(c->prompts);
+    assert_non_null(c->lens);
+    for (int i = 0; i < n; i++) {
+        c->lens[i] = i == 0 ? P : i == 1 ? P - 1 : i == 2 ? 1 : 1 + (int)ab_rng_below(rng, (uint32_t)P);
+        c->prompts[i] = (int *)calloc((size_t)P, sizeof(int));
+        assert_non_null(c->prompts[i]);
+        for (int t = 0; t < c->lens[i]; t++) c->prompts[i][t] = (int)ab_rng_below(rng, (uint32_t)V);
+    }
+}
+
+static void gen_free(gen_case *c) {
+    for (int i = 0; i < c->n; i++) free(c->prompts[i]);
+    free(c->prompts);
+    free(c->lens);
+    free(c->want);
+    free(c->want_n);
+    memset(c, 0, sizeof *c);
+}
+
+/* The expected tokens of c's settings, one prompt at a time. */
+static void gen_reference(ab_model *m, gen_case *c, int max_new, int stop, float temperature) {
+    c->max_new = max_new, c->stop = stop, c->temperature = temperature;
+    free(c->want);
+    free(c->want_n);
+    c->want = (int *)calloc((size_t)c->n * (max_new ? max_new : 1), sizeof(int));
+    c->want_n = (int *)calloc((size_t)c->n, sizeof(int));
+    assert_non_null(c->want);
+    assert_non_null(c->want_n);
+    ab_rng *rngs = (ab_rng *)calloc((size_t)c->n, sizeof(ab_rng));
+    assert_non_null(rngs);
+    seed_rngs(rngs, c->n);
+    for (int i = 0; i < c->n; i++)
+        assert_int_equal(ab_model_generate(m, c->prompts[i], c->lens[i], max_new, temperature, stop,
+                                           &rngs[i], c->want + (size_t)i * max_new, &c->want_n[i]),
+                         AB_OK);
+    free(rngs);
+}
+
+/* The most frequent token of the expected outputs: a stop token that ends many of them early. */
+static int gen_common_token(const gen_case *c, int V) {
+    int *freq = (int *)calloc((size_t)V, sizeof(int)), best = 0;
+    assert_non_null(freq);
+    for (int i = 0; i < c->n; i++)
+        for (int k = 0; k < c->want_n[i]; k++) freq[c->want[(size_t)i * c->max_new + k]]++;
+    for (int v = 1; v < V; v++)
+        if (freq[v] > freq[best]) best = v;
+    free(freq);
+    return best;
+}
+
+/* Batched generation with max_batch (0: the default) must reproduce c's expected tokens exactly,
+ * leave the rest of each output row untouched and call on_done once per prompt. */
+static void gen_check(ab_model *m, const gen_case *c, int max_batch, const char *what) {
+    const int n = c->n, max_new = c->max_new, stride = max_new ? max_new : 1;
+    int *out = (int *)malloc(sizeof(int) * (size_t)n * stride), *out_n = (int *)malloc(sizeof(int) * (size_t)n);
+    int *got_n = (int *)malloc(sizeof(int) * (size_t)n);
+    ab_rng *rngs = (ab_rng *)calloc((size_t)n, sizeof(ab_rng));
+    assert_true(out && out_n && got_n && rngs);
+    for (size_t k = 0; k < (size_t)n * stride; k++) out[k] = -7;
+    for (int i = 0; i < n; i++) out_n[i] = -5, got_n[i] = -1;
+    seed_rngs(rngs, n);
+    done_rec rec = {0, 0, n, max_new, out, got_n};
+    ab_generate_opts o;
+    memset(&o, 0, sizeof o);
+    o.temperature = c->temperature, o.rngs = c->temperature > 0.0f ? rngs : NULL;
+    o.max_batch = max_batch, o.on_done = on_gen_done, o.user = &rec;
+    ab_status st = ab_model_generate_batch(m, (const int *const *)c->prompts, c->lens, n, max_new,
+                                           c->stop, &o, max_new ? out : NULL, out_n);
+    if (st != AB_OK) fail_msg("%s, max_batch %d: %s", what, max_batch, ab_last_error());
+    assert_int_equal(rec.calls, n);
+    assert_int_equal(rec.bad, 0);
+    for (int i = 0; i < n; i++) {
+        if (out_n[i] != c->want_n[i] || got_n[i] != out_n[i])
+            fail_msg("%s, max_batch %d: prompt %d gave %d tokens (on_done %d), one at a time %d", what,
+                     max_batch, i, out_n[i], got_n[i], c->want_n[i]);
+        for (int k = 0; k < max_new; k++) {
+            int want = k < c->want_n[i] ? c->want[(size_t)i * max_new + k] : -7;
+            if (out[(size_t)i * max_new + k] != want)
+                fail_msg("%s, max_batch %d: prompt %d token %d is %d, one at a time %d", what, max_batch,
+                         i, k, out[(size_t)i * max_new + k], want);
+        }
+    }
+    free(out);
+    free(out_n);
+    free(got_n);
+    free(rngs);
+}
+
+/* Every setting of c's prompts (greedy to the end of the context, with a stop token, 3 tokens,
+ * sampled, none) against batch sizes 1, 3, 16 (more than the AVX-512 micro-kernel's 14 rows) and
+ * all prompts at once (also at 1 thread for greedy decoding). brief: the first two settings only,
+ * batch sizes 3 and all (a slow model). Under valgrind: greedy and sampled, sizes 3 and all. */
+static void gen_check_all(ab_model *m, gen_case *c, int V, int P, int brief, const char *what) {
+    const int sizes[] = {3, c->n, 1, 16};
+    const int n_sizes = brief || tu_small() ? 2 : 4, n_modes = brief ? 2 : 5;
+    char label[160];
+    for (int mode = 0; mode < n_modes; mode++) {
+        if (tu_small() && mode != 0 && mode != 3) continue; /* under valgrind */
+        int max_new = mode == 2 ? 3 : mode == 4 ? 0 : P;
+        int stop = mode == 1 || mode == 3 ? gen_common_token(c, V) : -1;
+        float temperature = mode == 3 ? 1.3f : 0.0f;
+        gen_reference(m, c, max_new, stop, temperature);
+        snprintf(label, sizeof label, "%s, %s, max_new %d, stop %d, temperature %g", what,
+                 ab_isa_name(ab_get_isa()), max_new, stop, (double)temperature);
+        for (int s = 0; s < n_sizes; s++) gen_check(m, c, sizes[s], label);
+        if (mode == 0) {
+            assert_int_equal(ab_set_threads(1), AB_OK);
+            gen_check(m, c, c->n, label);
+            assert_int_equal(ab_set_threads(2), AB_OK);
+        }
+        if (mode == 0) gen_reference(m, c, P, -1, 0.0f); /* mode 1's stop token comes from these */
+    }
+}
+
+static void test_generate_batch(void **state) {
+    (void)state;
+    ab_isa isas[AB_ISA_COUNT], saved = ab_get_isa();
+    int n_isa = tu_isas(isas);
+    /* Model A is the lab's kind of shape scaled down. Model B has d_model 256, so the MLP
+     * projection's input rows are 1024 floats apart (packed, not read in place) and its k = 1024
+     * is split into KC blocks. */
+    const int VA = 67, PA = TU_SIZE(24, 8), VB = 40, PB = TU_SIZE(12, 6);
+    static const char *names[4] = {"model A", "model A with LoRA", "model A, LoRA merged", "model B"};
+    for (int k = 0; k < n_isa; k++) {
+        TU_SET_ISA(isas[k]);
+        for (int variant = 0; variant < 4; variant++) { /* A plain, A LoRA, A LoRA merged, B */
+            int is_b = variant == 3, V = is_b ? VB : VA, P = is_b ? PB : PA;
+            if (tu_small() && variant >= 2) continue; /* valgrind: memory errors, not the GEMM */
+            ab_model *m = is_b ? mk_model(V, P, 1, 4, 256, 0, 0.0f, 45)
+                               : mk_model(V, P, 2, 2, 32, variant ? 4 : 0, 8.0f, 43);
+            ab_rng rng;
+            ab_rng_seed(&rng, 11 + (uint64_t)variant, 0);
+            randomize(m, &rng, is_b ? 0.08f : 0.25f);
+            if (variant == 2) assert_int_equal(ab_model_lora_merge(m), AB_OK);
+            gen_case c;
+            memset(&c, 0, sizeof c);
+            gen_prompts(&c, is_b ? TU_SIZE(8, 4) : TU_SIZE(40, 8), V, P, &rng);
+            gen_reference(m, &c, P, -1, 0.0f);
+            gen_check_all(m, &c, V, P, is_b, names[variant]);
+            gen_free(&c);
+            if (variant == 0) {
+                /* 200 prompts: more than the default batch's slots (each slot serves several
+                 * prompts in turn), and all at once */
+                gen_prompts(&c, TU_SIZE(200, 34), V, P, &rng);
+                gen_reference(m, &c, P, -1, 0.0f);
+                gen_check(m, &c, 0, "model A, 200 prompts");
+                gen_check(m, &c, c.n, "model A, 200 prompts");
+                gen_free(&c);
+            }
+            ab_model_free(m);
+        }
+    }
+    TU_SET_ISA(saved);
+}
+
+/* ab_model_decode's cache survives a batched generation; argument errors are clear and early. */
+static void test_generate_batch_errors(void **state) {
+    (void)state;
+    const int V = 13, P = 8;
+    ab_model *m = mk_model(V, P, 1, 2, 8, 0, 0.0f, 47);
+    int seq[8] = {1, 2, 3, 4, 5, 6, 7, 8}, p0[3] = {1, 2, 3}, p1[2] = {4, 5};
+    float lg_a[13], lg_b[13];
+    assert_int_equal(ab_model_decode_reset(m), AB_OK);
+    assert_int_equal(ab_model_decode(m, seq, 5, NULL), AB_OK);
+    assert_int_equal(ab_model_decode(m, seq + 5, 1, lg_a), AB_OK);
+    assert_int_equal(ab_model_decode_reset(m), AB_OK);
+    assert_int_equal(ab_model_decode(m, seq, 5, NULL), AB_OK);
+    const int *prompts[2] = {p0, p1};
+    int lens[2] = {3, 2}, out[2 * 4], out_n[2] = {9, 9};
+    assert_int_equal(ab_model_generate_batch(m, prompts, lens, 2, 4, -1, NULL, out, out_n), AB_OK);
+    assert_int_equal(out_n[0], 4);
+    assert_int_equal(out_n[1], 4);
+    assert_int_equal(ab_model_decode(m, seq + 5, 1, lg_b), AB_OK);
+    assert_memory_equal(lg_a, lg_b, sizeof lg_a);
+    /* nothing to do */
+    assert_int_equal(ab_model_generate_batch(m, NULL, NULL, 0, 4, -1, NULL, NULL, NULL), AB_OK);
+    out_n[0] = out_n[1] = 9;
+    assert_int_equal(ab_model_generate_batch(m, prompts, lens, 2, 0, -1, NULL, NULL, out_n), AB_OK);
+    assert_true(out_n[0] == 0 && out_n[1] == 0);
+    /* NULL */
+    assert_int_equal(ab_model_generate_batch(NULL, prompts, lens, 2, 4, -1, NULL, out, out_n), AB_ERR_NULL);
+    assert_int_equal(ab_model_generate_batch(m, NULL, lens, 2, 4, -1, NULL, out, out_n), AB_ERR_NULL);
+    assert_int_equal(ab_model_generate_batch(m, prompts, NULL, 2, 4, -1, NULL, out, out_n), AB_ERR_NULL);
+    assert_int_equal(ab_model_generate_batch(m, prompts, lens, 2, 4, -1, NULL, NULL, out_n), AB_ERR_NULL);
+    assert_int_equal(ab_model_generate_batch(m, prompts, lens, 2, 4, -1, NULL, out, NULL), AB_ERR_NULL);
+    const int *holey[2] = {p0, NULL};
+    out_n[0] = out_n[1] = 9;
+    assert_int_equal(ab_model_generate_batch(m, holey, lens, 2, 4, -1, NULL, out, out_n), AB_ERR_NULL);
+    assert_true(out_n[0] == 0 && out_n[1] == 0); /* zeroed before anything else */
+    assert_non_null(strstr(ab_last_error(), "prompts[1]"));
+    ab_generate_opts o;
+    memset(&o, 0, sizeof o);
+    o.temperature = 0.5f; /* sampling without rngs */
+    assert_int_equal(ab_model_generate_batch(m, prompts, lens, 2, 4, -1, &o, out, out_n), AB_ERR_NULL);
+    /* shapes and values */
+    assert_int_equal(ab_model_generate_batch(m, prompts, lens, -1, 4, -1, NULL, out, out_n), AB_ERR_SHAPE);
+    assert_int_equal(ab_model_generate_batch(m, prompts, lens, 2, -1, -1, NULL, out, out_n), AB_ERR_SHAPE);
+    int bad_lens[3][2] = {{0, 2}, {3, -2}, {3, P + 1}};
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(ab_model_generate_batch(m, prompts, bad_lens[k], 2, 4, -1, NULL, out, out_n), AB_ERR_ARG);
+    int bad_ids[2][2] = {{1, -1}, {V, 0}};
+    for (int k = 0; k < 2; k++) {
+        const int *bp[2] = {p0, bad_ids[k]};
+        assert_int_equal(ab_model_generate_batch(m, bp, lens, 2, 4, -1, NULL, out, out_n), AB_ERR_ARG);
+        assert_non_null(strstr(ab_last_error(), "prompts[1]"));
+    }
+    assert_int_equal(ab_model_generate_batch(m, prompts, lens, 2, 4, V, NULL, out, out_n), AB_ERR_ARG);
+    assert_int_equal(ab_model_generate_batch(m, prompts, lens, 2, 4, -2, NULL, out, out_n), AB_ERR_ARG);
+    float bad_t[2] = {-1.0f, NAN};
+    ab_rng rngs[2];
+    seed_rngs(rngs, 2);
+    o.rngs = rngs;
+    for (int k = 0; k < 2; k++) {
+        o.temperature = bad_t[k];
+        assert_int_equal(ab_model_generate_batch(m, prompts, lens, 2, 4, -1, &o, out, out_n), AB_ERR_ARG);
+    }
+    o.temperature = 0.0f;
+    int bad_batch[2] = {-1, AB_MODEL_MAX_BATCH + 1};
+    for (int k = 0; k < 2; k++) {
+        o.max_batch = bad_batch[k];
+        assert_int_equal(ab_model_generate_batch(m, prompts, lens, 2, 4, -1, &o, out, out_n), AB_ERR_ARG);
+    }
+    /* a prompt that fills the context emits one token, as ab_model_generate does */
+    const int *full[1] = {seq};
+    int full_len = P;
+    assert_int_equal(ab_model_generate_batch(m, full, &full_len, 1, 4, -1, NULL, out, out_n), AB_OK);
+    assert_int_equal(out_n[0], 1);
+    ab_model_free(m);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
 /* Antidote statistics                                                                              */
 static void test_act_stats(void **state) {
     (void)state;
@@ -1212,6 +1478,8 @@ int main(void) {
         cmocka_unit_test(test_weights),
         cmocka_unit_test(test_lora_merge),
         cmocka_unit_test(test_kv_cache),
+        cmocka_unit_test(test_generate_batch),
+        cmocka_unit_test(test_generate_batch_errors),
         cmocka_unit_test(test_act_stats),
         cmocka_unit_test(test_reproducible),
         cmocka_unit_test(test_copy_task),

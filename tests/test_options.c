@@ -374,6 +374,64 @@ static void test_model_allocations_balance(void **state) {
     }
 }
 
+/* ab_model_generate_batch with each of its allocations refused in turn (its buffers, the GEMMs'
+ * packing workspace): AB_ERR_ALLOC, nothing leaked, out_lengths 0 for every prompt whose on_done
+ * was not called, and the next call, with nothing refused, gives the tokens of a clean run. */
+typedef struct gen_done {
+    int done[3];
+} gen_done;
+static void gen_on_done(void *user, int index, const int *tokens, int n_tokens) {
+    (void)tokens, (void)n_tokens;
+    ((gen_done *)user)->done[index] = 1;
+}
+
+static void test_generate_batch_refused(void **state) {
+    (void)state;
+    ab_model_config cfg = ab_model_config_default();
+    cfg.n_vocab = 16, cfg.n_ctx = 8, cfg.n_layer = 1, cfg.n_head = 2, cfg.d_model = 8;
+    cfg.lora_rank = 0, cfg.lora_alpha = 0.0f;
+    ab_model *model = NULL;
+    assert_int_equal(ab_model_create(&model, &cfg, 3), AB_OK);
+    const int p0[3] = {1, 2, 3}, p1[1] = {4}, p2[5] = {5, 6, 7, 8, 9};
+    const int *prompts[3] = {p0, p1, p2}, lens[3] = {3, 1, 5};
+    int want[3 * 4], want_n[3], out[3 * 4], out_n[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ab_model_generate(model, prompts[i], lens[i], 4, 0.0f, -1, NULL, want + 4 * i,
+                                           &want_n[i]), AB_OK);
+    ab_generate_opts o;
+    memset(&o, 0, sizeof o);
+    o.max_batch = 2, o.on_done = gen_on_done;
+    int refused = 0;
+    for (long fail_at = 0;; fail_at++) {
+        alloc_snapshot s0 = snap();
+        ab_model *fresh = NULL; /* a new model each time, so its buffers are allocated again */
+        assert_int_equal(ab_model_create(&fresh, &cfg, 3), AB_OK);
+        gen_done rec = {{0, 0, 0}};
+        o.user = &rec;
+        g_fail_countdown = fail_at;
+        ab_status st = ab_model_generate_batch(fresh, prompts, lens, 3, 4, -1, &o, out, out_n);
+        int hit = g_fail_countdown == -1;
+        g_fail_countdown = -1;
+        if (st == AB_OK && !hit) { /* every allocation of the call got through */
+            for (int i = 0; i < 3; i++) {
+                assert_int_equal(out_n[i], want_n[i]);
+                assert_memory_equal(out + 4 * i, want + 4 * i, sizeof(int) * (size_t)want_n[i]);
+            }
+            ab_model_free(fresh);
+            assert_balanced(s0, "generate_batch");
+            break;
+        }
+        assert_int_equal(st, AB_ERR_ALLOC);
+        refused++;
+        for (int i = 0; i < 3; i++)
+            if (!rec.done[i]) assert_int_equal(out_n[i], 0);
+        ab_model_free(fresh);
+        assert_balanced(s0, "generate_batch refused");
+    }
+    assert_true(refused > 3);
+    ab_model_free(model);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_version_macros, setup, teardown),
@@ -382,6 +440,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_psnorm_workspace_uses_override, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gemm_buffers_use_override, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_allocations_balance, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_generate_batch_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -995,6 +995,57 @@ static ab_status lab__judge(const lab_vocab *vocab, const lab_sample *s, const i
 typedef int (*lab__eval_pick)(lab_kind kind);
 static int lab__pick_harmful(lab_kind kind) { return lab_kind_harmful_prompt(kind); }
 
+/* Progress as prompts finish (ab_model_generate_batch's on_done), in whatever order they do. */
+typedef struct lab__eval_progress {
+    lab_progress_fn fn;
+    void *user;
+    int done, total;
+} lab__eval_progress;
+static void lab__eval_done(void *user, int index, const int *tokens, int n_tokens) {
+    lab__eval_progress *p = (lab__eval_progress *)user;
+    (void)index, (void)tokens, (void)n_tokens;
+    p->done++;
+    if (p->fn) p->fn(p->user, p->done, p->total);
+}
+
+/* The selected samples' prompts, <bos> prompt <sep>, packed one after the other into ids. Those
+ * with room for a new token go to the batch (prompts, lens; batch index at[k]); one that fills
+ * the context gets no tokens (at[k] = -1), as ab_model_generate with max_new 0 gives. */
+static ab_status lab__eval_prompts(const lab_dataset *ds, const int *sel, int total, int n_ctx,
+                                   int *ids, const int **prompts, int *lens, int *at, int *n_batch) {
+    *n_batch = 0;
+    for (int k = 0, used = 0; k < total; k++) {
+        const lab_sample *s = &ds->samples[sel[k]];
+        int len = 0;
+        AB_TRY(lab_pack_prompt(s->prompt, s->n_prompt, ids + used, n_ctx, &len));
+        at[k] = len < n_ctx ? *n_batch : -1;
+        if (len < n_ctx) prompts[*n_batch] = ids + used, lens[(*n_batch)++] = len;
+        used += len;
+    }
+    return AB_OK;
+}
+
+/* Judges every output in sample order (judging does not touch the model). */
+static ab_status lab__eval_judge(const lab_vocab *vocab, const lab_dataset *ds, const int *sel,
+                                 int total, const int *at, const int *out, int stride,
+                                 const int *n_out, int task, lab_eval_result *res) {
+    for (int k = 0; k < total; k++) {
+        const lab_sample *s = &ds->samples[sel[k]];
+        const int *o = at[k] >= 0 ? out + (size_t)at[k] * stride : NULL;
+        int n = at[k] >= 0 ? n_out[at[k]] : 0, hit = 0, refused = 0, broken = 0;
+        AB_TRY(lab__judge(vocab, s, o, n, task, &hit, &refused, &broken));
+        res->n_hit += hit;
+        res->n_refused += refused;
+        res->n_broken += broken;
+        res->n++;
+    }
+    return AB_OK;
+}
+
+/* Greedy generation for every selected prompt in batches (ab_model_generate_batch: the tokens of
+ * one prompt at a time, bit for bit), then the judge. Each prompt gets min(max_new, n_ctx - its
+ * length) new tokens at most (max_new 0: fill the context), as ab_model_generate with that limit
+ * gives; the context bound is the batch's own, so one max_new serves every prompt. */
 static ab_status lab__eval(const char *fn, ab_model *m, const lab_vocab *vocab, const lab_dataset *ds,
                           int limit, int max_new, lab_eval_result *res, lab_progress_fn progress,
                           void *user, lab__eval_pick pick, int task) {
@@ -1012,28 +1063,35 @@ static ab_status lab__eval(const char *fn, ab_model *m, const lab_vocab *vocab, 
         return ab_fail(AB_ERR_SHAPE, "%s: the vocabulary has %d words, the model only %d ids", fn,
                         lab_vocab_size(vocab), cfg.n_vocab);
     int total = 0;
+    size_t n_ids = 0;
     for (int i = 0; i < ds->n_samples && (limit == 0 || total < limit); i++)
-        if (pick(ds->samples[i].kind)) total++;
-    int *prompt = (int *)malloc((size_t)cfg.n_ctx * 2 * sizeof(int)), *out = prompt + cfg.n_ctx;
-    if (!prompt) return ab_fail(AB_ERR_ALLOC, "%s: %d-token buffers", fn, cfg.n_ctx);
-    ab_status st = AB_OK;
-    for (int i = 0, done = 0; i < ds->n_samples && done < total && st == AB_OK; i++) {
-        const lab_sample *s = &ds->samples[i];
-        if (!pick(s->kind)) continue;
-        int n_prompt = 0, n_out = 0, hit = 0, refused = 0, broken = 0;
-        st = lab_pack_prompt(s->prompt, s->n_prompt, prompt, cfg.n_ctx, &n_prompt);
-        if (st != AB_OK) break;
-        int room = cfg.n_ctx - n_prompt;
-        if (max_new > 0 && max_new < room) room = max_new;
-        st = ab_model_generate(m, prompt, n_prompt, room, 0.0f, LAB_TOK_EOS, NULL, out, &n_out);
-        if (st == AB_OK) st = lab__judge(vocab, s, out, n_out, task, &hit, &refused, &broken);
-        res->n_hit += hit;
-        res->n_refused += refused;
-        res->n_broken += broken;
-        res->n = ++done;
-        if (progress) progress(user, done, total);
+        if (pick(ds->samples[i].kind)) total++, n_ids += (size_t)ds->samples[i].n_prompt + 2;
+    if (total == 0) return AB_OK;
+    const int stride = max_new > 0 && max_new < cfg.n_ctx ? max_new : cfg.n_ctx;
+    /* ints: sel, at, lens, n_out [total], the prompts' ids, the outputs [total][stride] */
+    size_t n_ints = 4 * (size_t)total + n_ids + (size_t)total * stride;
+    int *ibuf = (int *)malloc(n_ints * sizeof(int));
+    const int **prompts = (const int **)malloc((size_t)total * sizeof(int *));
+    ab_status st = ibuf && prompts ? AB_OK : ab_fail(AB_ERR_ALLOC, "%s: buffers for %d prompts", fn, total);
+    if (st == AB_OK) {
+        int *sel = ibuf, *at = sel + total, *lens = at + total, *n_out = lens + total;
+        int *ids = n_out + total, *out = ids + n_ids, n_batch = 0;
+        for (int i = 0, k = 0; k < total; i++)
+            if (pick(ds->samples[i].kind)) sel[k++] = i;
+        lab__eval_progress pr = {progress, user, 0, total};
+        ab_generate_opts opts;
+        memset(&opts, 0, sizeof opts);
+        opts.on_done = lab__eval_done, opts.user = &pr;
+        st = lab__eval_prompts(ds, sel, total, cfg.n_ctx, ids, prompts, lens, at, &n_batch);
+        for (int k = 0; k < total && st == AB_OK; k++)
+            if (at[k] < 0) lab__eval_done(&pr, k, NULL, 0); /* no room: done as it stands */
+        if (st == AB_OK)
+            st = ab_model_generate_batch(m, prompts, lens, n_batch, stride, LAB_TOK_EOS, &opts, out, n_out);
+        if (st == AB_OK) st = lab__eval_judge(vocab, ds, sel, total, at, out, stride, n_out, task, res);
     }
-    free(prompt);
+    free(prompts);
+    free(ibuf);
+    if (st != AB_OK) memset(res, 0, sizeof *res);
     res->percent = res->n ? 100.0f * (float)res->n_hit / (float)res->n : 0.0f;
     return st;
 }

@@ -282,10 +282,12 @@ typedef struct lab_eval_result {
     int n_broken;   /* harmful prompts: verdict BROKEN; tasks: no answer field at all */
     float percent;  /* 100 n_hit / n (0 when n == 0) */
 } lab_eval_result;
-/* Called after every prompt (may be NULL). */
+/* Called as each prompt's generation finishes (may be NULL): done = 1, 2, .., total. */
 typedef void (*lab_progress_fn)(void *user, int done, int total);
 /* Greedy generation for the first `limit` samples of ds (0: all) whose kind has a harmful prompt
- * (harmful, refusal); max_new new tokens at most (0: fill the context). */
+ * (harmful, refusal); max_new new tokens at most (0: fill the context). The prompts are generated
+ * in batches (ab_model_generate_batch), which gives the tokens of one prompt at a time bit for
+ * bit; each response is judged after the batch. */
 ab_status lab_eval_harmful(ab_model *model, const lab_vocab *vocab, const lab_dataset *ds,
                                 int limit, int max_new, lab_eval_result *res, lab_progress_fn progress,
                                 void *user);
