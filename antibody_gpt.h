@@ -2,8 +2,9 @@
  *
  * A GPT-style decoder with optional LoRA on q/k/v that trains on a CPU in minutes: forward and
  * backward with per-sample weights and masks, per-sample gradient norms and clipping from one
- * backward, Vaccine and Antidote hooks, KV-cache generation, CRC-checked checkpoints. Built only on
- * the public API of the core (antibody.h), which must be included first.
+ * backward, Vaccine and Antidote hooks, KV-cache generation (one prompt, or many batched with the
+ * same tokens bit for bit), CRC-checked checkpoints. Built only on the public API of the core
+ * (antibody.h), which must be included first.
  *
  * USING IT
  *   #include "antibody.h"
@@ -26,7 +27,8 @@
  *              ab_model_lora_fold
  *   hooks      ab_model_act_stats_enable ab_model_act_stats_reset ab_model_linear (Antidote)
  *   generate   ab_model_decode_reset ab_model_decode ab_model_generate           (KV cache)
- *              ab_model_generate_batch (many prompts at once, same tokens bit for bit)
+ *              ab_model_generate_batch (many prompts at once: ab_model_generate's tokens, bit
+ *              for bit, several times faster; a slot of KV cache per sequence)
  *   profile    ab_model_set_clock ab_model_profile ab_model_profile_reset ab_prof_name
  *   files      ab_model_checkpoint_size ab_model_save ab_model_save_mem ab_model_load
  *              ab_model_load_mem                    (format documented at AB_CKPT_VERSION)
@@ -2092,11 +2094,27 @@ ABDEF ab_status ab_model_decode(ab_model *m, const int *tokens, int n_tokens, fl
     return ab__decode_cached(m, &d, tokens, n_tokens, logits);
 }
 
+/* The lowest j with x[j] > x[i] for no i (NaN entries skipped; 0 if x[0] is NaN), as the loop
+ * `if (x[j] > x[best]) best = j` finds it, in two passes: the maximum over 8 independent
+ * running maxima (a maximum is exact in any order; +0 and -0 compare equal below), then the first
+ * index holding it. */
+static int ab__argmax(const float *x, int n) {
+    float mx[8];
+    if (isnan(x[0])) return 0;
+    for (int k = 0; k < 8; k++) mx[k] = x[0];
+    int j = 1;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) mx[k] = x[j + k] > mx[k] ? x[j + k] : mx[k];
+    for (; j < n; j++) mx[0] = x[j] > mx[0] ? x[j] : mx[0];
+    for (int k = 1; k < 8; k++) mx[0] = mx[k] > mx[0] ? mx[k] : mx[0];
+    for (j = 0; j < n; j++)
+        if (x[j] == mx[0]) break;
+    return j;
+}
+
 /* argmax (lowest id on ties) or a draw from softmax(logits / temperature), sums in double. */
 static int ab__pick_token(const float *logits, int n_vocab, float temperature, ab_rng *rng) {
-    int best = 0;
-    for (int j = 1; j < n_vocab; j++)
-        if (logits[j] > logits[best]) best = j;
+    int best = ab__argmax(logits, n_vocab);
     if (temperature == 0.0f) return best;
     double sum = 0.0, acc = 0.0, mx = logits[best], inv_t = 1.0 / (double)temperature;
     for (int j = 0; j < n_vocab; j++) sum += exp(((double)logits[j] - mx) * inv_t);
