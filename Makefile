@@ -12,7 +12,7 @@ BUILD    ?= build
 OPT      ?= -O2
 SAN      ?=
 WARN     = -Wall -Wextra -Werror
-CFLAGS_ALL = -std=c11 $(OPT) -g $(WARN) -fopenmp -I. $(SAN) $(EXTRA_CFLAGS)
+CFLAGS_ALL = -std=c11 $(OPT) -g $(WARN) -pthread -I. $(SAN) $(EXTRA_CFLAGS)
 LDLIBS_ALL = -lm -ldl $(SAN)
 TEST_LIBS  = -lcmocka -lgsl -lgslcblas
 VALGRIND   = valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --track-origins=yes

@@ -59,8 +59,9 @@
  * biases, wpe, and the tied wte, see ab_model_backward) and per-sample clipping, which scales each
  * sample's rows of the stored output gradients: no second backward pass.
  *
- * A model is not thread-safe; the library's own OpenMP threads (ab_set_threads) never change the
- * results: the same inputs give bitwise identical outputs for any thread count on one ISA path.  */
+ * A model is not thread-safe; the library's own threads (ab_set_threads, ab_parallel_for) never
+ * change the results: the same inputs give bitwise identical outputs for any thread count on one
+ * ISA path.                                                                                      */
 #ifndef ANTIBODY_GPT_H
 #define ANTIBODY_GPT_H
 #ifndef ANTIBODY_H
@@ -353,9 +354,6 @@ ABDEF ab_status ab_model_load_mem(ab_model **out, const void *data, size_t size)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -880,113 +878,27 @@ ABDEF ab_status ab_model_reset_optimizer(ab_model *m) {
 }
 
 /* --- forward building blocks ------------------------------------------------------------------ */
-/* The first failure inside a parallel loop, with its message (ab_last_error is per thread, so a
- * worker's message is copied here and set again on the calling thread by ab__par_result). */
-typedef struct ab__par_status {
-    ab_status st;
-    char msg[256];
-} ab__par_status;
-static void ab__par_record(ab__par_status *ps, ab_status st) {
-    if (st == AB_OK) return;
-#ifdef _OPENMP
-#pragma omp critical(ab__par_record)
-#endif
-    if (ps->st == AB_OK) {
-        ps->st = st;
-        snprintf(ps->msg, sizeof ps->msg, "%s", ab_last_error());
-    }
-}
-static ab_status ab__par_result(const ab__par_status *ps) {
-    return ps->st == AB_OK ? AB_OK : ab_fail(ps->st, "%s", ps->msg);
-}
-
-/* Row-local kernels (LayerNorm, GELU, cross-entropy) are split into contiguous chunks of rows, one
- * per thread. Every row's result is computed by the same instructions whatever the split, so the
- * output is bitwise identical for any thread count. Below AB__PAR_MIN_WORK elements one thread
- * is faster than waking the others. */
-#define AB__PAR_MIN_WORK 32768
-static int ab__n_chunks(size_t work) {
-#ifdef _OPENMP
-    int nt = ab_get_threads();
-    if (nt > 1 && work >= AB__PAR_MIN_WORK) return nt;
-#endif
-    (void)work;
-    return 1;
-}
-static int ab__chunk(int rows, int c, int n_chunks) {
-    return (int)((int64_t)rows * c / n_chunks);
-}
-
+/* LayerNorm, GELU and cross-entropy: the core threads them itself (over rows or pieces whose
+ * results do not depend on the split), so these are plain calls. */
 static ab_status ab__ln_fwd(float *out, float *mean, float *rstd, const float *x, const float *w,
                             const float *b, int rows, int d_model) {
-    int nc = ab__n_chunks((size_t)rows * d_model);
-    ab__par_status ps = {AB_OK, {0}};
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
-#endif
-    for (int c = 0; c < nc; c++) {
-        int r0 = ab__chunk(rows, c, nc), r1 = ab__chunk(rows, c + 1, nc);
-        size_t o = (size_t)r0 * d_model;
-        if (r1 > r0)
-            ab__par_record(&ps, ab_layernorm_forward(out + o, mean + r0, rstd + r0, x + o, w, b,
-                                                     r1 - r0, d_model, AB_MODEL_LN_EPS));
-    }
-    return ab__par_result(&ps);
+    return ab_layernorm_forward(out, mean, rstd, x, w, b, rows, d_model, AB_MODEL_LN_EPS);
 }
 
 /* dx += LayerNorm input gradient (parameter gradients are taken in phase 2). */
 static ab_status ab__ln_bwd_dx(float *dx, const float *dout, const float *x, const float *w,
                                const float *mean, const float *rstd, int rows, int d_model) {
-    int nc = ab__n_chunks((size_t)rows * d_model);
-    ab__par_status ps = {AB_OK, {0}};
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
-#endif
-    for (int c = 0; c < nc; c++) {
-        int r0 = ab__chunk(rows, c, nc), r1 = ab__chunk(rows, c + 1, nc);
-        size_t o = (size_t)r0 * d_model;
-        if (r1 > r0)
-            ab__par_record(&ps, ab_layernorm_backward(dx + o, NULL, NULL, dout + o, x + o, w,
-                                                      mean + r0, rstd + r0, r1 - r0, d_model));
-    }
-    return ab__par_result(&ps);
+    return ab_layernorm_backward(dx, NULL, NULL, dout, x, w, mean, rstd, rows, d_model);
 }
 
-/* GELU forward (out != NULL) or backward (dx += ...). Chunk boundaries at multiples of 64
- * elements, so a SIMD kernel's vector body and tail cover the same elements as in one call. */
+/* GELU forward (out != NULL) or backward (dx += ...). */
 static ab_status ab__gelu(float *out, float *dx, const float *x, const float *dout, size_t n) {
-    int nc = ab__n_chunks(n);
-    size_t blocks = n / 64;
-    ab__par_status ps = {AB_OK, {0}};
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
-#endif
-    for (int c = 0; c < nc; c++) {
-        size_t e0 = blocks * (size_t)c / (size_t)nc * 64;
-        size_t e1 = c == nc - 1 ? n : blocks * (size_t)(c + 1) / (size_t)nc * 64;
-        if (e1 <= e0) continue;
-        if (out) ab__par_record(&ps, ab_gelu_forward(out + e0, x + e0, e1 - e0));
-        else ab__par_record(&ps, ab_gelu_backward(dx + e0, x + e0, dout + e0, e1 - e0));
-    }
-    return ab__par_result(&ps);
+    return out ? ab_gelu_forward(out, x, n) : ab_gelu_backward(dx, x, dout, n);
 }
 
 static ab_status ab__ce(float *losses, float *dlogits, const float *logits, const int *targets,
                         const float *w, int rows, int n_vocab, float dscale) {
-    int nc = ab__n_chunks((size_t)rows * n_vocab);
-    ab__par_status ps = {AB_OK, {0}};
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
-#endif
-    for (int c = 0; c < nc; c++) {
-        int r0 = ab__chunk(rows, c, nc), r1 = ab__chunk(rows, c + 1, nc);
-        if (r1 > r0)
-            ab__par_record(&ps, ab_cross_entropy(losses ? losses + r0 : NULL,
-                                                 dlogits ? dlogits + (size_t)r0 * n_vocab : NULL,
-                                                 logits + (size_t)r0 * n_vocab, targets + r0, w + r0,
-                                                 r1 - r0, n_vocab, dscale));
-    }
-    return ab__par_result(&ps);
+    return ab_cross_entropy(losses, dlogits, logits, targets, w, rows, n_vocab, dscale);
 }
 
 /* out[rows][d_out] (row stride ldo) = in[rows][d_in] W^T + bias (bias may be NULL). */
@@ -1025,34 +937,40 @@ static ab_status ab__qkv_fwd(const ab_model *m, int l, const float *ln1, float *
 }
 
 /* Causal multi-head attention over B sequences of T tokens: att = softmax(q k^T / sqrt(hs)),
- * atty = att v, per (sequence, head). The (sequence, head) pairs run in parallel: each writes only
- * its own slices, and a GEMM called inside the region gets one thread (nested regions are inactive)
- * and gives the same bits for any thread count, so the result does not depend on the split. */
+ * atty = att v, per (sequence, head). The (sequence, head) pairs are the chunks of one
+ * ab_parallel_for: each writes only its own slices, and a GEMM inside a chunk runs on that chunk's
+ * thread alone and gives the same bits for any thread count, so the result does not depend on the
+ * split. */
+typedef struct ab__attn_job {
+    const ab_model *m;
+    const float *qkv, *att_in, *datty;
+    float *att, *atty, *dqkv, *da_all, *dp_all;
+    int T;
+    float scale;
+} ab__attn_job;
+
+static ab_status ab__attn_fwd_pair(void *ctx, int bh, int slot) {
+    const ab__attn_job *j = (const ab__attn_job *)ctx;
+    const int d_model = j->m->d_model, n_head = j->m->n_head, head_size = j->m->head_size, T = j->T;
+    int b = bh / n_head, h = bh % n_head;
+    const float *q = j->qkv + (size_t)b * T * 3 * d_model + (size_t)h * head_size;
+    float *a = j->att + (size_t)bh * T * T;
+    (void)slot;
+    AB_TRY(ab_sgemm(AB_NO_TRANS, AB_TRANS, T, T, head_size, j->scale, q, 3 * d_model, q + d_model,
+                    3 * d_model, 0.0f, a, T));
+    AB_TRY(ab_softmax(a, a, T, T, 1));
+    return ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, T, head_size, T, 1.0f, a, T, q + 2 * d_model,
+                    3 * d_model, 0.0f, j->atty + (size_t)b * T * d_model + (size_t)h * head_size,
+                    d_model);
+}
+
 static ab_status ab__attn_fwd(const ab_model *m, const float *qkv, float *att, float *atty, int B,
                               int T) {
-    const int d_model = m->d_model, n_head = m->n_head, head_size = m->head_size;
-    const int n_pairs = B * n_head;
-    float scale = 1.0f / sqrtf((float)head_size);
-    int nt = ab__n_chunks((size_t)n_pairs * T * T * (size_t)head_size) > 1 && n_pairs > 1 ? ab_get_threads() : 1;
-    ab__par_status ps = {AB_OK, {0}};
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-#endif
-    for (int bh = 0; bh < n_pairs; bh++) {
-        int b = bh / n_head, h = bh % n_head;
-        const float *q = qkv + (size_t)b * T * 3 * d_model + (size_t)h * head_size;
-        float *a = att + (size_t)bh * T * T;
-        ab_status st = ab_sgemm(AB_NO_TRANS, AB_TRANS, T, T, head_size, scale, q, 3 * d_model,
-                                q + d_model, 3 * d_model, 0.0f, a, T);
-        if (st == AB_OK) st = ab_softmax(a, a, T, T, 1);
-        if (st == AB_OK)
-            st = ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, T, head_size, T, 1.0f, a, T, q + 2 * d_model,
-                          3 * d_model, 0.0f, atty + (size_t)b * T * d_model + (size_t)h * head_size,
-                          d_model);
-        ab__par_record(&ps, st);
-    }
-    (void)nt;
-    return ab__par_result(&ps);
+    ab__attn_job j;
+    memset(&j, 0, sizeof j);
+    j.m = m, j.qkv = qkv, j.att = att, j.atty = atty, j.T = T;
+    j.scale = 1.0f / sqrtf((float)m->head_size);
+    return ab_parallel_for(B * m->n_head, ab__attn_fwd_pair, &j);
 }
 
 /* --- activations -------------------------------------------------------------------------------- */
@@ -1367,30 +1285,28 @@ static ab_status ab__attn_bwd_pair(const float *q, const float *a, const float *
 }
 
 /* Backward of ab__attn_fwd for one block: dqkv (zeroed by the caller) accumulates. The
- * (sequence, head) pairs run in parallel as in the forward; each owns its dq/dk/dv columns of its
- * sequence and its [T][T] scratch slices of da and dp. */
+ * (sequence, head) pairs are parallel chunks as in the forward; each owns its dq/dk/dv columns of
+ * its sequence and its [T][T] scratch slices of da and dp. */
+static ab_status ab__attn_bwd_chunk(void *ctx, int bh, int slot) {
+    const ab__attn_job *j = (const ab__attn_job *)ctx;
+    const int d_model = j->m->d_model, n_head = j->m->n_head, head_size = j->m->head_size, T = j->T;
+    int b = bh / n_head, h = bh % n_head;
+    size_t o = (size_t)b * T * 3 * d_model + (size_t)h * head_size, tt = (size_t)bh * T * T;
+    (void)slot;
+    return ab__attn_bwd_pair(j->qkv + o, j->att_in + tt,
+                             j->datty + (size_t)b * T * d_model + (size_t)h * head_size, j->dqkv + o,
+                             j->da_all + tt, j->dp_all + tt, T, d_model, head_size, j->scale);
+}
+
 static ab_status ab__attn_bwd(const ab_model *m, const float *qkv, const float *att,
                               const float *datty, float *dqkv, float *da_all, float *dp_all, int B,
                               int T) {
-    const int d_model = m->d_model, n_head = m->n_head, head_size = m->head_size;
-    const int n_pairs = B * n_head;
-    float scale = 1.0f / sqrtf((float)head_size);
-    int nt = ab__n_chunks((size_t)n_pairs * T * T * (size_t)head_size) > 1 && n_pairs > 1 ? ab_get_threads() : 1;
-    ab__par_status ps = {AB_OK, {0}};
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-#endif
-    for (int bh = 0; bh < n_pairs; bh++) {
-        int b = bh / n_head, h = bh % n_head;
-        size_t o = (size_t)b * T * 3 * d_model + (size_t)h * head_size;
-        size_t tt = (size_t)bh * T * T;
-        ab__par_record(&ps, ab__attn_bwd_pair(qkv + o, att + tt,
-                                              datty + (size_t)b * T * d_model + (size_t)h * head_size,
-                                              dqkv + o, da_all + tt, dp_all + tt, T, d_model,
-                                              head_size, scale));
-    }
-    (void)nt;
-    return ab__par_result(&ps);
+    ab__attn_job j;
+    memset(&j, 0, sizeof j);
+    j.m = m, j.qkv = qkv, j.att_in = att, j.datty = datty, j.dqkv = dqkv;
+    j.da_all = da_all, j.dp_all = dp_all, j.T = T;
+    j.scale = 1.0f / sqrtf((float)m->head_size);
+    return ab_parallel_for(B * m->n_head, ab__attn_bwd_chunk, &j);
 }
 
 /* dW[d_out][d_in] += alpha * G^T X over `rows` rows (G row stride ldg, X row stride ldx). */
