@@ -126,17 +126,17 @@ static void run_size(size_t n, ab_rng *rng) {
     if (want_sam) {
         /* theta = b0, saved = b1, g = b2; the triad writes b1 (a scratch copy for ours too) */
         opt_ctx sam = make_ctx(b0, b1, b2, NULL, n, 3), tri = make_ctx(b1, b0, b2, NULL, n, 5);
-        bench_entry e[3] = {{"ours", run_sam, &sam, 0, 0, 0},
-                            {"triad", run_triad, &tri, 0, 0, 0},
-                            {"triad_nt", run_triad_nt, &tri, 0, 0, 0}};
+        bench_entry e[3] = {{.ref = "ours", .fn = run_sam, .ctx = &sam},
+                            {.ref = "triad", .fn = run_triad, .ctx = &tri},
+                            {.ref = "triad_nt", .fn = run_triad_nt, .ctx = &tri}};
         bench_compare(sam_name, "GB/s", 60.0 * (double)n * 1e-9, 1, e, 3);
     }
     if (want_adam) {
         /* p = b0, g = b1, m = b2, v = b3 (v >= 0); the triad writes the g buffer's copy b1 */
         opt_ctx adam = make_ctx(b0, b1, b2, b3, n, 3), tri = make_ctx(b1, b0, b2, NULL, n, 7);
-        bench_entry e[3] = {{"ours", run_adamw, &adam, 0, 0, 0},
-                            {"triad", run_triad, &tri, 0, 0, 0},
-                            {"triad_nt", run_triad_nt, &tri, 0, 0, 0}};
+        bench_entry e[3] = {{.ref = "ours", .fn = run_adamw, .ctx = &adam},
+                            {.ref = "triad", .fn = run_triad, .ctx = &tri},
+                            {.ref = "triad_nt", .fn = run_triad_nt, .ctx = &tri}};
         bench_compare(adam_name, "GB/s", 84.0 * (double)n * 1e-9, 1, e, 3);
     }
     ab_aligned_free(b0);

@@ -24,53 +24,8 @@
 #define ANTIBODY_IMPLEMENTATION
 #include "antibody.h"
 #include <float.h>
-#include <immintrin.h>
 #include <math.h>
-
-/* ---- FMA peak -------------------------------------------------------------------------------- */
-#define PEAK_ACC 24 /* independent accumulators: >= 2 pipes x 4 cycles x 3 for headroom */
-#define PEAK_STEPS 200000L
-
-__attribute__((target("avx512f"), noinline)) static float fma_loop_zmm(long steps) {
-    __m512 acc[PEAK_ACC];
-    __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
-    for (int i = 0; i < PEAK_ACC; i++) acc[i] = _mm512_set1_ps((float)i);
-    for (long s = 0; s < steps; s++) {
-#pragma GCC unroll 24
-        for (int i = 0; i < PEAK_ACC; i++) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
-        __asm__ volatile("" : "+v"(x)); /* x unknown each step: no folding of the chain */
-    }
-    __m512 s = acc[0];
-    for (int i = 1; i < PEAK_ACC; i++) s = _mm512_add_ps(s, acc[i]);
-    return _mm512_reduce_add_ps(s);
-}
-
-__attribute__((target("avx2,fma"), noinline)) static float fma_loop_ymm(long steps) {
-    __m256 acc[12]; /* 16 ymm registers: 12 accumulators */
-    __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
-    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
-    for (long s = 0; s < steps; s++) {
-#pragma GCC unroll 12
-        for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], x, y);
-        __asm__ volatile("" : "+x"(x));
-    }
-    __m256 s = acc[0];
-    for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, acc[i]);
-    float out[8];
-    _mm256_storeu_ps(out, s);
-    return out[0] + out[7];
-}
-
-static volatile float peak_sink;
-static void run_peak_zmm(void *ctx) { (void)ctx; peak_sink = fma_loop_zmm(PEAK_STEPS); }
-static void run_peak_ymm(void *ctx) { (void)ctx; peak_sink = fma_loop_ymm(PEAK_STEPS); }
-static void run_peak_zmm_t2(void *ctx) {
-    (void)ctx;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(2)
-#endif
-    { peak_sink = fma_loop_zmm(PEAK_STEPS); }
-}
+#include "peak.h"
 
 /* ---- GEMM calls ------------------------------------------------------------------------------ */
 typedef struct gemm_ctx {
@@ -178,11 +133,7 @@ static void run_shape(const shape *s, int threads, ab_isa isa, const char *isa_t
     bench_entry e[8];
     gemm_ctx peer_ctx[8];
     int n = 0;
-    e[n].ref = "ours";
-    e[n].fn = run_ours;
-    e[n].ctx = &g;
-    e[n].value = e[n].best = e[n].work = 0;
-    n++;
+    e[n++] = (bench_entry){.ref = "ours", .fn = run_ours, .ctx = &g};
     double fmas = (double)s->m * s->n * s->k;
     for (int b = 0; b < n_blas; b++) {
         if (!blas[b].handle) {
@@ -196,10 +147,7 @@ static void run_shape(const shape *s, int threads, ab_isa isa, const char *isa_t
         bench_blas_set_threads(&blas[b], threads);
         peer_ctx[n] = g;
         peer_ctx[n].blas = &blas[b];
-        e[n].ref = blas[b].name;
-        e[n].fn = run_blas;
-        e[n].ctx = &peer_ctx[n];
-        e[n].value = e[n].best = e[n].work = 0;
+        e[n] = (bench_entry){.ref = blas[b].name, .fn = run_blas, .ctx = &peer_ctx[n]};
         n++;
     }
     /* correctness first: against OpenBLAS-SkylakeX if loaded, else whatever peer there is */
@@ -235,21 +183,20 @@ int main(int argc, char **argv) {
 
     /* The peaks on their own (fma_peak, fma_peak_t2); each sgemm case times the same loops again
      * as its `peak` peer, interleaved with ours. */
-    double flop_zmm = 2.0 * 16 * PEAK_ACC * PEAK_STEPS * 1e-9;
-    double flop_ymm = 2.0 * 8 * 12 * PEAK_STEPS * 1e-9;
-    bench_entry ymm[1] = {{"ours", run_peak_ymm, NULL, 0, 0, 0}};
+    double flop_zmm = PEAK_FLOP_ZMM, flop_ymm = PEAK_FLOP_YMM;
+    bench_entry ymm[1] = {{.ref = "ours", .fn = run_peak_ymm}};
     bench_compare("fma_peak_avx2", "GFLOP/s", flop_ymm, 1, ymm, 1);
     double peak_avx2 = ymm[0].best, peak1 = peak_avx2, peak2 = 2.0 * peak_avx2;
-    bench_entry p_ymm = {"peak", run_peak_ymm, NULL, 0, 0, flop_ymm}, p1 = p_ymm, p2 = p_ymm;
+    bench_entry p_ymm = {.ref = "peak", .fn = run_peak_ymm, .work = flop_ymm}, p1 = p_ymm, p2 = p_ymm;
     if (have512) { /* a ceiling: the best sample, not the median */
-        bench_entry zmm[1] = {{"ours", run_peak_zmm, NULL, 0, 0, 0}};
-        bench_entry zmm2[1] = {{"ours", run_peak_zmm_t2, NULL, 0, 0, 0}};
+        bench_entry zmm[1] = {{.ref = "ours", .fn = run_peak_zmm}};
+        bench_entry zmm2[1] = {{.ref = "ours", .fn = run_peak_zmm_t2}};
         bench_compare("fma_peak", "GFLOP/s", flop_zmm, 1, zmm, 1);
         bench_compare("fma_peak_t2", "GFLOP/s", 2.0 * flop_zmm, 2, zmm2, 1);
         peak1 = zmm[0].best;
         peak2 = zmm2[0].best;
-        p1 = (bench_entry){"peak", run_peak_zmm, NULL, 0, 0, flop_zmm};
-        p2 = (bench_entry){"peak", run_peak_zmm_t2, NULL, 0, 0, 2.0 * flop_zmm};
+        p1 = (bench_entry){.ref = "peak", .fn = run_peak_zmm, .work = flop_zmm};
+        p2 = (bench_entry){.ref = "peak", .fn = run_peak_zmm_t2, .work = 2.0 * flop_zmm};
     }
     if (bench_want("fma_peak", 1)) bench_line("fma_peak", "GFLOP/s", peak1, "avx2_fma", peak_avx2);
     if (bench_want("fma_peak_t2", 2)) bench_line("fma_peak_t2", "GFLOP/s", peak2, "fma_peak", peak1);
