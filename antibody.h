@@ -1281,6 +1281,23 @@ ABDEF ab_status ab_embedding_forward(float *out, const int *ids, const float *ta
     return AB_OK;
 }
 
+/* Threaded by columns (slices of 64): each slice adds the tokens' rows in token order, so a row
+ * that several tokens share sums in the same order for any thread count. */
+typedef struct ab__embed_args {
+    float *dtable;
+    const float *dout;
+    const int *ids;
+    int n_tokens, dim;
+} ab__embed_args;
+
+static void ab__embed_bwd_range(void *ctx, size_t j0, size_t j1) {
+    const ab__embed_args *e = (const ab__embed_args *)ctx;
+    for (int t = 0; t < e->n_tokens; t++) {
+        float *row = e->dtable + (size_t)e->ids[t] * e->dim + j0;
+        ab__k.add(row, row, e->dout + (size_t)t * e->dim + j0, j1 - j0);
+    }
+}
+
 ABDEF ab_status ab_embedding_backward(float *dtable, const float *dout, const int *ids,
                                       int n_tokens, int vocab, int dim) {
     AB__INIT();
@@ -1292,10 +1309,9 @@ ABDEF ab_status ab_embedding_backward(float *dtable, const float *dout, const in
     AB_CHECK_PTR(dout);
     AB_CHECK_PTR(ids);
     AB_TRY(ab__check_ids(__func__, ids, (size_t)n_tokens, vocab));
-    for (int t = 0; t < n_tokens; t++) {
-        float *row = dtable + (size_t)ids[t] * dim;
-        ab__k.add(row, row, dout + (size_t)t * dim, (size_t)dim);
-    }
+    ab__embed_args e;
+    e.dtable = dtable, e.dout = dout, e.ids = ids, e.n_tokens = n_tokens, e.dim = dim;
+    ab__par_range((size_t)dim, 64, 2 * AB__PAR_GRAIN / (size_t)n_tokens, ab__embed_bwd_range, &e);
     return AB_OK;
 }
 

@@ -350,6 +350,7 @@ ABDEF ab_status ab_model_load_mem(ab_model **out, const void *data, size_t size)
 #ifndef ANTIBODY_GPT_IMPLEMENTATION_DONE
 #define ANTIBODY_GPT_IMPLEMENTATION_DONE
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -847,12 +848,34 @@ ABDEF ab_status ab_model_trainable(ab_model *m, ab_model_view *view) {
     return AB_OK;
 }
 
+/* memset(p, 0, n floats) in pieces of AB__ZERO_PIECE floats on the library's threads (the
+ * gradient buffer of a GPT-2-sized model is 475 MiB). */
+#define AB__ZERO_PIECE ((size_t)1 << 18)
+typedef struct ab__zero_job {
+    float *p;
+    size_t n;
+} ab__zero_job;
+static ab_status ab__zero_chunk(void *ctx, int chunk, int slot) {
+    const ab__zero_job *z = (const ab__zero_job *)ctx;
+    size_t i0 = (size_t)chunk * AB__ZERO_PIECE, len = z->n - i0 < AB__ZERO_PIECE ? z->n - i0 : AB__ZERO_PIECE;
+    (void)slot;
+    memset(z->p + i0, 0, len * sizeof(float));
+    return AB_OK;
+}
+static void ab__zero(float *p, size_t n) {
+    ab__zero_job z;
+    z.p = p, z.n = n;
+    size_t pieces = (n + AB__ZERO_PIECE - 1) / AB__ZERO_PIECE;
+    if (pieces < 2 || pieces > (size_t)INT_MAX) memset(p, 0, n * sizeof(float));
+    else (void)ab_parallel_for((int)pieces, ab__zero_chunk, &z); /* pieces never fail */
+}
+
 ABDEF ab_status ab_model_zero_grad(ab_model *m) {
     AB_CHECK_PTR(m);
     AB_TRY(ab__ensure_train_buffers(m));
     size_t b, e;
     ab__segment(m, &b, &e);
-    memset(m->grads + b, 0, (e - b) * sizeof(float));
+    ab__zero(m->grads + b, e - b);
     return AB_OK;
 }
 
@@ -1314,22 +1337,58 @@ static ab_status ab__weight_grad(float *dW, const float *G, int ldg, const float
                                  int rows, int d_out, int d_in, float alpha) {
     return ab_sgemm(AB_TRANS, AB_NO_TRANS, d_out, d_in, rows, alpha, G, ldg, X, ldx, 1.0f, dW, d_in);
 }
-static ab_status ab__bias_grad(float *db, const float *G, int rows, int d) {
-    for (int r = 0; r < rows; r++) AB_TRY(ab_residual_forward(db, db, G + (size_t)r * d, (size_t)d));
+/* Sums over rows (bias and LayerNorm parameter gradients, the position embedding's), threaded by
+ * columns: slices of AB__COL_SLICE columns are the chunks of one ab_parallel_for, and each walks
+ * every row in order, so every sum keeps the serial order: the same bits for any thread count.
+ * Below AB__COL_PAR_MIN elements it is one chunk on the calling thread. */
+#define AB__COL_SLICE 32
+#define AB__COL_PAR_MIN 65536
+typedef struct ab__colsum_job {
+    float *dw, *db;             /* dw may be NULL: plain sum into db */
+    const float *dout, *x, *mean, *rstd;
+    int rows, cols, period;     /* period > 0: row r adds into row r % period of db (cols wide) */
+} ab__colsum_job;
+
+static ab_status ab__colsum_chunk(void *ctx, int chunk, int slot) {
+    const ab__colsum_job *j = (const ab__colsum_job *)ctx;
+    int j0 = chunk * AB__COL_SLICE, j1 = j0 + AB__COL_SLICE < j->cols ? j0 + AB__COL_SLICE : j->cols;
+    (void)slot;
+    for (int r = 0; r < j->rows; r++) {
+        const float *dr = j->dout + (size_t)r * j->cols;
+        float *db = j->db + (j->period > 0 ? (size_t)(r % j->period) * j->cols : 0);
+        if (j->dw) {
+            const float *xr = j->x + (size_t)r * j->cols;
+            float mu = j->mean[r], rs = j->rstd[r];
+            for (int c = j0; c < j1; c++) j->dw[c] += (xr[c] - mu) * rs * dr[c];
+        }
+        for (int c = j0; c < j1; c++) db[c] += dr[c];
+    }
     return AB_OK;
+}
+
+static ab_status ab__colsum(ab__colsum_job *j) {
+    int slices = (j->cols + AB__COL_SLICE - 1) / AB__COL_SLICE;
+    if ((size_t)j->rows * j->cols < AB__COL_PAR_MIN) {
+        for (int c = 0; c < slices; c++) AB_TRY(ab__colsum_chunk(j, c, 0));
+        return AB_OK;
+    }
+    return ab_parallel_for(slices, ab__colsum_chunk, j);
+}
+
+static ab_status ab__bias_grad(float *db, const float *G, int rows, int d) {
+    ab__colsum_job j;
+    memset(&j, 0, sizeof j);
+    j.db = db, j.dout = G, j.rows = rows, j.cols = d;
+    return ab__colsum(&j);
 }
 /* LayerNorm weight and bias gradients from the stored statistics: dw += xhat * dout, db += dout. */
 static ab_status ab__ln_param_grads(float *dw, float *db, const float *dout, const float *x,
                                     const float *mean, const float *rstd, int rows, int d_model) {
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * d_model, *dr = dout + (size_t)r * d_model;
-        float mu = mean[r], rs = rstd[r];
-        for (int j = 0; j < d_model; j++) {
-            dw[j] += (xr[j] - mu) * rs * dr[j];
-            db[j] += dr[j];
-        }
-    }
-    return AB_OK;
+    ab__colsum_job j;
+    memset(&j, 0, sizeof j);
+    j.dw = dw, j.db = db, j.dout = dout, j.x = x, j.mean = mean, j.rstd = rstd;
+    j.rows = rows, j.cols = d_model;
+    return ab__colsum(&j);
 }
 
 /* Per-sample squared norm of a LayerNorm's weight and bias gradients, exact, O(T d) per sample. */
@@ -1467,14 +1526,12 @@ static ab_status ab__weight_grads_top(ab_model *m, const ab__gacts *G) {
     float *dwte = ab__G(m, AB_T_WTE, 0), *dwpe = ab__G(m, AB_T_WPE, 0);
     AB__PROF(m, AB_PROF_MATMUL, ab__weight_grad(dwte, G->dlogits, n_vocab, A->lnf, d_model, n_tokens,
                                                 n_vocab, d_model, 1.0f)); /* LM head */
-    for (int t = 0; t < n_tokens; t++) { /* embedding, in token order */
-        float *row = dwte + (size_t)ids[t] * d_model;
-        AB_TRY(ab_residual_forward(row, row, G->dres + (size_t)t * d_model, (size_t)d_model));
-    }
-    for (int t = 0; t < n_tokens; t++) {
-        float *row = dwpe + (size_t)(t % T) * d_model;
-        AB_TRY(ab_residual_forward(row, row, G->dres + (size_t)t * d_model, (size_t)d_model));
-    }
+    /* embedding: rows of dwte in token order; positions: token t adds into row t % T of dwpe */
+    AB_TRY(ab_embedding_backward(dwte, G->dres, ids, n_tokens, n_vocab, d_model));
+    ab__colsum_job pj;
+    memset(&pj, 0, sizeof pj);
+    pj.db = dwpe, pj.dout = G->dres, pj.rows = n_tokens, pj.cols = d_model, pj.period = T;
+    AB_TRY(ab__colsum(&pj));
     AB__PROF(m, AB_PROF_LAYERNORM,
              ab__ln_param_grads(ab__G(m, AB_T_LNF_W, 0), ab__G(m, AB_T_LNF_B, 0), G->dlnf,
                                 ab__block_at(A, m->n_layer - 1).res3, A->lnf_mean, A->lnf_rstd,
@@ -1616,7 +1673,7 @@ ABDEF ab_status ab_model_backward(ab_model *m, const ab_backward_opts *o) {
     ab__gacts_layout(m, B, T, &G, m->gacts);
     const ab__acts *A = &m->A;
     /* phase 1: activation gradients, top to bottom, storing each linear layer's output gradient */
-    memset(G.dlogits, 0, sizeof(float) * (size_t)n_tokens * n_vocab);
+    ab__zero(G.dlogits, (size_t)n_tokens * n_vocab);
     AB__PROF(m, AB_PROF_SOFTMAX_CE, ab__ce(NULL, G.dlogits, A->logits, m->ibuf + n_tokens, A->tokw,
                                            n_tokens, n_vocab, (float)(1.0 / m->fwd_Z)));
     AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n_tokens, d_model, n_vocab, 1.0f,
