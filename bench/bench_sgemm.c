@@ -17,6 +17,10 @@
  *                     clock change on the shared host moves both sides of the ratio).
  *   sgemm_avx2_1024x1024x1024_t1
  *                     our AVX2 path, peak = the AVX2 (ymm) FMA loop.
+ *   contended_sgemm_<M>x<N>x<K>
+ *                     ours on 2 threads, ref t1 = ours on 1 thread, both while a forked busy-loop
+ *                     process competes for the CPUs (ratio >= 0.9 is the target: threads must
+ *                     not hurt); 64^3 to 2048^3 and the tiny model's qkv product.
  * Every case computes C = A*B with alpha = 1, beta = 0, tight leading dimensions, inputs uniform
  * in [-1, 1). Before timing, ours is checked against openblas_skx (or scalar) on the same inputs.
  */
@@ -102,6 +106,39 @@ static void check_against(gemm_ctx *ours, gemm_ctx *other, void (*run_other)(voi
                 name, worst, bound);
         exit(1);
     }
+}
+
+/* Ours on 2 threads against ours on 1, both while a forked busy-loop process competes for the
+ * 2 CPUs (DESIGN.md: threads must never make a run slower than one thread). */
+typedef struct threaded_ctx {
+    gemm_ctx *g;
+    int threads;
+} threaded_ctx;
+static void run_ours_threads(void *p) {
+    threaded_ctx *t = (threaded_ctx *)p;
+    ab_set_threads(t->threads);
+    run_ours(t->g);
+}
+
+static void run_contended(const shape *s, ab_isa isa, ab_rng *rng) {
+    char name[128];
+    snprintf(name, sizeof name, "contended_sgemm_%dx%dx%d", s->m, s->n, s->k);
+    if (!bench_want(name, 2)) return;
+    if (ab_set_isa(isa) != AB_OK) return;
+    gemm_ctx g = {s->ta, s->tb, s->m, s->n, s->k, s->ta ? s->m : s->k, s->tb ? s->k : s->n, s->n,
+                  NULL, NULL, NULL, NULL};
+    g.A = random_matrix((size_t)s->m * s->k, rng);
+    g.B = random_matrix((size_t)s->k * s->n, rng);
+    g.C = random_matrix((size_t)s->m * s->n, rng);
+    threaded_ctx t2 = {&g, 2}, t1 = {&g, 1};
+    bench_entry e[2] = {{.ref = "ours", .fn = run_ours_threads, .ctx = &t2},
+                        {.ref = "t1", .fn = run_ours_threads, .ctx = &t1}};
+    bench_competitor_start();
+    bench_compare(name, "GFLOP/s", 2.0 * (double)s->m * s->n * s->k * 1e-9, 2, e, 2);
+    bench_competitor_stop();
+    ab_aligned_free((void *)g.A);
+    ab_aligned_free((void *)g.B);
+    ab_aligned_free(g.C);
 }
 
 /* peak: the FMA-peak loop as a peer entry (ref "peak", its own GFLOP per call in .work). */
@@ -211,5 +248,10 @@ int main(int argc, char **argv) {
         shape sq = {1024, 1024, 1024, 0, 0, ""};
         run_shape(&sq, 1, AB_ISA_AVX2, "avx2_", p_ymm, blas, 3, &rng);
     }
+    static const shape contended[] = {{64, 64, 64, 0, 0, ""},       {256, 128, 128, 0, 0, ""},
+                                      {256, 384, 128, 0, 1, "nt"}, {512, 512, 512, 0, 0, ""},
+                                      {1024, 1024, 1024, 0, 0, ""}, {2048, 2048, 2048, 0, 0, ""}};
+    for (int i = 0; i < (int)(sizeof contended / sizeof contended[0]); i++)
+        run_contended(&contended[i], best, &rng);
     return 0;
 }

@@ -98,6 +98,9 @@ extern "C" {
  * 2-vCPU Zen 5 VM (an OpenMP fork/join measured ~3 us), ~10 us of single-core work here, so a
  * second thread gains little below it (and lost at 64^3: 110 against 210 GFLOP/s). */
 #define AB__GEMM_MIN_PAR_FMA (1024 * 1024)
+/* A threaded call is cut into more parts than threads when that lengthens the estimated critical
+ * path by at most this factor (see ab__gemm_make_plan). */
+#define AB__GEMM_SPLIT_SLACK 1.02
 /* Copy packs prefetch this many rows ahead: ~16 loop iterations cover a DRAM miss. */
 #define AB__GEMM_PF_ROWS 16
 /* op(A) = A^T is packed, even with rows under 4 KiB apart, once n reaches this: in place, the
@@ -719,18 +722,38 @@ static AB__ALWAYS_INLINE void ab__gemm_make_plan(const ab__gemm_impl *im, ab__ge
      * measured in place at ~1.5 cycles per float for a transposing pack and ~0.5 for a copying
      * one (1024^3 on 2 threads: rows 404, columns 375 GFLOP/s; 512x3072x768 with A in place:
      * rows 367, columns 383). */
-    int parts = fmas <= (double)AB__GEMM_MIN_PAR_FMA || n_threads < 1 ? 1 : n_threads;
+    int threads = fmas <= (double)AB__GEMM_MIN_PAR_FMA || n_threads < 1 ? 1 : n_threads;
     int m_units = ab__gemm_ceil_div(m, im->mr), n_units = ab__gemm_ceil_div(n, im->nr);
-    if (parts > m_units && parts > n_units) parts = m_units > n_units ? m_units : n_units;
-    int split_n = 0;
-    if (parts > 1) {
+    int parts = 1, split_n = 0;
+    if (threads > 1) {
+        /* Candidates: rows or columns, threads x F parts for F = 1, 2, 4. More parts than threads
+         * let a thread that runs late (another process holds its core) leave the parts it has not
+         * claimed to the others, instead of the caller waiting for a whole thread's share; they
+         * cost the duplicated packing of the other operand, F times per thread. Take the largest
+         * F whose critical path is within AB__GEMM_SPLIT_SLACK of the best one. */
         double a_pack = p->a_inplace ? 0.0 : (double)m * k * (p->trans_a ? 0.5 : 1.5);
         double b_pack = p->b_inplace ? 0.0 : (double)k * n * (p->trans_b ? 1.5 : 0.5);
-        double rows = (double)ab__gemm_ceil_div(m_units, parts) * im->mr;
-        double cols = (double)ab__gemm_ceil_div(n_units, parts) * im->nr;
-        double by_rows = parts > m_units ? 1e300 : rows * n * k / im->nr + b_pack + a_pack * rows / m;
-        double by_cols = parts > n_units ? 1e300 : cols * m * k / im->nr + a_pack + b_pack * cols / n;
-        split_n = by_cols < by_rows;
+        double best = 1e300, crit[2][3];
+        for (int by_n = 0; by_n < 2; by_n++) {
+            for (int f = 0; f < 3; f++) {
+                int units = by_n ? n_units : m_units, cand = threads << f;
+                crit[by_n][f] = 1e300;
+                if (cand > units && f > 0) continue;
+                if (cand > units) cand = units;
+                double len = (double)ab__gemm_ceil_div(units, cand) * (by_n ? im->nr : im->mr);
+                double part = by_n ? len * m * k / im->nr + a_pack + b_pack * len / n
+                                   : len * n * k / im->nr + b_pack + a_pack * len / m;
+                crit[by_n][f] = part * ab__gemm_ceil_div(cand, threads);
+                if (crit[by_n][f] < best) best = crit[by_n][f];
+            }
+        }
+        for (int f = 2; f >= 0 && parts == 1; f--)
+            for (int by_n = 0; by_n < 2 && parts == 1; by_n++)
+                if (crit[by_n][f] <= best * AB__GEMM_SPLIT_SLACK) {
+                    int units = by_n ? n_units : m_units;
+                    parts = (threads << f) < units ? threads << f : units;
+                    split_n = by_n;
+                }
     }
     p->parts = parts;
     p->split_n = split_n;
