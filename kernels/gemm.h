@@ -178,8 +178,30 @@ AB__UNROLL
             _mm_prefetch((const char *)(c + (ptrdiff_t)i * ldc + AB__G512_NR - 1), _MM_HINT_T0);
         }
     }
-    if (a_rs == 1) { /* packed A (a_rs is a literal 1 here: the branch folds) */
-        for (int p = 0; p < kc; p++) {
+    int p = 0;
+    if (a_rs == 1 && a_ps == AB__G512_MR && b_ps == AB__G512_NR) {
+        /* Both panels packed: constant strides, k unrolled by 4 (the same FMA order for every
+         * accumulator). A standalone copy of this tile on panels in L2, kc = 512, best of 200
+         * calls on Zen 5: 0.947 -> 0.961 of the FMA peak loop (with run-time strides the unrolled
+         * loop spilled its addresses: hence the constant-stride case alone). */
+        for (; p + 4 <= kc; p += 4) {
+AB__UNROLL
+            for (int u = 0; u < 4; u++) {
+                __m512 b0 = _mm512_loadu_ps(b + u * AB__G512_NR);
+                __m512 b1 = _mm512_loadu_ps(b + u * AB__G512_NR + 16);
+AB__UNROLL
+                for (int i = 0; i < MRV; i++) {
+                    __m512 av = _mm512_set1_ps(a[u * AB__G512_MR + i]);
+                    c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+                    c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+                }
+            }
+            a += 4 * AB__G512_MR;
+            b += 4 * AB__G512_NR;
+        }
+    }
+    if (a_rs == 1) { /* A packed or in place as A^T (a_rs is a literal 1 here: the branch folds) */
+        for (; p < kc; p++) {
             __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
 AB__UNROLL
             for (int i = 0; i < MRV; i++) {
