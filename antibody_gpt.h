@@ -1349,19 +1349,35 @@ typedef struct ab__colsum_job {
     int rows, cols, period;     /* period > 0: row r adds into row r % period of db (cols wide) */
 } ab__colsum_job;
 
+/* One row of a slice: w columns from c0. A full slice has a constant trip count, which lets the
+ * compiler vectorise it without changing any operation (no FMA contraction in ISO C mode). */
+#if defined(__GNUC__) || defined(__clang__)
+#define AB__RESTRICT __restrict /* C99's restrict, also in C++ */
+#else
+#define AB__RESTRICT
+#endif
+static void ab__colsum_row(float *AB__RESTRICT dw, float *AB__RESTRICT db, const float *AB__RESTRICT dr,
+                           const float *AB__RESTRICT xr, float mu, float rs, int w) {
+    if (w == AB__COL_SLICE) {
+        if (dw)
+            for (int c = 0; c < AB__COL_SLICE; c++) dw[c] += (xr[c] - mu) * rs * dr[c];
+        for (int c = 0; c < AB__COL_SLICE; c++) db[c] += dr[c];
+        return;
+    }
+    if (dw)
+        for (int c = 0; c < w; c++) dw[c] += (xr[c] - mu) * rs * dr[c];
+    for (int c = 0; c < w; c++) db[c] += dr[c];
+}
+
 static ab_status ab__colsum_chunk(void *ctx, int chunk, int slot) {
     const ab__colsum_job *j = (const ab__colsum_job *)ctx;
     int j0 = chunk * AB__COL_SLICE, j1 = j0 + AB__COL_SLICE < j->cols ? j0 + AB__COL_SLICE : j->cols;
     (void)slot;
     for (int r = 0; r < j->rows; r++) {
-        const float *dr = j->dout + (size_t)r * j->cols;
-        float *db = j->db + (j->period > 0 ? (size_t)(r % j->period) * j->cols : 0);
-        if (j->dw) {
-            const float *xr = j->x + (size_t)r * j->cols;
-            float mu = j->mean[r], rs = j->rstd[r];
-            for (int c = j0; c < j1; c++) j->dw[c] += (xr[c] - mu) * rs * dr[c];
-        }
-        for (int c = j0; c < j1; c++) db[c] += dr[c];
+        size_t o = (size_t)r * j->cols + j0;
+        float *db = j->db + (j->period > 0 ? (size_t)(r % j->period) * j->cols : 0) + j0;
+        ab__colsum_row(j->dw ? j->dw + j0 : NULL, db, j->dout + o, j->dw ? j->x + o : NULL,
+                       j->dw ? j->mean[r] : 0.0f, j->dw ? j->rstd[r] : 0.0f, j1 - j0);
     }
     return AB_OK;
 }
