@@ -48,7 +48,8 @@
  *   rng         ab_rng_seed ab_rng_u32 ab_rng_below ab_rng_uniform ab_rng_normal      (PCG32)
  *   gemm        ab_sgemm                         C = alpha op(A) op(B) + beta C, BLAS semantics
  *   softmax     ab_expf ab_vexpf ab_softmax ab_softmax_backward ab_log_softmax ab_cross_entropy
- *   layers      ab_layernorm_forward/_backward ab_gelu_forward/_backward
+ *   layers      ab_linear_forward (x W^T + bias, + residual, GELU: one pass)
+ *               ab_layernorm_forward/_backward ab_gelu_forward/_backward
  *               ab_residual_forward/_backward ab_embedding_forward/_backward ab_scale
  *   optimiser   ab_adamw_default ab_adamw_step ab_clip_grad_norm
  *   reduce      ab_l2_norm ab_dot ab_sumsq
@@ -255,6 +256,14 @@ ABDEF ab_status ab_layernorm_backward(float *dx, float *dweight, float *dbias, c
 /* GELU, tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
 ABDEF ab_status ab_gelu_forward(float *out, const float *x, size_t n);
 ABDEF ab_status ab_gelu_backward(float *dx, const float *x, const float *dout, size_t n);
+/* A linear layer in one pass over its output: out = x W^T + bias (+ residual); gelu_out (may be
+ * NULL) = GELU(out). x [rows][d_in], W [d_out][d_in], bias [d_out] or NULL; out, residual (or
+ * NULL; must not alias out) and gelu_out have rows of d_out floats ldo apart (ldo >= d_out).
+ * Bit for bit what setting out's rows to bias, ab_sgemm(AB_NO_TRANS, AB_TRANS, ..., beta 1),
+ * ab_residual_forward and ab_gelu_forward give, without the passes over out in between. */
+ABDEF ab_status ab_linear_forward(float *out, int ldo, const float *x, const float *W,
+                                  const float *bias, const float *residual, float *gelu_out,
+                                  int rows, int d_in, int d_out);
 /* out = a + b; backward: da += dout, db += dout. */
 ABDEF ab_status ab_residual_forward(float *out, const float *a, const float *b, size_t n);
 ABDEF ab_status ab_residual_backward(float *da, float *db, const float *dout, size_t n);
@@ -964,15 +973,42 @@ static size_t ab__row_grain(int cols) {
 }
 
 /* --- GEMM ------------------------------------------------------------------------------------- */
-typedef struct ab__sgemm_run {
+typedef struct ab__sgemm_run_ctx {
     const ab__gemm_job *job;
     float *ws; /* job->ws_floats floats per slot */
-} ab__sgemm_run;
+} ab__sgemm_run_ctx;
 
 static ab_status ab__sgemm_chunk(void *ctx, int part, int slot) {
-    const ab__sgemm_run *r = (const ab__sgemm_run *)ctx;
+    const ab__sgemm_run_ctx *r = (const ab__sgemm_run_ctx *)ctx;
     ab__k.sgemm_part(r->job, part, r->ws ? r->ws + r->job->ws_floats * (size_t)slot : NULL);
     return AB_OK;
+}
+
+/* Plans a job for this thread's share of the pool and runs its parts, with one packing workspace
+ * per thread that can run a part at the same time (the pool's slots). */
+static ab_status ab__sgemm_run(ab__gemm_job *job) {
+    int threads = ab__threads_here();
+    ab__k.sgemm_plan(job, threads);
+    int slots = job->parts < threads ? job->parts : threads;
+    float *ws = NULL;
+    if (job->ws_floats) {
+        size_t total = job->ws_floats * (size_t)slots;
+        ws = total / (size_t)slots == job->ws_floats && total <= ((size_t)-1) / sizeof(float)
+                 ? (float *)ab_aligned_alloc(total * sizeof(float))
+                 : NULL;
+        if (!ws)
+            return ab_fail(AB_ERR_ALLOC, "ab_sgemm: %zu floats of packing workspace (%d x %d x %d)",
+                           job->ws_floats * (size_t)slots, job->m, job->n, job->k);
+    }
+    ab_status st = AB_OK;
+    if (job->parts == 1) {
+        ab__k.sgemm_part(job, 0, ws);
+    } else {
+        ab__sgemm_run_ctx run = {job, ws};
+        st = ab__parallel(job->parts, ab__sgemm_chunk, &run, slots);
+    }
+    ab_aligned_free(ws);
+    return st;
 }
 
 ABDEF ab_status ab_sgemm(ab_trans trans_a, ab_trans trans_b, int m, int n, int k, float alpha,
@@ -1010,29 +1046,30 @@ ABDEF ab_status ab_sgemm(ab_trans trans_a, ab_trans trans_b, int m, int n, int k
     job.trans_a = trans_a, job.trans_b = trans_b, job.m = m, job.n = n, job.k = k;
     job.lda = lda, job.ldb = ldb, job.ldc = ldc, job.alpha = alpha, job.beta = beta;
     job.A = A, job.B = B, job.C = C;
-    int threads = ab__threads_here();
-    ab__k.sgemm_plan(&job, threads);
-    /* one workspace per thread that can run a part at the same time (the pool's slots) */
-    int slots = job.parts < threads ? job.parts : threads;
-    float *ws = NULL;
-    if (job.ws_floats) {
-        size_t total = job.ws_floats * (size_t)slots;
-        ws = total / (size_t)slots == job.ws_floats && total <= ((size_t)-1) / sizeof(float)
-                 ? (float *)ab_aligned_alloc(total * sizeof(float))
-                 : NULL;
-        if (!ws)
-            return ab_fail(AB_ERR_ALLOC, "ab_sgemm: %zu floats of packing workspace (%d x %d x %d)",
-                           job.ws_floats * (size_t)slots, m, n, k);
-    }
-    ab_status st = AB_OK;
-    if (job.parts == 1) {
-        ab__k.sgemm_part(&job, 0, ws);
-    } else {
-        ab__sgemm_run run = {&job, ws};
-        st = ab__parallel(job.parts, ab__sgemm_chunk, &run, slots);
-    }
-    ab_aligned_free(ws);
-    return st;
+    return ab__sgemm_run(&job);
+}
+
+ABDEF ab_status ab_linear_forward(float *out, int ldo, const float *x, const float *W,
+                                  const float *bias, const float *residual, float *gelu_out,
+                                  int rows, int d_in, int d_out) {
+    AB__INIT();
+    AB_CHECK_DIM(rows);
+    AB_CHECK_POS(d_in);
+    AB_CHECK_POS(d_out);
+    if (ldo < d_out) return ab_fail(AB_ERR_SHAPE, "ab_linear_forward: ldo = %d < d_out = %d", ldo, d_out);
+    if (rows == 0) return AB_OK;
+    AB_CHECK_PTR(out);
+    AB_CHECK_PTR(x);
+    AB_CHECK_PTR(W);
+    if (residual && residual == out)
+        return ab_fail(AB_ERR_ARG, "ab_linear_forward: residual must not alias out");
+    ab__gemm_job job;
+    memset(&job, 0, sizeof job);
+    job.trans_a = AB_NO_TRANS, job.trans_b = AB_TRANS, job.m = rows, job.n = d_out, job.k = d_in;
+    job.lda = d_in, job.ldb = d_in, job.ldc = ldo, job.alpha = 1.0f, job.beta = 0.0f;
+    job.A = x, job.B = W, job.C = out;
+    job.bias = bias, job.resid = residual, job.gelu = gelu_out, job.ldr = job.ldg = ldo;
+    return ab__sgemm_run(&job);
 }
 
 /* --- exp / softmax / cross-entropy ------------------------------------------------------------ */

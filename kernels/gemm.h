@@ -144,6 +144,9 @@ typedef struct ab__gemm_impl {
     ab__gemm_kernel_fn kernel;
     ab__gemm_pack_a_fn pack_a;
     ab__gemm_pack_b_fn pack_b;
+    /* the ISA's elementwise kernels, for the epilogue (ab__gemm_job.resid, .gelu) */
+    void (*add)(float *out, const float *a, const float *b, size_t n);
+    void (*gelu)(float *out, const float *x, size_t n);
 } ab__gemm_impl;
 
 /* ================================================================================================
@@ -641,10 +644,10 @@ static void ab__g256_pack_b(int trans_b, const float *B, int ldb, int p0, int kc
 
 static const ab__gemm_impl ab__g512_impl = {AB__G512_MR, AB__G512_NR, AB__G512_KC, AB__G512_NC,
                                             AB__G512_MC, ab__g512_kernel, ab__g512_pack_a,
-                                            ab__g512_pack_b};
+                                            ab__g512_pack_b, ab__avx512_add, ab__avx512_gelu_forward};
 static const ab__gemm_impl ab__g256_impl = {AB__G256_MR, AB__G256_NR, AB__G256_KC, AB__G256_NC,
                                             AB__G256_MC, ab__g256_kernel, ab__g256_pack_a,
-                                            ab__g256_pack_b};
+                                            ab__g256_pack_b, ab__avx2_add, ab__avx2_gelu_forward};
 
 static int ab__gemm_ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -657,6 +660,16 @@ static AB__ALWAYS_INLINE int ab__gemm_step(int len, int cap, int unit) {
     int blocks = ab__gemm_ceil_div(len, cap);
     int step = ab__gemm_ceil_div(len, blocks);
     return ab__gemm_ceil_div(step, unit) * unit;
+}
+
+/* After the last k block of rows [i0, i0 + mr), columns [j0, j0 + nc): C += resid, gelu = GELU(C). */
+static AB__ALWAYS_INLINE void ab__gemm_epilogue(const ab__gemm_impl *im, const ab__gemm_job *g, int i0,
+                                                int mr, int j0, int nc) {
+    for (int i = i0; i < i0 + mr; i++) {
+        float *c = g->C + (ptrdiff_t)i * g->ldc + j0;
+        if (g->resid) im->add(c, c, g->resid + (ptrdiff_t)i * g->ldr + j0, (size_t)nc);
+        if (g->gelu) im->gelu(g->gelu + (ptrdiff_t)i * g->ldg + j0, c, (size_t)nc);
+    }
 }
 
 /* The five loops over rows [i0, i1) and columns [j0, j1) of C, with this thread's packing
@@ -672,7 +685,8 @@ static AB__ALWAYS_INLINE void ab__gemm_block(const ab__gemm_impl *im, const ab__
         int mc = ab__gemm_min(mc_step, i1 - ic);
         for (int pc = 0; pc < g->k; pc += g->kc_step) {                   /* loop 4: KC */
             int kc = ab__gemm_min(g->kc_step, g->k - pc);
-            float beta = pc == 0 ? g->beta : 1.0f;
+            float beta = pc == 0 && !g->bias ? g->beta : 1.0f; /* a bias is preset in C */
+            int last = pc + kc == g->k;
             if (!g->a_inplace) im->pack_a(g->trans_a, g->A, g->lda, ic, mc, pc, kc, abuf);
             for (int jc = j0; jc < j1; jc += nc_step) {                   /* loop 3: NC */
                 int nc = ab__gemm_min(nc_step, j1 - jc);
@@ -693,6 +707,9 @@ static AB__ALWAYS_INLINE void ab__gemm_block(const ab__gemm_impl *im, const ab__
                         a_ps = 1;
                     }
                     float *c = g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc;
+                    if (pc == 0 && g->bias) /* the row panel in L1, where the kernel reads it */
+                        for (int i = 0; i < mr; i++)
+                            memcpy(c + (ptrdiff_t)i * g->ldc, g->bias + jc, sizeof(float) * (size_t)nc);
                     for (int jr = 0; jr < nc; jr += NR) {                 /* loop 1: NR */
                         int nr = ab__gemm_min(NR, nc - jr);
                         const float *b = bbuf + (ptrdiff_t)jr * kc;
@@ -705,6 +722,8 @@ static AB__ALWAYS_INLINE void ab__gemm_block(const ab__gemm_impl *im, const ab__
                         }
                         im->kernel(mr, kc, a, a_rs, a_ps, b, b_ps, c + jr, g->ldc, nr, g->alpha, beta);
                     }
+                    if (last && (g->resid || g->gelu)) /* the epilogue, on the row panel in L1 */
+                        ab__gemm_epilogue(im, g, ic + ir, mr, jc, nc);
                 }
             }
         }

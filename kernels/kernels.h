@@ -40,6 +40,13 @@ typedef struct ab__gemm_job {
     float alpha, beta;
     const float *A, *B;
     float *C;
+    /* Epilogue (linear layers), all NULL for a plain GEMM. bias [n]: C starts as bias in every
+     * row, then C = fma(alpha, acc, C) as with beta = 1 (beta is ignored). After the last k
+     * block, resid [m][ldr] (may not alias C): C += resid; then gelu [m][ldg]: GELU(C). Each
+     * the same bits as a separate pass of the ISA's add and gelu_forward kernels. */
+    const float *bias, *resid;
+    float *gelu;
+    int ldr, ldg;
     /* the plan, filled by sgemm_plan: */
     int parts;        /* independent pieces of C (>= 1) */
     size_t ws_floats; /* workspace one piece needs (0: none) */

@@ -105,10 +105,19 @@ static void ab__scalar_sgemm_plan(ab__gemm_job *job, int n_threads) {
     job->parts = 1;
     job->ws_floats = 0;
 }
+static void ab__scalar_add(float *out, const float *a, const float *b, size_t n);
+static void ab__scalar_gelu_forward(float *out, const float *x, size_t n);
 static void ab__scalar_sgemm_part(const ab__gemm_job *g, int part, float *workspace) {
     (void)part, (void)workspace;
+    if (g->bias)
+        for (int i = 0; i < g->m; i++) memcpy(g->C + (size_t)i * g->ldc, g->bias, sizeof(float) * (size_t)g->n);
     ab__scalar_sgemm(g->trans_a, g->trans_b, g->m, g->n, g->k, g->alpha, g->A, g->lda, g->B, g->ldb,
-                     g->beta, g->C, g->ldc);
+                     g->bias ? 1.0f : g->beta, g->C, g->ldc);
+    for (int i = 0; i < g->m; i++) {
+        float *c = g->C + (size_t)i * g->ldc;
+        if (g->resid) ab__scalar_add(c, c, g->resid + (size_t)i * g->ldr, (size_t)g->n);
+        if (g->gelu) ab__scalar_gelu_forward(g->gelu + (size_t)i * g->ldg, c, (size_t)g->n);
+    }
 }
 
 /* ---- softmax / cross-entropy ---------------------------------------------------------------- */
