@@ -12,7 +12,7 @@ BUILD    ?= build
 OPT      ?= -O2
 SAN      ?=
 WARN     = -Wall -Wextra -Werror
-CFLAGS_ALL = -std=c11 $(OPT) -g $(WARN) -fopenmp -I. $(SAN) $(EXTRA_CFLAGS)
+CFLAGS_ALL = -std=c11 $(OPT) -g $(WARN) -pthread -I. $(SAN) $(EXTRA_CFLAGS)
 LDLIBS_ALL = -lm -ldl $(SAN)
 TEST_LIBS  = -lcmocka -lgsl -lgslcblas
 VALGRIND   = valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --track-origins=yes
@@ -30,7 +30,7 @@ BENCH_BINS = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 TOOL_SRCS  = $(sort $(wildcard tools/*.c))
 TOOL_BINS  = $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
 
-.PHONY: all help test valgrind sanitize single check bench tools examples run clean deps readme bench-gpt2 \
+.PHONY: all help test valgrind sanitize single check bench tools examples run clean deps readme bench-gpt2 bench-v011 \
         install install-check bench-results calibrate scale-grid \
         flow-check flow-limits sweep
 .DEFAULT_GOAL := all
@@ -143,13 +143,13 @@ check:   ## all + test + valgrind + sanitize + single + install-check + README s
 readme: $(BUILD)/examples/dropin
 	@tools/check_readme.sh README.md examples/dropin.c && $(BUILD)/examples/dropin
 
-# Every bench binary with its defaults, except bench_step, which runs only the tiny model here: one
-# scalar step of the GPT-2-shaped model takes about a minute (run `make bench-gpt2` for it).
+# Every bench binary with its defaults (bench_step leaves out the GPT-2-shaped model unless asked:
+# one scalar step of it takes about a minute; run `make bench-gpt2` for it).
 # Writes build/bench/results.md and .png only: a benchmark never dirties the checkout.
 bench: $(BENCH_BINS)   ## all benchmarks (< 5 min); writes build/bench/results.md and results.png
 	@rm -f $(BUILD)/bench.log
 	@for b in $(BENCH_BINS); do \
-	    case $$b in *bench_step) args="--case step_tiny";; *) args="";; esac; \
+	    args=""; \
 	    AB_BENCH_LOG=$(CURDIR)/$(BUILD)/bench.log $$b $$args || exit 1; done
 	tools/bench_report.sh $(BUILD)/bench.log $(BUILD)/bench/results.png > $(BUILD)/bench/results.md
 	@echo "wrote $(BUILD)/bench/results.md"
@@ -160,8 +160,23 @@ bench-results: bench   ## make bench, then copy its results over the committed b
 	@if [ -f $(BUILD)/bench/results.png ]; then cp $(BUILD)/bench/results.png bench/results.png; fi
 	@echo "refreshed bench/results.md from this run"
 
-bench-gpt2: $(BUILD)/bench/bench_step   ## the GPT-2-shaped training step vs the scalar path (~3 min)
-	$(BUILD)/bench/bench_step --case step_gpt2
+bench-gpt2: $(BUILD)/bench/bench_step   ## the GPT-2-shaped training step: vs scalar, of the FMA limit, contended (~6 min)
+	$(BUILD)/bench/bench_step --case gpt2
+
+# The training steps against v0.1.1's, linked into one binary (bench/step_peer.c, compiled against
+# `git archive` of the v0.1.1 commit with ANTIBODY_STATIC and -fopenmp, as that version threads)
+# and timed interleaved with ours in one process.
+V011_REV = e3b37b8
+$(BUILD)/v011/src/antibody.h:
+	@mkdir -p $(BUILD)/v011/src
+	git archive $(V011_REV) | tar -x -C $(BUILD)/v011/src
+$(BUILD)/v011/step_peer.o: bench/step_peer.c bench/step_peer.h $(BUILD)/v011/src/antibody.h
+	$(CC) -std=c11 $(OPT) -g -fopenmp -I$(BUILD)/v011/src -c $< -o $@
+$(BUILD)/bench/bench_step_v011: bench/bench_step.c $(HDRS) $(wildcard bench/*.h) $(BUILD)/v011/step_peer.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fno-omit-frame-pointer -DBENCH_STEP_PEER $< $(BUILD)/v011/step_peer.o -o $@ -fopenmp $(LDLIBS_ALL)
+bench-v011: $(BUILD)/bench/bench_step_v011   ## the tiny and lab training steps vs v0.1.1's, in one process (~2 min)
+	$(BUILD)/bench/bench_step_v011 --case step_
 
 # The main job: the lab's data (0.1 s, deterministic), then the whole flow with its defaults.
 run: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## the lab over 5 seeds: align -> fine-tune -> prune, HS/FA with intervals (< 10 min)

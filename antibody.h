@@ -7,10 +7,11 @@
  * USING IT
  *   In exactly ONE C or C++ file:        #define ANTIBODY_IMPLEMENTATION
  *                                        #include "antibody.h"
- *   Everywhere else just #include "antibody.h". Link with -lm (add -fopenmp for threads; results
- *   are bitwise identical for every thread count). Never build with -ffast-math. The repository
- *   keeps kernels/ next to this file; `make single` writes build/antibody.h (everything in one
- *   file) and build/antibody_core.h (this core alone, kernels inlined).
+ *   Everywhere else just #include "antibody.h". Link with -lm -pthread (threads are the library's
+ *   own POSIX threads; results are bitwise identical for every thread count). Never build with
+ *   -ffast-math. The repository keeps kernels/ next to this file; `make single` writes
+ *   build/antibody.h (everything in one file) and build/antibody_core.h (this core alone, kernels
+ *   inlined).
  *
  * LAYERS (each file only calls the ones below it; DESIGN.md)
  *   kernels/            scalar oracle, AVX2, AVX-512 and GEMM kernels (never call the core)
@@ -25,6 +26,7 @@
  *   AB_MALLOC / AB_FREE your allocator, both or neither; aligned buffers are carved out of it
  *   AB_ASSERT(x)        internal invariants (default assert); never used for input checks
  *   AB_NO_SIMD          compile only the scalar kernels
+ *   AB_NO_THREADS       no worker threads: everything runs on the calling thread
  *
  * CONVENTIONS
  *   - Every function returns ab_status (AB_OK == 0); ab_last_error() says what was wrong
@@ -58,13 +60,16 @@
  *
  * API
  *   core        ab_init ab_set_isa ab_get_isa ab_best_isa ab_cpu_supports ab_isa_compiled
- *               ab_isa_name ab_isa_from_name ab_set_threads ab_get_threads ab_status_str
+ *               ab_isa_name ab_isa_from_name ab_status_str
  *               ab_last_error ab_fail (+ AB_TRY, AB_CHECK_*) ab_aligned_alloc ab_aligned_free
  *               ab_crc32 ab_save_file
+ *   threads     ab_set_threads ab_get_threads ab_parallel_for   (a pool of POSIX threads: a late or
+ *               descheduled thread's share is taken by the others; same bits for any count)
  *   rng         ab_rng_seed ab_rng_u32 ab_rng_below ab_rng_uniform ab_rng_normal      (PCG32)
  *   gemm        ab_sgemm                         C = alpha op(A) op(B) + beta C, BLAS semantics
  *   softmax     ab_expf ab_vexpf ab_softmax ab_softmax_backward ab_log_softmax ab_cross_entropy
- *   layers      ab_layernorm_forward/_backward ab_gelu_forward/_backward
+ *   layers      ab_linear_forward (x W^T + bias, + residual, GELU: one pass)
+ *               ab_layernorm_forward/_backward ab_gelu_forward/_backward
  *               ab_residual_forward/_backward ab_embedding_forward/_backward ab_scale
  *   optimiser   ab_adamw_default ab_adamw_step ab_clip_grad_norm
  *   reduce      ab_l2_norm ab_dot ab_sumsq
@@ -181,9 +186,24 @@ ABDEF int ab_isa_compiled(ab_isa isa);    /* 1 if this build contains kernels fo
 ABDEF const char *ab_isa_name(ab_isa isa); /* "scalar", "avx2", "avx512"; "none" for AB_ISA_COUNT */
 ABDEF ab_status ab_isa_from_name(const char *name, ab_isa *out);
 
-/* Threads (OpenMP when built with -fopenmp, otherwise always 1). Results never depend on it. */
-ABDEF ab_status ab_set_threads(int n_threads); /* n_threads >= 1 */
+/* Threads: the library's own pool of POSIX threads (build with -pthread; AB_NO_THREADS or a
+ * platform without them: always 1). Results never depend on the count. The default is the number
+ * of online CPUs. Lowering the count stops the extra workers (ab_set_threads(1) stops them all,
+ * e.g. before exit under valgrind); they start again on the next call that needs them.           */
+#define AB_MAX_THREADS 256
+ABDEF ab_status ab_set_threads(int n_threads); /* 1 <= n_threads <= AB_MAX_THREADS */
 ABDEF int ab_get_threads(void);
+/* Runs fn(ctx, chunk, slot) once for every chunk in [0, n_chunks), on up to ab_get_threads()
+ * threads of which the caller is one, and returns when all have run. Chunks are claimed one at a
+ * time, so a thread that starts late (or is descheduled) leaves its share to the others; write
+ * chunks whose results do not depend on which thread runs them or in which order, and the output
+ * is the same for every thread count. slot in [0, ab_get_threads()) names the thread running the
+ * chunk: chunks running at the same time have different slots (index per-thread scratch by it).
+ * A call from inside a chunk (nested), or while another thread's call holds the pool, runs its
+ * chunks in order on the calling thread, slot 0. Returns AB_OK, or the status of the lowest
+ * failing chunk (with its message; the other chunks still run).                                 */
+typedef ab_status (*ab_parallel_fn)(void *ctx, int chunk, int slot);
+ABDEF ab_status ab_parallel_for(int n_chunks, ab_parallel_fn fn, void *ctx);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Memory: 64-byte aligned buffers carved out of AB_MALLOC. ab_aligned_free(NULL) is a no-op.       */
@@ -288,6 +308,14 @@ ABDEF ab_status ab_layernorm_backward(float *dx, float *dweight, float *dbias, c
 /* GELU, tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
 ABDEF ab_status ab_gelu_forward(float *out, const float *x, size_t n);
 ABDEF ab_status ab_gelu_backward(float *dx, const float *x, const float *dout, size_t n);
+/* A linear layer in one pass over its output: out = x W^T + bias (+ residual); gelu_out (may be
+ * NULL) = GELU(out). x [rows][d_in], W [d_out][d_in], bias [d_out] or NULL; out, residual (or
+ * NULL; must not alias out) and gelu_out have rows of d_out floats ldo apart (ldo >= d_out).
+ * Bit for bit what setting out's rows to bias, ab_sgemm(AB_NO_TRANS, AB_TRANS, ..., beta 1),
+ * ab_residual_forward and ab_gelu_forward give, without the passes over out in between. */
+ABDEF ab_status ab_linear_forward(float *out, int ldo, const float *x, const float *W,
+                                  const float *bias, const float *residual, float *gelu_out,
+                                  int rows, int d_in, int d_out);
 /* out = a + b; backward: da += dout, db += dout. */
 ABDEF ab_status ab_residual_forward(float *out, const float *a, const float *b, size_t n);
 ABDEF ab_status ab_residual_backward(float *da, float *db, const float *dout, size_t n);
@@ -415,6 +443,7 @@ ABDEF ab_status ab_proximal_grad(float *g, const float *theta, const float *anch
 #define ANTIBODY_IMPLEMENTATION_DONE
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -454,10 +483,6 @@ int fileno(FILE *f);
 #define AB__X86 1
 #else
 #define AB__X86 0
-#endif
-
-#ifdef _OPENMP
-#include <omp.h>
 #endif
 
 #if defined(__cplusplus)
@@ -503,20 +528,303 @@ ABDEF const char *ab_status_str(ab_status st) {
 
 ABDEF const char *ab_last_error(void) { return ab__errmsg[0] ? ab__errmsg : "no error"; }
 
-/* --- threads -------------------------------------------------------------------------------- */
-static int ab__n_threads = 0; /* 0: not set, use the OpenMP default */
+/* --- threads: a small pool of POSIX threads -------------------------------------------------- *
+ * Why not OpenMP: libgomp's end-of-region barrier waits for every team member, so one worker that
+ * the OS has descheduled (another process holds its core) stalls the region for a time slice; the
+ * lab's model ran 16x slower on 2 threads than on 1 that way. Here a parallel call is a set of
+ * chunks claimed one at a time through one atomic word; the caller claims chunks too, so work
+ * that no worker has started yet is simply done by whoever gets to it, and the caller waits only
+ * for chunks already claimed. A worker that wakes late finds nothing left and goes back to sleep.
+ * Idle workers spin for AB__SPIN_TICKS (a region following soon is then picked up at once), then
+ * sleep on a condition variable; the caller likewise spins briefly, then sleeps, while the last
+ * claimed chunks finish.
+ *
+ * The state word packs the region's generation (32 bits), its pool-chunk count (16) and the next
+ * unclaimed chunk (16). A claim is a compare-and-swap of that word: it succeeds only while the
+ * region it read is still open, so a worker can never run a chunk of a region that has ended, and
+ * the region's fields (fn, ctx, ...) stay put while any of its chunks runs (the caller rewrites
+ * them only after every chunk has finished). Slots: the caller is 0, worker i is i + 1.          */
+#if !defined(AB_NO_THREADS) && (defined(__GNUC__) || defined(__clang__)) &&                      \
+    (defined(__unix__) || defined(__APPLE__))
+#define AB__THREADS 1
+#else
+#define AB__THREADS 0
+#endif
+#define AB__POOL_MAX_CHUNKS 0xffff /* chunks per region in the state word (more are grouped) */
+
+static AB__THREAD_LOCAL int ab__in_parallel; /* this thread runs a chunk (or is a worker) */
+static int ab__n_threads = 0;                 /* atomic; 0: not set, the online CPU count */
+
+typedef struct ab__region_err {
+    int chunk;     /* lowest failing user chunk, INT_MAX: none */
+    ab_status st;
+    char msg[sizeof ab__errmsg];
+} ab__region_err;
+
+static void ab__region_fail(ab__region_err *e, int chunk, ab_status st);
+
+/* Runs user chunks [c0, c1) of fn on this thread; records the lowest failure in e. */
+static void ab__run_chunks(ab_parallel_fn fn, void *ctx, int c0, int c1, int slot, ab__region_err *e) {
+    for (int c = c0; c < c1; c++) {
+        ab_status st = fn(ctx, c, slot);
+        if (st != AB_OK) ab__region_fail(e, c, st);
+    }
+}
+
+#if AB__THREADS
+#include <pthread.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define AB__PAUSE() __builtin_ia32_pause()
+#define AB__TICKS() __builtin_ia32_rdtsc()
+/* ~20-40 us of spinning at 2.5-5 GHz TSC rates: longer than the serial gap between two regions
+ * of a training step, far shorter than a scheduler time slice. */
+#define AB__SPIN_TICKS 100000ull
+#else
+#define AB__PAUSE() ((void)0)
+static unsigned long long ab__ticks_counter;
+#define AB__TICKS() (++ab__ticks_counter)
+#define AB__SPIN_TICKS 20000ull
+#endif
+
+#define AB__LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define AB__STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define AB__ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
+
+typedef struct ab__pool {
+    int n_workers;        /* started (worker i has slot i + 1) */
+    int stop_from;        /* atomic: workers with index >= stop_from exit */
+    pthread_t tid[AB_MAX_THREADS];
+    unsigned first_epoch[AB_MAX_THREADS]; /* the epoch when worker i was started */
+    int busy;             /* atomic: a caller owns the pool */
+    unsigned epoch;       /* atomic: bumped for every region and every stop */
+    int sleepers;         /* atomic: workers waiting on `wake` */
+    unsigned long long state; /* atomic: generation << 32 | pool chunks << 16 | next chunk */
+    unsigned generation;
+    /* the region (written by the caller before it publishes `state`) */
+    ab_parallel_fn fn;
+    void *ctx;
+    int n_user;           /* user chunks; pool chunk j runs [j n_user / n, (j+1) n_user / n) */
+    int max_slots;        /* atomic: workers with slot >= max_slots stay out */
+    unsigned done;        /* atomic: pool chunks finished */
+    int caller_waiting;   /* atomic */
+    int err_lock;         /* atomic spin lock around err */
+    ab__region_err err;
+} ab__pool;
+
+static ab__pool ab__pool_g;
+static pthread_mutex_t ab__pool_admin = PTHREAD_MUTEX_INITIALIZER; /* starting, stopping workers */
+static pthread_mutex_t ab__pool_lock = PTHREAD_MUTEX_INITIALIZER;  /* around the sleeps */
+static pthread_cond_t ab__pool_wake = PTHREAD_COND_INITIALIZER;    /* workers wait for an epoch */
+static pthread_cond_t ab__pool_done = PTHREAD_COND_INITIALIZER;    /* the caller waits for chunks */
+
+static void ab__region_fail(ab__region_err *e, int chunk, ab_status st) {
+    while (__atomic_exchange_n(&ab__pool_g.err_lock, 1, __ATOMIC_ACQUIRE)) AB__PAUSE();
+    if (chunk < e->chunk) {
+        e->chunk = chunk;
+        e->st = st;
+        snprintf(e->msg, sizeof e->msg, "%s", ab__errmsg);
+    }
+    __atomic_store_n(&ab__pool_g.err_lock, 0, __ATOMIC_RELEASE);
+}
+
+/* Claims and runs chunks of the open region until none is left. */
+static void ab__pool_work(ab__pool *p, int slot) {
+    for (;;) {
+        unsigned long long s = __atomic_load_n(&p->state, __ATOMIC_ACQUIRE);
+        unsigned n = (unsigned)(s >> 16) & 0xffffu, next = (unsigned)s & 0xffffu;
+        if (next >= n) return;
+        if (slot >= __atomic_load_n(&p->max_slots, __ATOMIC_RELAXED)) return;
+        if (!__atomic_compare_exchange_n(&p->state, &s, s + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            continue;
+        /* chunk `next` is ours: the region cannot end before it is done, so its fields hold */
+        int c0 = (int)((long long)next * p->n_user / n), c1 = (int)((long long)(next + 1) * p->n_user / n);
+        ab__run_chunks(p->fn, p->ctx, c0, c1, slot, &p->err);
+        if (AB__ADD(&p->done, 1u) == n && AB__LOAD(&p->caller_waiting)) {
+            pthread_mutex_lock(&ab__pool_lock);
+            pthread_cond_signal(&ab__pool_done);
+            pthread_mutex_unlock(&ab__pool_lock);
+        }
+    }
+}
+
+static void *ab__pool_worker(void *arg) {
+    ab__pool *p = &ab__pool_g;
+    int index = (int)(intptr_t)arg;
+    unsigned seen = p->first_epoch[index]; /* a region or stop posted since then is not missed */
+    ab__in_parallel = 1; /* a GEMM inside a chunk runs on this thread alone */
+    for (;;) {
+        unsigned long long t0 = AB__TICKS();
+        unsigned e;
+        while ((e = AB__LOAD(&p->epoch)) == seen && AB__TICKS() - t0 < AB__SPIN_TICKS) AB__PAUSE();
+        if (e == seen) {
+            pthread_mutex_lock(&ab__pool_lock);
+            AB__ADD(&p->sleepers, 1);
+            while ((e = AB__LOAD(&p->epoch)) == seen) pthread_cond_wait(&ab__pool_wake, &ab__pool_lock);
+            AB__ADD(&p->sleepers, -1);
+            pthread_mutex_unlock(&ab__pool_lock);
+        }
+        seen = e;
+        if (index >= AB__LOAD(&p->stop_from)) return NULL;
+        ab__pool_work(p, index + 1);
+    }
+}
+
+static void ab__pool_bump(ab__pool *p) {
+    AB__ADD(&p->epoch, 1u);
+    if (AB__LOAD(&p->sleepers) > 0) {
+        pthread_mutex_lock(&ab__pool_lock);
+        pthread_cond_broadcast(&ab__pool_wake);
+        pthread_mutex_unlock(&ab__pool_lock);
+    }
+}
+
+/* Stops and joins the workers with index >= keep (under p->admin). */
+static void ab__pool_stop(ab__pool *p, int keep) {
+    if (keep >= p->n_workers) return;
+    AB__STORE(&p->stop_from, keep);
+    ab__pool_bump(p);
+    for (int i = keep; i < p->n_workers; i++) pthread_join(p->tid[i], NULL);
+    p->n_workers = keep;
+}
+
+/* A forked child has the calling thread only: forget the parent's workers. */
+static void ab__pool_atfork_child(void) {
+    ab__pool *p = &ab__pool_g;
+    p->n_workers = 0;
+    p->sleepers = 0;
+    p->busy = 0;
+    p->caller_waiting = 0;
+    p->err_lock = 0;
+    pthread_mutex_init(&ab__pool_admin, NULL);
+    pthread_mutex_init(&ab__pool_lock, NULL);
+    pthread_cond_init(&ab__pool_wake, NULL);
+    pthread_cond_init(&ab__pool_done, NULL);
+}
+
+/* Starts workers up to `want` (under p->admin); a failure leaves fewer, which is only slower. */
+static void ab__pool_start(ab__pool *p, int want) {
+    static int atfork_registered;
+    if (!atfork_registered) atfork_registered = pthread_atfork(NULL, NULL, ab__pool_atfork_child) == 0;
+    AB__STORE(&p->stop_from, AB_MAX_THREADS);
+    while (p->n_workers < want) {
+        p->first_epoch[p->n_workers] = AB__LOAD(&p->epoch);
+        if (pthread_create(&p->tid[p->n_workers], NULL, ab__pool_worker, (void *)(intptr_t)p->n_workers))
+            break;
+        p->n_workers++;
+    }
+}
+
+static int ab__default_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > AB_MAX_THREADS ? AB_MAX_THREADS : (int)n;
+}
 
 static int ab__threads(void) {
-#ifdef _OPENMP
-    return ab__n_threads > 0 ? ab__n_threads : omp_get_max_threads();
-#else
-    return 1;
+    int n = __atomic_load_n(&ab__n_threads, __ATOMIC_RELAXED);
+    if (n == 0) { /* a benign race: every thread computes the same value */
+        n = ab__default_threads();
+        __atomic_store_n(&ab__n_threads, n, __ATOMIC_RELAXED);
+    }
+    return n;
+}
+
+/* fn over n chunks on up to `slots` threads; the caller owns the pool (p->busy). */
+static void ab__pool_run(ab__pool *p, int n, ab_parallel_fn fn, void *ctx, int slots) {
+    if (p->n_workers < slots - 1) {
+        pthread_mutex_lock(&ab__pool_admin);
+        ab__pool_start(p, slots - 1);
+        pthread_mutex_unlock(&ab__pool_admin);
+    }
+    unsigned n_pool = n < AB__POOL_MAX_CHUNKS ? (unsigned)n : AB__POOL_MAX_CHUNKS;
+    p->fn = fn;
+    p->ctx = ctx;
+    p->n_user = n;
+    p->err.chunk = INT_MAX;
+    AB__STORE(&p->max_slots, slots);
+    AB__STORE(&p->done, 0u);
+    p->generation++;
+    __atomic_store_n(&p->state, (unsigned long long)p->generation << 32 | (unsigned long long)n_pool << 16,
+                     __ATOMIC_RELEASE);
+    ab__pool_bump(p);
+    ab__in_parallel = 1;
+    ab__pool_work(p, 0);
+    ab__in_parallel = 0;
+    unsigned long long t0 = AB__TICKS();
+    while (AB__LOAD(&p->done) < n_pool && AB__TICKS() - t0 < AB__SPIN_TICKS / 4) AB__PAUSE();
+    if (AB__LOAD(&p->done) < n_pool) {
+        pthread_mutex_lock(&ab__pool_lock);
+        AB__STORE(&p->caller_waiting, 1);
+        while (AB__LOAD(&p->done) < n_pool) pthread_cond_wait(&ab__pool_done, &ab__pool_lock);
+        AB__STORE(&p->caller_waiting, 0);
+        pthread_mutex_unlock(&ab__pool_lock);
+    }
+}
+#else /* no threads */
+static void ab__region_fail(ab__region_err *e, int chunk, ab_status st) {
+    if (chunk < e->chunk) {
+        e->chunk = chunk;
+        e->st = st;
+        snprintf(e->msg, sizeof e->msg, "%s", ab__errmsg);
+    }
+}
+static int ab__threads(void) { return 1; }
 #endif
+
+/* Threads a parallel call made here may use: 1 inside a chunk (nested calls run inline). */
+static int ab__threads_here(void) { return ab__in_parallel ? 1 : ab__threads(); }
+
+/* ab_parallel_for with at most max_slots threads (slots < max_slots). */
+static ab_status ab__parallel(int n_chunks, ab_parallel_fn fn, void *ctx, int max_slots) {
+    ab__region_err err;
+    err.chunk = INT_MAX;
+    err.st = AB_OK;
+    int slots = ab__threads_here();
+    if (slots > max_slots) slots = max_slots;
+    if (slots > n_chunks) slots = n_chunks;
+#if AB__THREADS
+    ab__pool *p = &ab__pool_g;
+    if (slots > 1 && !__atomic_exchange_n(&p->busy, 1, __ATOMIC_ACQUIRE)) {
+        ab__pool_run(p, n_chunks, fn, ctx, slots);
+        err = p->err;
+        __atomic_store_n(&p->busy, 0, __ATOMIC_RELEASE);
+    } else
+#endif
+    {
+        /* one thread, or the pool is held by another thread's call: every chunk here, in order
+         * (marked as inside a chunk, so nested calls behave as they do on a worker) */
+        int outer = ab__in_parallel;
+        ab__in_parallel = n_chunks > 1 || outer;
+        ab__run_chunks(fn, ctx, 0, n_chunks, 0, &err);
+        ab__in_parallel = outer;
+    }
+    if (err.chunk != INT_MAX) return ab_fail(err.st, "%s", err.msg);
+    return AB_OK;
+}
+
+ABDEF ab_status ab_parallel_for(int n_chunks, ab_parallel_fn fn, void *ctx) {
+    AB_CHECK_DIM(n_chunks);
+    AB_CHECK_PTR(fn);
+    if (n_chunks == 0) return AB_OK;
+    return ab__parallel(n_chunks, fn, ctx, AB_MAX_THREADS);
 }
 
 ABDEF ab_status ab_set_threads(int n_threads) {
-    if (n_threads < 1) return ab_fail(AB_ERR_ARG, "ab_set_threads: n_threads = %d < 1", n_threads);
+    if (n_threads < 1 || n_threads > AB_MAX_THREADS)
+        return ab_fail(AB_ERR_ARG, "ab_set_threads: n_threads = %d outside [1, %d]", n_threads,
+                       AB_MAX_THREADS);
+    if (ab__in_parallel)
+        return ab_fail(AB_ERR_STATE, "ab_set_threads: called from inside a parallel chunk");
+#if AB__THREADS
+    __atomic_store_n(&ab__n_threads, n_threads, __ATOMIC_RELAXED);
+    ab__pool *p = &ab__pool_g;
+    pthread_mutex_lock(&ab__pool_admin);
+    ab__pool_stop(p, n_threads - 1);
+    pthread_mutex_unlock(&ab__pool_admin);
+#else
     ab__n_threads = n_threads;
+#endif
     return AB_OK;
 }
 
@@ -699,7 +1007,85 @@ ABDEF ab_isa ab_get_isa(void) {
 
 #define AB__INIT() AB_TRY(ab_init())
 
+/* --- ranges on the thread pool ----------------------------------------------------------------- */
+/* [0, n) elements or rows cut into pieces of `grain` (fixed by n alone, so the pieces, and with
+ * them the results, do not depend on the thread count), body(ctx, begin, end) per piece. Below
+ * min_par, or with one thread, it is one call over the whole range: the element kernels treat
+ * every element alike and pieces start at multiples of 64 elements (or at row boundaries), so a
+ * piece computes what the same elements get in one call, bit for bit. */
+typedef void (*ab__range_fn)(void *ctx, size_t begin, size_t end);
+typedef struct ab__range_job {
+    ab__range_fn body;
+    void *ctx;
+    size_t n, grain;
+} ab__range_job;
+
+static ab_status ab__range_chunk(void *ctx, int piece, int slot) {
+    const ab__range_job *j = (const ab__range_job *)ctx;
+    size_t begin = (size_t)piece * j->grain, end = j->n - begin > j->grain ? begin + j->grain : j->n;
+    (void)slot;
+    j->body(j->ctx, begin, end);
+    return AB_OK;
+}
+
+static void ab__par_range(size_t n, size_t grain, size_t min_par, ab__range_fn body, void *ctx) {
+    size_t pieces = grain ? (n + grain - 1) / grain : 1;
+    if (n < min_par || pieces < 2 || pieces > (size_t)INT_MAX || ab__threads_here() < 2) {
+        body(ctx, 0, n);
+        return;
+    }
+    ab__range_job j;
+    j.body = body, j.ctx = ctx, j.n = n, j.grain = grain;
+    (void)ab__parallel((int)pieces, ab__range_chunk, &j, AB_MAX_THREADS); /* pieces never fail */
+}
+
+/* Elementwise kernels: pieces of AB__PAR_GRAIN elements (a multiple of 64), threaded from two
+ * pieces on. Rows: pieces of about AB__PAR_GRAIN elements' worth of whole rows. */
+#define AB__PAR_GRAIN ((size_t)32768)
+static size_t ab__row_grain(int cols) {
+    size_t g = AB__PAR_GRAIN / (size_t)cols;
+    return g ? g : 1;
+}
+
 /* --- GEMM ------------------------------------------------------------------------------------- */
+typedef struct ab__sgemm_run_ctx {
+    const ab__gemm_job *job;
+    float *ws; /* job->ws_floats floats per slot */
+} ab__sgemm_run_ctx;
+
+static ab_status ab__sgemm_chunk(void *ctx, int part, int slot) {
+    const ab__sgemm_run_ctx *r = (const ab__sgemm_run_ctx *)ctx;
+    ab__k.sgemm_part(r->job, part, r->ws ? r->ws + r->job->ws_floats * (size_t)slot : NULL);
+    return AB_OK;
+}
+
+/* Plans a job for this thread's share of the pool and runs its parts, with one packing workspace
+ * per thread that can run a part at the same time (the pool's slots). */
+static ab_status ab__sgemm_run(ab__gemm_job *job) {
+    int threads = ab__threads_here();
+    ab__k.sgemm_plan(job, threads);
+    int slots = job->parts < threads ? job->parts : threads;
+    float *ws = NULL;
+    if (job->ws_floats) {
+        size_t total = job->ws_floats * (size_t)slots;
+        ws = total / (size_t)slots == job->ws_floats && total <= ((size_t)-1) / sizeof(float)
+                 ? (float *)ab_aligned_alloc(total * sizeof(float))
+                 : NULL;
+        if (!ws)
+            return ab_fail(AB_ERR_ALLOC, "ab_sgemm: %zu floats of packing workspace (%d x %d x %d)",
+                           job->ws_floats * (size_t)slots, job->m, job->n, job->k);
+    }
+    ab_status st = AB_OK;
+    if (job->parts == 1) {
+        ab__k.sgemm_part(job, 0, ws);
+    } else {
+        ab__sgemm_run_ctx run = {job, ws};
+        st = ab__parallel(job->parts, ab__sgemm_chunk, &run, slots);
+    }
+    ab_aligned_free(ws);
+    return st;
+}
+
 ABDEF ab_status ab_sgemm(ab_trans trans_a, ab_trans trans_b, int m, int n, int k, float alpha,
                          const float *A, int lda, const float *B, int ldb, float beta, float *C,
                          int ldc) {
@@ -730,18 +1116,35 @@ ABDEF ab_status ab_sgemm(ab_trans trans_a, ab_trans trans_b, int m, int n, int k
         ab__scale_matrix(C, m, n, ldc, beta);
         return AB_OK;
     }
-    int n_threads = ab__threads();
-    size_t ws_floats = ab__k.sgemm_workspace(trans_a, trans_b, m, n, k, lda, ldb, n_threads);
-    float *ws = NULL;
-    if (ws_floats) {
-        ws = ws_floats <= ((size_t)-1) / sizeof(float) ? (float *)ab_aligned_alloc(ws_floats * sizeof(float)) : NULL;
-        if (!ws)
-            return ab_fail(AB_ERR_ALLOC, "ab_sgemm: %zu floats of packing workspace (%d x %d x %d)",
-                           ws_floats, m, n, k);
-    }
-    ab__k.sgemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, n_threads, ws);
-    ab_aligned_free(ws);
-    return AB_OK;
+    ab__gemm_job job;
+    memset(&job, 0, sizeof job);
+    job.trans_a = trans_a, job.trans_b = trans_b, job.m = m, job.n = n, job.k = k;
+    job.lda = lda, job.ldb = ldb, job.ldc = ldc, job.alpha = alpha, job.beta = beta;
+    job.A = A, job.B = B, job.C = C;
+    return ab__sgemm_run(&job);
+}
+
+ABDEF ab_status ab_linear_forward(float *out, int ldo, const float *x, const float *W,
+                                  const float *bias, const float *residual, float *gelu_out,
+                                  int rows, int d_in, int d_out) {
+    AB__INIT();
+    AB_CHECK_DIM(rows);
+    AB_CHECK_POS(d_in);
+    AB_CHECK_POS(d_out);
+    if (ldo < d_out) return ab_fail(AB_ERR_SHAPE, "ab_linear_forward: ldo = %d < d_out = %d", ldo, d_out);
+    if (rows == 0) return AB_OK;
+    AB_CHECK_PTR(out);
+    AB_CHECK_PTR(x);
+    AB_CHECK_PTR(W);
+    if (residual && residual == out)
+        return ab_fail(AB_ERR_ARG, "ab_linear_forward: residual must not alias out");
+    ab__gemm_job job;
+    memset(&job, 0, sizeof job);
+    job.trans_a = AB_NO_TRANS, job.trans_b = AB_TRANS, job.m = rows, job.n = d_out, job.k = d_in;
+    job.lda = d_in, job.ldb = d_in, job.ldc = ldo, job.alpha = 1.0f, job.beta = 0.0f;
+    job.A = x, job.B = W, job.C = out;
+    job.bias = bias, job.resid = residual, job.gelu = gelu_out, job.ldr = job.ldg = ldo;
+    return ab__sgemm_run(&job);
 }
 
 /* --- exp / softmax / cross-entropy ------------------------------------------------------------ */
@@ -796,6 +1199,22 @@ ABDEF ab_status ab_log_softmax(float *y, const float *x, int rows, int cols) {
     return AB_OK;
 }
 
+typedef struct ab__ce_args {
+    float *losses, *dlogits;
+    const float *logits, *weights;
+    const int *targets;
+    int vocab;
+    float dscale;
+} ab__ce_args;
+
+static void ab__ce_range(void *ctx, size_t r0, size_t r1) {
+    const ab__ce_args *c = (const ab__ce_args *)ctx;
+    size_t o = r0 * (size_t)c->vocab;
+    ab__k.cross_entropy(c->losses ? c->losses + r0 : NULL, c->dlogits ? c->dlogits + o : NULL,
+                        c->logits + o, c->targets + r0, c->weights ? c->weights + r0 : NULL,
+                        (int)(r1 - r0), c->vocab, c->dscale);
+}
+
 ABDEF ab_status ab_cross_entropy(float *losses, float *dlogits, const float *logits,
                                  const int *targets, const float *weights, int rows, int vocab,
                                  float dscale) {
@@ -813,11 +1232,36 @@ ABDEF ab_status ab_cross_entropy(float *losses, float *dlogits, const float *log
         if (!isfinite(w))
             return ab_fail(AB_ERR_NAN, "ab_cross_entropy: weights[%d] is not finite", r);
     }
-    ab__k.cross_entropy(losses, dlogits, logits, targets, weights, rows, vocab, dscale);
+    ab__ce_args ce;
+    ce.losses = losses, ce.dlogits = dlogits, ce.logits = logits, ce.targets = targets;
+    ce.weights = weights, ce.vocab = vocab, ce.dscale = dscale;
+    ab__par_range((size_t)rows, ab__row_grain(vocab), 2 * ab__row_grain(vocab), ab__ce_range, &ce);
     return AB_OK;
 }
 
 /* --- layers ----------------------------------------------------------------------------------- */
+/* LayerNorm over pieces of rows (backward only without parameter gradients, which sum over rows). */
+typedef struct ab__ln_args {
+    float *out, *mean, *rstd, *dx;
+    const float *x, *weight, *bias, *dout, *mean_in, *rstd_in;
+    int cols;
+    float eps;
+} ab__ln_args;
+
+static void ab__ln_fwd_range(void *ctx, size_t r0, size_t r1) {
+    const ab__ln_args *l = (const ab__ln_args *)ctx;
+    size_t o = r0 * (size_t)l->cols;
+    ab__k.layernorm_forward(l->out + o, l->mean ? l->mean + r0 : NULL, l->rstd ? l->rstd + r0 : NULL,
+                            l->x + o, l->weight, l->bias, (int)(r1 - r0), l->cols, l->eps);
+}
+
+static void ab__ln_bwd_range(void *ctx, size_t r0, size_t r1) {
+    const ab__ln_args *l = (const ab__ln_args *)ctx;
+    size_t o = r0 * (size_t)l->cols;
+    ab__k.layernorm_backward(l->dx + o, NULL, NULL, l->dout + o, l->x + o, l->weight,
+                             l->mean_in + r0, l->rstd_in + r0, (int)(r1 - r0), l->cols);
+}
+
 ABDEF ab_status ab_layernorm_forward(float *out, float *mean, float *rstd, const float *x,
                                      const float *weight, const float *bias, int rows, int cols,
                                      float eps) {
@@ -830,7 +1274,11 @@ ABDEF ab_status ab_layernorm_forward(float *out, float *mean, float *rstd, const
     AB_CHECK_PTR(x);
     AB_CHECK_PTR(weight);
     AB_CHECK_PTR(bias);
-    ab__k.layernorm_forward(out, mean, rstd, x, weight, bias, rows, cols, eps);
+    ab__ln_args l;
+    memset(&l, 0, sizeof l);
+    l.out = out, l.mean = mean, l.rstd = rstd, l.x = x, l.weight = weight, l.bias = bias;
+    l.cols = cols, l.eps = eps;
+    ab__par_range((size_t)rows, ab__row_grain(cols), 2 * ab__row_grain(cols), ab__ln_fwd_range, &l);
     return AB_OK;
 }
 
@@ -847,8 +1295,40 @@ ABDEF ab_status ab_layernorm_backward(float *dx, float *dweight, float *dbias, c
     AB_CHECK_PTR(weight);
     AB_CHECK_PTR(mean);
     AB_CHECK_PTR(rstd);
-    ab__k.layernorm_backward(dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
+    if (dweight || dbias) { /* sums over rows: one thread, one fixed order */
+        ab__k.layernorm_backward(dx, dweight, dbias, dout, x, weight, mean, rstd, rows, cols);
+        return AB_OK;
+    }
+    ab__ln_args l;
+    memset(&l, 0, sizeof l);
+    l.dx = dx, l.dout = dout, l.x = x, l.weight = weight, l.mean_in = mean, l.rstd_in = rstd;
+    l.cols = cols;
+    ab__par_range((size_t)rows, ab__row_grain(cols), 2 * ab__row_grain(cols), ab__ln_bwd_range, &l);
     return AB_OK;
+}
+
+/* Elementwise kernels over pieces of AB__PAR_GRAIN elements. */
+typedef struct ab__ew_args {
+    float *out;
+    const float *a, *b;
+} ab__ew_args;
+
+static void ab__gelu_fwd_range(void *ctx, size_t i0, size_t i1) {
+    const ab__ew_args *e = (const ab__ew_args *)ctx;
+    ab__k.gelu_forward(e->out + i0, e->a + i0, i1 - i0);
+}
+static void ab__gelu_bwd_range(void *ctx, size_t i0, size_t i1) { /* out = dx, a = x, b = dout */
+    const ab__ew_args *e = (const ab__ew_args *)ctx;
+    ab__k.gelu_backward(e->out + i0, e->a + i0, e->b + i0, i1 - i0);
+}
+static void ab__add_range(void *ctx, size_t i0, size_t i1) {
+    const ab__ew_args *e = (const ab__ew_args *)ctx;
+    ab__k.add(e->out + i0, e->a + i0, e->b + i0, i1 - i0);
+}
+static void ab__par_elementwise(ab__range_fn body, float *out, const float *a, const float *b, size_t n) {
+    ab__ew_args e;
+    e.out = out, e.a = a, e.b = b;
+    ab__par_range(n, AB__PAR_GRAIN, 2 * AB__PAR_GRAIN, body, &e);
 }
 
 ABDEF ab_status ab_gelu_forward(float *out, const float *x, size_t n) {
@@ -856,7 +1336,7 @@ ABDEF ab_status ab_gelu_forward(float *out, const float *x, size_t n) {
     if (n == 0) return AB_OK;
     AB_CHECK_PTR(out);
     AB_CHECK_PTR(x);
-    ab__k.gelu_forward(out, x, n);
+    ab__par_elementwise(ab__gelu_fwd_range, out, x, NULL, n);
     return AB_OK;
 }
 
@@ -866,7 +1346,7 @@ ABDEF ab_status ab_gelu_backward(float *dx, const float *x, const float *dout, s
     AB_CHECK_PTR(dx);
     AB_CHECK_PTR(x);
     AB_CHECK_PTR(dout);
-    ab__k.gelu_backward(dx, x, dout, n);
+    ab__par_elementwise(ab__gelu_bwd_range, dx, x, dout, n);
     return AB_OK;
 }
 
@@ -876,7 +1356,7 @@ ABDEF ab_status ab_residual_forward(float *out, const float *a, const float *b, 
     AB_CHECK_PTR(out);
     AB_CHECK_PTR(a);
     AB_CHECK_PTR(b);
-    ab__k.add(out, a, b, n);
+    ab__par_elementwise(ab__add_range, out, a, b, n);
     return AB_OK;
 }
 
@@ -886,8 +1366,8 @@ ABDEF ab_status ab_residual_backward(float *da, float *db, const float *dout, si
     AB_CHECK_PTR(da);
     AB_CHECK_PTR(db);
     AB_CHECK_PTR(dout);
-    ab__k.add(da, da, dout, n);
-    ab__k.add(db, db, dout, n);
+    ab__par_elementwise(ab__add_range, da, da, dout, n);
+    ab__par_elementwise(ab__add_range, db, db, dout, n);
     return AB_OK;
 }
 
@@ -913,6 +1393,23 @@ ABDEF ab_status ab_embedding_forward(float *out, const int *ids, const float *ta
     return AB_OK;
 }
 
+/* Threaded by columns (slices of 64): each slice adds the tokens' rows in token order, so a row
+ * that several tokens share sums in the same order for any thread count. */
+typedef struct ab__embed_args {
+    float *dtable;
+    const float *dout;
+    const int *ids;
+    int n_tokens, dim;
+} ab__embed_args;
+
+static void ab__embed_bwd_range(void *ctx, size_t j0, size_t j1) {
+    const ab__embed_args *e = (const ab__embed_args *)ctx;
+    for (int t = 0; t < e->n_tokens; t++) {
+        float *row = e->dtable + (size_t)e->ids[t] * e->dim + j0;
+        ab__k.add(row, row, e->dout + (size_t)t * e->dim + j0, j1 - j0);
+    }
+}
+
 ABDEF ab_status ab_embedding_backward(float *dtable, const float *dout, const int *ids,
                                       int n_tokens, int vocab, int dim) {
     AB__INIT();
@@ -924,10 +1421,9 @@ ABDEF ab_status ab_embedding_backward(float *dtable, const float *dout, const in
     AB_CHECK_PTR(dout);
     AB_CHECK_PTR(ids);
     AB_TRY(ab__check_ids(__func__, ids, (size_t)n_tokens, vocab));
-    for (int t = 0; t < n_tokens; t++) {
-        float *row = dtable + (size_t)ids[t] * dim;
-        ab__k.add(row, row, dout + (size_t)t * dim, (size_t)dim);
-    }
+    ab__embed_args e;
+    e.dtable = dtable, e.dout = dout, e.ids = ids, e.n_tokens = n_tokens, e.dim = dim;
+    ab__par_range((size_t)dim, 64, 2 * AB__PAR_GRAIN / (size_t)n_tokens, ab__embed_bwd_range, &e);
     return AB_OK;
 }
 
@@ -953,6 +1449,19 @@ ABDEF ab_adamw_cfg ab_adamw_default(void) {
     return cfg;
 }
 
+typedef struct ab__adamw_args {
+    float *p, *m, *v;
+    const float *g;
+    ab_adamw_cfg cfg;
+    float inv_bc1, inv_bc2;
+} ab__adamw_args;
+
+static void ab__adamw_range(void *ctx, size_t i0, size_t i1) {
+    const ab__adamw_args *a = (const ab__adamw_args *)ctx;
+    ab__k.adamw(a->p + i0, a->g + i0, a->m + i0, a->v + i0, i1 - i0, a->cfg.lr, a->cfg.beta1,
+                a->cfg.beta2, a->cfg.eps, a->cfg.weight_decay, a->inv_bc1, a->inv_bc2);
+}
+
 ABDEF ab_status ab_adamw_step(float *params, const float *grads, float *m, float *v, size_t n,
                               int step, const ab_adamw_cfg *cfg) {
     AB__INIT();
@@ -972,8 +1481,10 @@ ABDEF ab_status ab_adamw_step(float *params, const float *grads, float *m, float
     /* Bias corrections in double: for large steps beta^t underflows gracefully to 0. */
     float bc1 = (float)(1.0 - pow((double)cfg->beta1, (double)step));
     float bc2 = (float)(1.0 - pow((double)cfg->beta2, (double)step));
-    ab__k.adamw(params, grads, m, v, n, cfg->lr, cfg->beta1, cfg->beta2, cfg->eps,
-                cfg->weight_decay, 1.0f / bc1, 1.0f / bc2);
+    ab__adamw_args aw;
+    aw.p = params, aw.g = grads, aw.m = m, aw.v = v, aw.cfg = *cfg;
+    aw.inv_bc1 = 1.0f / bc1, aw.inv_bc2 = 1.0f / bc2;
+    ab__par_range(n, AB__PAR_GRAIN, 2 * AB__PAR_GRAIN, ab__adamw_range, &aw);
     return AB_OK;
 }
 

@@ -67,8 +67,9 @@
  * biases, wpe, and the tied wte, see ab_model_backward) and per-sample clipping, which scales each
  * sample's rows of the stored output gradients: no second backward pass.
  *
- * A model is not thread-safe; the library's own OpenMP threads (ab_set_threads) never change the
- * results: the same inputs give bitwise identical outputs for any thread count on one ISA path.  */
+ * A model is not thread-safe; the library's own threads (ab_set_threads, ab_parallel_for) never
+ * change the results: the same inputs give bitwise identical outputs for any thread count on one
+ * ISA path.                                                                                      */
 #ifndef ANTIBODY_GPT_H
 #define ANTIBODY_GPT_H
 #ifndef ANTIBODY_H
@@ -414,13 +415,11 @@ ABDEF ab_status ab_model_load_mem(ab_model **out, const void *data, size_t size)
 #ifndef ANTIBODY_GPT_IMPLEMENTATION_DONE
 #define ANTIBODY_GPT_IMPLEMENTATION_DONE
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -917,12 +916,34 @@ ABDEF ab_status ab_model_trainable(ab_model *m, ab_model_view *view) {
     return AB_OK;
 }
 
+/* memset(p, 0, n floats) in pieces of AB__ZERO_PIECE floats on the library's threads (the
+ * gradient buffer of a GPT-2-sized model is 475 MiB). */
+#define AB__ZERO_PIECE ((size_t)1 << 18)
+typedef struct ab__zero_job {
+    float *p;
+    size_t n;
+} ab__zero_job;
+static ab_status ab__zero_chunk(void *ctx, int chunk, int slot) {
+    const ab__zero_job *z = (const ab__zero_job *)ctx;
+    size_t i0 = (size_t)chunk * AB__ZERO_PIECE, len = z->n - i0 < AB__ZERO_PIECE ? z->n - i0 : AB__ZERO_PIECE;
+    (void)slot;
+    memset(z->p + i0, 0, len * sizeof(float));
+    return AB_OK;
+}
+static void ab__zero(float *p, size_t n) {
+    ab__zero_job z;
+    z.p = p, z.n = n;
+    size_t pieces = (n + AB__ZERO_PIECE - 1) / AB__ZERO_PIECE;
+    if (pieces < 2 || pieces > (size_t)INT_MAX) memset(p, 0, n * sizeof(float));
+    else (void)ab_parallel_for((int)pieces, ab__zero_chunk, &z); /* pieces never fail */
+}
+
 ABDEF ab_status ab_model_zero_grad(ab_model *m) {
     AB_CHECK_PTR(m);
     AB_TRY(ab__ensure_train_buffers(m));
     size_t b, e;
     ab__segment(m, &b, &e);
-    memset(m->grads + b, 0, (e - b) * sizeof(float));
+    ab__zero(m->grads + b, e - b);
     return AB_OK;
 }
 
@@ -948,124 +969,33 @@ ABDEF ab_status ab_model_reset_optimizer(ab_model *m) {
 }
 
 /* --- forward building blocks ------------------------------------------------------------------ */
-/* The first failure inside a parallel loop, with its message (ab_last_error is per thread, so a
- * worker's message is copied here and set again on the calling thread by ab__par_result). */
-typedef struct ab__par_status {
-    ab_status st;
-    char msg[256];
-} ab__par_status;
-static void ab__par_record(ab__par_status *ps, ab_status st) {
-    if (st == AB_OK) return;
-#ifdef _OPENMP
-#pragma omp critical(ab__par_record)
-#endif
-    if (ps->st == AB_OK) {
-        ps->st = st;
-        snprintf(ps->msg, sizeof ps->msg, "%s", ab_last_error());
-    }
-}
-static ab_status ab__par_result(const ab__par_status *ps) {
-    return ps->st == AB_OK ? AB_OK : ab_fail(ps->st, "%s", ps->msg);
-}
-
-/* Row-local kernels (LayerNorm, GELU, cross-entropy) are split into contiguous chunks of rows, one
- * per thread. Every row's result is computed by the same instructions whatever the split, so the
- * output is bitwise identical for any thread count. Below AB__PAR_MIN_WORK elements one thread
- * is faster than waking the others. */
-#define AB__PAR_MIN_WORK 32768
-static int ab__n_chunks(size_t work) {
-#ifdef _OPENMP
-    int nt = ab_get_threads();
-    if (nt > 1 && work >= AB__PAR_MIN_WORK) return nt;
-#endif
-    (void)work;
-    return 1;
-}
-static int ab__chunk(int rows, int c, int n_chunks) {
-    return (int)((int64_t)rows * c / n_chunks);
-}
-
+/* LayerNorm, GELU and cross-entropy: the core threads them itself (over rows or pieces whose
+ * results do not depend on the split), so these are plain calls. */
 static ab_status ab__ln_fwd(float *out, float *mean, float *rstd, const float *x, const float *w,
                             const float *b, int rows, int d_model) {
-    int nc = ab__n_chunks((size_t)rows * d_model);
-    ab__par_status ps = {AB_OK, {0}};
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
-#endif
-    for (int c = 0; c < nc; c++) {
-        int r0 = ab__chunk(rows, c, nc), r1 = ab__chunk(rows, c + 1, nc);
-        size_t o = (size_t)r0 * d_model;
-        if (r1 > r0)
-            ab__par_record(&ps, ab_layernorm_forward(out + o, mean + r0, rstd + r0, x + o, w, b,
-                                                     r1 - r0, d_model, AB_MODEL_LN_EPS));
-    }
-    return ab__par_result(&ps);
+    return ab_layernorm_forward(out, mean, rstd, x, w, b, rows, d_model, AB_MODEL_LN_EPS);
 }
 
 /* dx += LayerNorm input gradient (parameter gradients are taken in phase 2). */
 static ab_status ab__ln_bwd_dx(float *dx, const float *dout, const float *x, const float *w,
                                const float *mean, const float *rstd, int rows, int d_model) {
-    int nc = ab__n_chunks((size_t)rows * d_model);
-    ab__par_status ps = {AB_OK, {0}};
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
-#endif
-    for (int c = 0; c < nc; c++) {
-        int r0 = ab__chunk(rows, c, nc), r1 = ab__chunk(rows, c + 1, nc);
-        size_t o = (size_t)r0 * d_model;
-        if (r1 > r0)
-            ab__par_record(&ps, ab_layernorm_backward(dx + o, NULL, NULL, dout + o, x + o, w,
-                                                      mean + r0, rstd + r0, r1 - r0, d_model));
-    }
-    return ab__par_result(&ps);
+    return ab_layernorm_backward(dx, NULL, NULL, dout, x, w, mean, rstd, rows, d_model);
 }
 
-/* GELU forward (out != NULL) or backward (dx += ...). Chunk boundaries at multiples of 64
- * elements, so a SIMD kernel's vector body and tail cover the same elements as in one call. */
+/* GELU forward (out != NULL) or backward (dx += ...). */
 static ab_status ab__gelu(float *out, float *dx, const float *x, const float *dout, size_t n) {
-    int nc = ab__n_chunks(n);
-    size_t blocks = n / 64;
-    ab__par_status ps = {AB_OK, {0}};
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
-#endif
-    for (int c = 0; c < nc; c++) {
-        size_t e0 = blocks * (size_t)c / (size_t)nc * 64;
-        size_t e1 = c == nc - 1 ? n : blocks * (size_t)(c + 1) / (size_t)nc * 64;
-        if (e1 <= e0) continue;
-        if (out) ab__par_record(&ps, ab_gelu_forward(out + e0, x + e0, e1 - e0));
-        else ab__par_record(&ps, ab_gelu_backward(dx + e0, x + e0, dout + e0, e1 - e0));
-    }
-    return ab__par_result(&ps);
+    return out ? ab_gelu_forward(out, x, n) : ab_gelu_backward(dx, x, dout, n);
 }
 
 static ab_status ab__ce(float *losses, float *dlogits, const float *logits, const int *targets,
                         const float *w, int rows, int n_vocab, float dscale) {
-    int nc = ab__n_chunks((size_t)rows * n_vocab);
-    ab__par_status ps = {AB_OK, {0}};
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nc) schedule(static) if (nc > 1)
-#endif
-    for (int c = 0; c < nc; c++) {
-        int r0 = ab__chunk(rows, c, nc), r1 = ab__chunk(rows, c + 1, nc);
-        if (r1 > r0)
-            ab__par_record(&ps, ab_cross_entropy(losses ? losses + r0 : NULL,
-                                                 dlogits ? dlogits + (size_t)r0 * n_vocab : NULL,
-                                                 logits + (size_t)r0 * n_vocab, targets + r0, w + r0,
-                                                 r1 - r0, n_vocab, dscale));
-    }
-    return ab__par_result(&ps);
+    return ab_cross_entropy(losses, dlogits, logits, targets, w, rows, n_vocab, dscale);
 }
 
 /* out[rows][d_out] (row stride ldo) = in[rows][d_in] W^T + bias (bias may be NULL). */
 static ab_status ab__linear_fwd(float *out, int ldo, const float *in, const float *W,
                                 const float *bias, int rows, int d_in, int d_out) {
-    float beta = 0.0f;
-    if (bias) {
-        for (int r = 0; r < rows; r++) memcpy(out + (size_t)r * ldo, bias, sizeof(float) * (size_t)d_out);
-        beta = 1.0f;
-    }
-    return ab_sgemm(AB_NO_TRANS, AB_TRANS, rows, d_out, d_in, 1.0f, in, d_in, W, d_in, beta, out, ldo);
+    return ab_linear_forward(out, ldo, in, W, bias, NULL, NULL, rows, d_in, d_out);
 }
 
 static const float *ab__lora_a(const ab_model *m, int k, int l) {
@@ -1093,34 +1023,40 @@ static ab_status ab__qkv_fwd(const ab_model *m, int l, const float *ln1, float *
 }
 
 /* Causal multi-head attention over B sequences of T tokens: att = softmax(q k^T / sqrt(hs)),
- * atty = att v, per (sequence, head). The (sequence, head) pairs run in parallel: each writes only
- * its own slices, and a GEMM called inside the region gets one thread (nested regions are inactive)
- * and gives the same bits for any thread count, so the result does not depend on the split. */
+ * atty = att v, per (sequence, head). The (sequence, head) pairs are the chunks of one
+ * ab_parallel_for: each writes only its own slices, and a GEMM inside a chunk runs on that chunk's
+ * thread alone and gives the same bits for any thread count, so the result does not depend on the
+ * split. */
+typedef struct ab__attn_job {
+    const ab_model *m;
+    const float *qkv, *att_in, *datty;
+    float *att, *atty, *dqkv, *da_all, *dp_all;
+    int T;
+    float scale;
+} ab__attn_job;
+
+static ab_status ab__attn_fwd_pair(void *ctx, int bh, int slot) {
+    const ab__attn_job *j = (const ab__attn_job *)ctx;
+    const int d_model = j->m->d_model, n_head = j->m->n_head, head_size = j->m->head_size, T = j->T;
+    int b = bh / n_head, h = bh % n_head;
+    const float *q = j->qkv + (size_t)b * T * 3 * d_model + (size_t)h * head_size;
+    float *a = j->att + (size_t)bh * T * T;
+    (void)slot;
+    AB_TRY(ab_sgemm(AB_NO_TRANS, AB_TRANS, T, T, head_size, j->scale, q, 3 * d_model, q + d_model,
+                    3 * d_model, 0.0f, a, T));
+    AB_TRY(ab_softmax(a, a, T, T, 1));
+    return ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, T, head_size, T, 1.0f, a, T, q + 2 * d_model,
+                    3 * d_model, 0.0f, j->atty + (size_t)b * T * d_model + (size_t)h * head_size,
+                    d_model);
+}
+
 static ab_status ab__attn_fwd(const ab_model *m, const float *qkv, float *att, float *atty, int B,
                               int T) {
-    const int d_model = m->d_model, n_head = m->n_head, head_size = m->head_size;
-    const int n_pairs = B * n_head;
-    float scale = 1.0f / sqrtf((float)head_size);
-    int nt = ab__n_chunks((size_t)n_pairs * T * T * (size_t)head_size) > 1 && n_pairs > 1 ? ab_get_threads() : 1;
-    ab__par_status ps = {AB_OK, {0}};
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-#endif
-    for (int bh = 0; bh < n_pairs; bh++) {
-        int b = bh / n_head, h = bh % n_head;
-        const float *q = qkv + (size_t)b * T * 3 * d_model + (size_t)h * head_size;
-        float *a = att + (size_t)bh * T * T;
-        ab_status st = ab_sgemm(AB_NO_TRANS, AB_TRANS, T, T, head_size, scale, q, 3 * d_model,
-                                q + d_model, 3 * d_model, 0.0f, a, T);
-        if (st == AB_OK) st = ab_softmax(a, a, T, T, 1);
-        if (st == AB_OK)
-            st = ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, T, head_size, T, 1.0f, a, T, q + 2 * d_model,
-                          3 * d_model, 0.0f, atty + (size_t)b * T * d_model + (size_t)h * head_size,
-                          d_model);
-        ab__par_record(&ps, st);
-    }
-    (void)nt;
-    return ab__par_result(&ps);
+    ab__attn_job j;
+    memset(&j, 0, sizeof j);
+    j.m = m, j.qkv = qkv, j.att = att, j.atty = atty, j.T = T;
+    j.scale = 1.0f / sqrtf((float)m->head_size);
+    return ab_parallel_for(B * m->n_head, ab__attn_fwd_pair, &j);
 }
 
 /* --- activations -------------------------------------------------------------------------------- */
@@ -1282,24 +1218,27 @@ static ab_status ab__forward(ab_model *m, const ab_batch *bt, const float *pertu
                                                   n_tokens, d_model));
         AB__PROF(m, AB_PROF_MATMUL, ab__qkv_fwd(m, l, k.ln1, k.qkv, k.lora_u, n_tokens));
         AB__PROF(m, AB_PROF_ATTENTION, ab__attn_fwd(m, k.qkv, k.att, k.atty, B, T));
-        AB__PROF(m, AB_PROF_MATMUL, ab__linear_fwd(k.res2, d_model, k.atty, ab__P(m, AB_T_ATTN_PROJ_W, l),
-                                                   ab__P(m, AB_T_ATTN_PROJ_B, l), n_tokens, d_model,
-                                                   d_model));
-        if (perturb) /* H_l + E_l */
+        /* res2 = res_in + H_l (+ E_l): the residual add fused into the projection's output pass
+         * (the same bits as the separate add), unless Vaccine's E_l comes first */
+        AB__PROF(m, AB_PROF_MATMUL, ab_linear_forward(k.res2, d_model, k.atty, ab__P(m, AB_T_ATTN_PROJ_W, l),
+                                                      ab__P(m, AB_T_ATTN_PROJ_B, l), perturb ? NULL : res_in,
+                                                      NULL, n_tokens, d_model, d_model));
+        if (perturb) { /* H_l + E_l */
             AB_TRY(ab_residual_forward(k.res2, k.res2, perturb + (size_t)l * n_act, n_act));
-        AB_TRY(ab_residual_forward(k.res2, k.res2, res_in, n_act));
+            AB_TRY(ab_residual_forward(k.res2, k.res2, res_in, n_act));
+        }
         AB__PROF(m, AB_PROF_LAYERNORM, ab__ln_fwd(k.ln2, k.ln2_mean, k.ln2_rstd, k.res2,
                                                   ab__P(m, AB_T_LN2_W, l), ab__P(m, AB_T_LN2_B, l),
                                                   n_tokens, d_model));
-        AB__PROF(m, AB_PROF_MATMUL, ab__linear_fwd(k.fch, 4 * d_model, k.ln2, ab__P(m, AB_T_FC_W, l),
-                                                   ab__P(m, AB_T_FC_B, l), n_tokens, d_model,
-                                                   4 * d_model));
-        AB__PROF(m, AB_PROF_GELU, ab__gelu(k.fch_gelu, NULL, k.fch, NULL, 4 * n_act));
-        AB__PROF(m, AB_PROF_MATMUL, ab__linear_fwd(k.res3, d_model, k.fch_gelu,
-                                                   ab__P(m, AB_T_MLP_PROJ_W, l),
-                                                   ab__P(m, AB_T_MLP_PROJ_B, l), n_tokens,
-                                                   4 * d_model, d_model));
-        AB_TRY(ab_residual_forward(k.res3, k.res3, k.res2, n_act));
+        /* fc with GELU, and the MLP projection with the residual add, each in one output pass
+         * (forward GELU time is therefore profiled as matmul) */
+        AB__PROF(m, AB_PROF_MATMUL, ab_linear_forward(k.fch, 4 * d_model, k.ln2, ab__P(m, AB_T_FC_W, l),
+                                                      ab__P(m, AB_T_FC_B, l), NULL, k.fch_gelu,
+                                                      n_tokens, d_model, 4 * d_model));
+        AB__PROF(m, AB_PROF_MATMUL, ab_linear_forward(k.res3, d_model, k.fch_gelu,
+                                                      ab__P(m, AB_T_MLP_PROJ_W, l),
+                                                      ab__P(m, AB_T_MLP_PROJ_B, l), k.res2, NULL,
+                                                      n_tokens, 4 * d_model, d_model));
         if (m->stats) ab__stats_block(m, l, &k, bt);
         res_in = k.res3;
     }
@@ -1445,30 +1384,28 @@ static ab_status ab__attn_bwd_pair(const float *q, const float *a, const float *
 }
 
 /* Backward of ab__attn_fwd for one block: dqkv (zeroed by the caller) accumulates. The
- * (sequence, head) pairs run in parallel as in the forward; each owns its dq/dk/dv columns of its
- * sequence and its [T][T] scratch slices of da and dp. */
+ * (sequence, head) pairs are parallel chunks as in the forward; each owns its dq/dk/dv columns of
+ * its sequence and its [T][T] scratch slices of da and dp. */
+static ab_status ab__attn_bwd_chunk(void *ctx, int bh, int slot) {
+    const ab__attn_job *j = (const ab__attn_job *)ctx;
+    const int d_model = j->m->d_model, n_head = j->m->n_head, head_size = j->m->head_size, T = j->T;
+    int b = bh / n_head, h = bh % n_head;
+    size_t o = (size_t)b * T * 3 * d_model + (size_t)h * head_size, tt = (size_t)bh * T * T;
+    (void)slot;
+    return ab__attn_bwd_pair(j->qkv + o, j->att_in + tt,
+                             j->datty + (size_t)b * T * d_model + (size_t)h * head_size, j->dqkv + o,
+                             j->da_all + tt, j->dp_all + tt, T, d_model, head_size, j->scale);
+}
+
 static ab_status ab__attn_bwd(const ab_model *m, const float *qkv, const float *att,
                               const float *datty, float *dqkv, float *da_all, float *dp_all, int B,
                               int T) {
-    const int d_model = m->d_model, n_head = m->n_head, head_size = m->head_size;
-    const int n_pairs = B * n_head;
-    float scale = 1.0f / sqrtf((float)head_size);
-    int nt = ab__n_chunks((size_t)n_pairs * T * T * (size_t)head_size) > 1 && n_pairs > 1 ? ab_get_threads() : 1;
-    ab__par_status ps = {AB_OK, {0}};
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-#endif
-    for (int bh = 0; bh < n_pairs; bh++) {
-        int b = bh / n_head, h = bh % n_head;
-        size_t o = (size_t)b * T * 3 * d_model + (size_t)h * head_size;
-        size_t tt = (size_t)bh * T * T;
-        ab__par_record(&ps, ab__attn_bwd_pair(qkv + o, att + tt,
-                                              datty + (size_t)b * T * d_model + (size_t)h * head_size,
-                                              dqkv + o, da_all + tt, dp_all + tt, T, d_model,
-                                              head_size, scale));
-    }
-    (void)nt;
-    return ab__par_result(&ps);
+    ab__attn_job j;
+    memset(&j, 0, sizeof j);
+    j.m = m, j.qkv = qkv, j.att_in = att, j.datty = datty, j.dqkv = dqkv;
+    j.da_all = da_all, j.dp_all = dp_all, j.T = T;
+    j.scale = 1.0f / sqrtf((float)m->head_size);
+    return ab_parallel_for(B * m->n_head, ab__attn_bwd_chunk, &j);
 }
 
 /* dW[d_out][d_in] += alpha * G^T X over `rows` rows (G row stride ldg, X row stride ldx). */
@@ -1476,22 +1413,74 @@ static ab_status ab__weight_grad(float *dW, const float *G, int ldg, const float
                                  int rows, int d_out, int d_in, float alpha) {
     return ab_sgemm(AB_TRANS, AB_NO_TRANS, d_out, d_in, rows, alpha, G, ldg, X, ldx, 1.0f, dW, d_in);
 }
-static ab_status ab__bias_grad(float *db, const float *G, int rows, int d) {
-    for (int r = 0; r < rows; r++) AB_TRY(ab_residual_forward(db, db, G + (size_t)r * d, (size_t)d));
+/* Sums over rows (bias and LayerNorm parameter gradients, the position embedding's), threaded by
+ * columns: slices of AB__COL_SLICE columns are the chunks of one ab_parallel_for, and each walks
+ * every row in order, so every sum keeps the serial order: the same bits for any thread count.
+ * Below AB__COL_PAR_MIN elements it is one chunk on the calling thread. */
+#define AB__COL_SLICE 32
+#define AB__COL_PAR_MIN 65536
+typedef struct ab__colsum_job {
+    float *dw, *db;             /* dw may be NULL: plain sum into db */
+    const float *dout, *x, *mean, *rstd;
+    int rows, cols, period;     /* period > 0: row r adds into row r % period of db (cols wide) */
+} ab__colsum_job;
+
+/* One row of a slice: w columns from c0. A full slice has a constant trip count, which lets the
+ * compiler vectorise it without changing any operation (no FMA contraction in ISO C mode). */
+#if defined(__GNUC__) || defined(__clang__)
+#define AB__RESTRICT __restrict /* C99's restrict, also in C++ */
+#else
+#define AB__RESTRICT
+#endif
+static void ab__colsum_row(float *AB__RESTRICT dw, float *AB__RESTRICT db, const float *AB__RESTRICT dr,
+                           const float *AB__RESTRICT xr, float mu, float rs, int w) {
+    if (w == AB__COL_SLICE) {
+        if (dw)
+            for (int c = 0; c < AB__COL_SLICE; c++) dw[c] += (xr[c] - mu) * rs * dr[c];
+        for (int c = 0; c < AB__COL_SLICE; c++) db[c] += dr[c];
+        return;
+    }
+    if (dw)
+        for (int c = 0; c < w; c++) dw[c] += (xr[c] - mu) * rs * dr[c];
+    for (int c = 0; c < w; c++) db[c] += dr[c];
+}
+
+static ab_status ab__colsum_chunk(void *ctx, int chunk, int slot) {
+    const ab__colsum_job *j = (const ab__colsum_job *)ctx;
+    int j0 = chunk * AB__COL_SLICE, j1 = j0 + AB__COL_SLICE < j->cols ? j0 + AB__COL_SLICE : j->cols;
+    (void)slot;
+    for (int r = 0; r < j->rows; r++) {
+        size_t o = (size_t)r * j->cols + j0;
+        float *db = j->db + (j->period > 0 ? (size_t)(r % j->period) * j->cols : 0) + j0;
+        ab__colsum_row(j->dw ? j->dw + j0 : NULL, db, j->dout + o, j->dw ? j->x + o : NULL,
+                       j->dw ? j->mean[r] : 0.0f, j->dw ? j->rstd[r] : 0.0f, j1 - j0);
+    }
     return AB_OK;
+}
+
+static ab_status ab__colsum(ab__colsum_job *j) {
+    int slices = (j->cols + AB__COL_SLICE - 1) / AB__COL_SLICE;
+    if ((size_t)j->rows * j->cols < AB__COL_PAR_MIN) {
+        for (int c = 0; c < slices; c++) AB_TRY(ab__colsum_chunk(j, c, 0));
+        return AB_OK;
+    }
+    return ab_parallel_for(slices, ab__colsum_chunk, j);
+}
+
+static ab_status ab__bias_grad(float *db, const float *G, int rows, int d) {
+    ab__colsum_job j;
+    memset(&j, 0, sizeof j);
+    j.db = db, j.dout = G, j.rows = rows, j.cols = d;
+    return ab__colsum(&j);
 }
 /* LayerNorm weight and bias gradients from the stored statistics: dw += xhat * dout, db += dout. */
 static ab_status ab__ln_param_grads(float *dw, float *db, const float *dout, const float *x,
                                     const float *mean, const float *rstd, int rows, int d_model) {
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * d_model, *dr = dout + (size_t)r * d_model;
-        float mu = mean[r], rs = rstd[r];
-        for (int j = 0; j < d_model; j++) {
-            dw[j] += (xr[j] - mu) * rs * dr[j];
-            db[j] += dr[j];
-        }
-    }
-    return AB_OK;
+    ab__colsum_job j;
+    memset(&j, 0, sizeof j);
+    j.dw = dw, j.db = db, j.dout = dout, j.x = x, j.mean = mean, j.rstd = rstd;
+    j.rows = rows, j.cols = d_model;
+    return ab__colsum(&j);
 }
 
 /* Per-sample squared norm of a LayerNorm's weight and bias gradients, exact, O(T d) per sample. */
@@ -1629,14 +1618,12 @@ static ab_status ab__weight_grads_top(ab_model *m, const ab__gacts *G) {
     float *dwte = ab__G(m, AB_T_WTE, 0), *dwpe = ab__G(m, AB_T_WPE, 0);
     AB__PROF(m, AB_PROF_MATMUL, ab__weight_grad(dwte, G->dlogits, n_vocab, A->lnf, d_model, n_tokens,
                                                 n_vocab, d_model, 1.0f)); /* LM head */
-    for (int t = 0; t < n_tokens; t++) { /* embedding, in token order */
-        float *row = dwte + (size_t)ids[t] * d_model;
-        AB_TRY(ab_residual_forward(row, row, G->dres + (size_t)t * d_model, (size_t)d_model));
-    }
-    for (int t = 0; t < n_tokens; t++) {
-        float *row = dwpe + (size_t)(t % T) * d_model;
-        AB_TRY(ab_residual_forward(row, row, G->dres + (size_t)t * d_model, (size_t)d_model));
-    }
+    /* embedding: rows of dwte in token order; positions: token t adds into row t % T of dwpe */
+    AB_TRY(ab_embedding_backward(dwte, G->dres, ids, n_tokens, n_vocab, d_model));
+    ab__colsum_job pj;
+    memset(&pj, 0, sizeof pj);
+    pj.db = dwpe, pj.dout = G->dres, pj.rows = n_tokens, pj.cols = d_model, pj.period = T;
+    AB_TRY(ab__colsum(&pj));
     AB__PROF(m, AB_PROF_LAYERNORM,
              ab__ln_param_grads(ab__G(m, AB_T_LNF_W, 0), ab__G(m, AB_T_LNF_B, 0), G->dlnf,
                                 ab__block_at(A, m->n_layer - 1).res3, A->lnf_mean, A->lnf_rstd,
@@ -1778,7 +1765,7 @@ ABDEF ab_status ab_model_backward(ab_model *m, const ab_backward_opts *o) {
     ab__gacts_layout(m, B, T, &G, m->gacts);
     const ab__acts *A = &m->A;
     /* phase 1: activation gradients, top to bottom, storing each linear layer's output gradient */
-    memset(G.dlogits, 0, sizeof(float) * (size_t)n_tokens * n_vocab);
+    ab__zero(G.dlogits, (size_t)n_tokens * n_vocab);
     AB__PROF(m, AB_PROF_SOFTMAX_CE, ab__ce(NULL, G.dlogits, A->logits, m->ibuf + n_tokens, A->tokw,
                                            n_tokens, n_vocab, (float)(1.0 / m->fwd_Z)));
     AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n_tokens, d_model, n_vocab, 1.0f,

@@ -16,6 +16,7 @@
  *                                 A peer with fn == NULL is a constant throughput (e.g. a measured
  *                                 peak or bandwidth) given in .value.
  *   bench_skip(case, ref, reason) print "SKIP case=<name> ref=<peer> reason=<why>" (not a failure)
+ *   bench_competitor_start/stop() a forked busy-loop process for the contended_* cases
  *   bench_blas_load_*()           peers loaded at run time with dlopen (no link-time dependency,
  *                                 so `make all` needs only a C compiler): OpenBLAS with its own
  *                                 kernel choice, OpenBLAS forced to SkylakeX, GSL's CBLAS.
@@ -64,6 +65,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,9 +79,10 @@ typedef struct bench_options {
     int quick;               /* --quick */
     double sample_s;         /* minimum duration of one timed sample */
     double gap_s;            /* sleep after each sample of a multi-threaded case */
+    int competitors;         /* busy processes the bench started itself (contended_* cases) */
 } bench_options;
 
-static bench_options __attribute__((unused)) bench_cfg = {NULL, 7, 0, 0, 0.02, 0.008};
+static bench_options __attribute__((unused)) bench_cfg = {NULL, 7, 0, 0, 0.02, 0.008, 0};
 
 static inline void bench_usage(const char *prog) {
     printf("usage: %s [--case SUBSTRING] [--iters N] [--threads N] [--quick]\n"
@@ -215,6 +220,9 @@ typedef struct bench_entry {
     double work;     /* > 0: this entry's own work per call (a peer doing other work, such as an
                         FMA-peak loop); 0: the case's work */
 } bench_entry;
+/* Initialise entries with designated initialisers, {.ref = "ours", .fn = f, .ctx = &c}: every
+ * field left out is 0. bench_compare refuses (exit 1) an entry whose work, constant value or
+ * measured median is not finite and positive. */
 
 #define BENCH_MAX_ENTRIES 16
 
@@ -249,6 +257,16 @@ static inline double bench_time_calls(const bench_entry *e, long calls) {
  * (work / seconds per call) in entries[i].value, the best sample in .best, and prints one BENCH
  * line per peer. threads > 1
  * turns on the cool-down gap between samples. Returns ours' median. */
+/* A work or throughput that is not finite and positive is a bug in the bench (an entry not
+ * initialised, a broken kernel): refuse it rather than print a number. */
+static inline void bench_require_positive(const char *case_name, const char *ref, const char *what,
+                                          double x) {
+    if (x > 0 && x <= 1.7976931348623157e308) return; /* false for NaN, 0, negatives, inf */
+    fprintf(stderr, "bench: case %s, entry %s: %s = %g is not finite and positive\n", case_name, ref,
+            what, x);
+    exit(1);
+}
+
 static inline double bench_compare(const char *case_name, const char *unit, double work, int threads,
                             bench_entry *entries, int n) {
     long calls[BENCH_MAX_ENTRIES];
@@ -256,6 +274,15 @@ static inline double bench_compare(const char *case_name, const char *unit, doub
     int iters = bench_cfg.iters;
     double gap = threads > 1 ? bench_cfg.gap_s : 0.0;
     if (n > BENCH_MAX_ENTRIES) n = BENCH_MAX_ENTRIES;
+    for (int e = 0; e < n; e++) { /* every entry's work (its own or the case's), or its constant */
+        const char *ref = e ? entries[e].ref : "ours";
+        if (!entries[e].fn)
+            bench_require_positive(case_name, ref, "value", entries[e].value);
+        else if (entries[e].work != 0)
+            bench_require_positive(case_name, ref, "work", entries[e].work);
+        else
+            bench_require_positive(case_name, ref, "work", work);
+    }
     for (int e = 0; e < n; e++) {
         samples[e] = (double *)calloc((size_t)iters, sizeof(double));
         calls[e] = 1;
@@ -292,7 +319,8 @@ static inline double bench_compare(const char *case_name, const char *unit, doub
         /* /proc/stat counts whole clock ticks per CPU, our own time is exact: allow 2 ticks per
          * CPU of accounting skew on top of the tolerated share */
         double skew = 2.0 * (double)sysconf(_SC_NPROCESSORS_ONLN) / (double)sysconf(_SC_CLK_TCK);
-        int quiet = other0 < 0 || other <= BENCH_MAX_OTHER * wall + skew;
+        double allowed = (BENCH_MAX_OTHER + bench_cfg.competitors) * wall + skew; /* ours: expected */
+        int quiet = other0 < 0 || other <= allowed;
         if (!quiet) disturbed++;
         if (quiet || 2 * iters - tried < iters - kept) kept++; /* out of retries: keep it */
     }
@@ -311,9 +339,44 @@ static inline double bench_compare(const char *case_name, const char *unit, doub
         if (entries[e].fn) entries[e].value = bench_median(samples[e], iters); /* sorts */
         entries[e].best = entries[e].fn ? samples[e][iters - 1] : entries[e].value;
         free(samples[e]);
+        bench_require_positive(case_name, e ? entries[e].ref : "ours", "median", entries[e].value);
     }
     for (int e = 1; e < n; e++) bench_line(case_name, unit, entries[0].value, entries[e].ref, entries[e].value);
     return entries[0].value;
+}
+
+/* ---- a competing process (the contended_* cases) ---------------------------------------------- */
+/* A forked child that spins on one CPU until bench_competitor_stop (or until the bench dies: it
+ * asks the kernel for SIGKILL when its parent exits). While it runs, the disturbance check
+ * expects one more CPU's worth of other work. The contended cases compare 2 threads with 1, both
+ * under the competitor: a parallel region must never make a run slower than one thread when
+ * another process holds a core (DESIGN.md, Performance method). */
+static pid_t bench_competitor_pid;
+
+static inline void bench_competitor_start(void) {
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(0);
+        volatile unsigned long spin = 0;
+        for (;;) spin++;
+    }
+    if (pid < 0) {
+        fprintf(stderr, "bench: fork of the competitor failed\n");
+        exit(1);
+    }
+    bench_competitor_pid = pid;
+    bench_cfg.competitors++;
+    bench_sleep(0.05); /* let it start spinning */
+}
+
+static inline void bench_competitor_stop(void) {
+    if (bench_competitor_pid <= 0) return;
+    kill(bench_competitor_pid, SIGKILL);
+    waitpid(bench_competitor_pid, NULL, 0);
+    bench_competitor_pid = 0;
+    bench_cfg.competitors--;
 }
 
 /* ---- BLAS peers loaded at run time ------------------------------------------------------------ */

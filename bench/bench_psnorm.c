@@ -75,8 +75,8 @@ static void run_case(int T, ab_rng *rng) {
             exit(1);
         }
     }
-    bench_entry e[2] = {{"ours", run_ours, &ours, 0, 0, 0},
-                        {"materialize", run_materialize, &ref, 0, 0, 0}};
+    bench_entry e[2] = {{.ref = "ours", .fn = run_ours, .ctx = &ours},
+                        {.ref = "materialize", .fn = run_materialize, .ctx = &ref}};
     bench_compare(name, "samples/s", (double)N_SAMPLES, 1, e, 2);
     ab_aligned_free(A);
     ab_aligned_free(G);

@@ -17,6 +17,10 @@
  *                     clock change on the shared host moves both sides of the ratio).
  *   sgemm_avx2_1024x1024x1024_t1
  *                     our AVX2 path, peak = the AVX2 (ymm) FMA loop.
+ *   contended_sgemm_<M>x<N>x<K>
+ *                     ours on 2 threads, ref t1 = ours on 1 thread, both while a forked busy-loop
+ *                     process competes for the CPUs (ratio >= 0.9 is the target: threads must
+ *                     not hurt); 64^3 to 2048^3 and the tiny model's qkv product.
  * Every case computes C = A*B with alpha = 1, beta = 0, tight leading dimensions, inputs uniform
  * in [-1, 1). Before timing, ours is checked against openblas_skx (or scalar) on the same inputs.
  */
@@ -24,53 +28,8 @@
 #define ANTIBODY_IMPLEMENTATION
 #include "antibody.h"
 #include <float.h>
-#include <immintrin.h>
 #include <math.h>
-
-/* ---- FMA peak -------------------------------------------------------------------------------- */
-#define PEAK_ACC 24 /* independent accumulators: >= 2 pipes x 4 cycles x 3 for headroom */
-#define PEAK_STEPS 200000L
-
-__attribute__((target("avx512f"), noinline)) static float fma_loop_zmm(long steps) {
-    __m512 acc[PEAK_ACC];
-    __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
-    for (int i = 0; i < PEAK_ACC; i++) acc[i] = _mm512_set1_ps((float)i);
-    for (long s = 0; s < steps; s++) {
-#pragma GCC unroll 24
-        for (int i = 0; i < PEAK_ACC; i++) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
-        __asm__ volatile("" : "+v"(x)); /* x unknown each step: no folding of the chain */
-    }
-    __m512 s = acc[0];
-    for (int i = 1; i < PEAK_ACC; i++) s = _mm512_add_ps(s, acc[i]);
-    return _mm512_reduce_add_ps(s);
-}
-
-__attribute__((target("avx2,fma"), noinline)) static float fma_loop_ymm(long steps) {
-    __m256 acc[12]; /* 16 ymm registers: 12 accumulators */
-    __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
-    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
-    for (long s = 0; s < steps; s++) {
-#pragma GCC unroll 12
-        for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], x, y);
-        __asm__ volatile("" : "+x"(x));
-    }
-    __m256 s = acc[0];
-    for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, acc[i]);
-    float out[8];
-    _mm256_storeu_ps(out, s);
-    return out[0] + out[7];
-}
-
-static volatile float peak_sink;
-static void run_peak_zmm(void *ctx) { (void)ctx; peak_sink = fma_loop_zmm(PEAK_STEPS); }
-static void run_peak_ymm(void *ctx) { (void)ctx; peak_sink = fma_loop_ymm(PEAK_STEPS); }
-static void run_peak_zmm_t2(void *ctx) {
-    (void)ctx;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(2)
-#endif
-    { peak_sink = fma_loop_zmm(PEAK_STEPS); }
-}
+#include "peak.h"
 
 /* ---- GEMM calls ------------------------------------------------------------------------------ */
 typedef struct gemm_ctx {
@@ -149,6 +108,39 @@ static void check_against(gemm_ctx *ours, gemm_ctx *other, void (*run_other)(voi
     }
 }
 
+/* Ours on 2 threads against ours on 1, both while a forked busy-loop process competes for the
+ * 2 CPUs (DESIGN.md: threads must never make a run slower than one thread). */
+typedef struct threaded_ctx {
+    gemm_ctx *g;
+    int threads;
+} threaded_ctx;
+static void run_ours_threads(void *p) {
+    threaded_ctx *t = (threaded_ctx *)p;
+    ab_set_threads(t->threads);
+    run_ours(t->g);
+}
+
+static void run_contended(const shape *s, ab_isa isa, ab_rng *rng) {
+    char name[128];
+    snprintf(name, sizeof name, "contended_sgemm_%dx%dx%d", s->m, s->n, s->k);
+    if (!bench_want(name, 2)) return;
+    if (ab_set_isa(isa) != AB_OK) return;
+    gemm_ctx g = {s->ta, s->tb, s->m, s->n, s->k, s->ta ? s->m : s->k, s->tb ? s->k : s->n, s->n,
+                  NULL, NULL, NULL, NULL};
+    g.A = random_matrix((size_t)s->m * s->k, rng);
+    g.B = random_matrix((size_t)s->k * s->n, rng);
+    g.C = random_matrix((size_t)s->m * s->n, rng);
+    threaded_ctx t2 = {&g, 2}, t1 = {&g, 1};
+    bench_entry e[2] = {{.ref = "ours", .fn = run_ours_threads, .ctx = &t2},
+                        {.ref = "t1", .fn = run_ours_threads, .ctx = &t1}};
+    bench_competitor_start();
+    bench_compare(name, "GFLOP/s", 2.0 * (double)s->m * s->n * s->k * 1e-9, 2, e, 2);
+    bench_competitor_stop();
+    ab_aligned_free((void *)g.A);
+    ab_aligned_free((void *)g.B);
+    ab_aligned_free(g.C);
+}
+
 /* peak: the FMA-peak loop as a peer entry (ref "peak", its own GFLOP per call in .work). */
 static void run_shape(const shape *s, int threads, ab_isa isa, const char *isa_tag,
                       bench_entry peak, bench_blas *blas, int n_blas, ab_rng *rng) {
@@ -178,11 +170,7 @@ static void run_shape(const shape *s, int threads, ab_isa isa, const char *isa_t
     bench_entry e[8];
     gemm_ctx peer_ctx[8];
     int n = 0;
-    e[n].ref = "ours";
-    e[n].fn = run_ours;
-    e[n].ctx = &g;
-    e[n].value = e[n].best = e[n].work = 0;
-    n++;
+    e[n++] = (bench_entry){.ref = "ours", .fn = run_ours, .ctx = &g};
     double fmas = (double)s->m * s->n * s->k;
     for (int b = 0; b < n_blas; b++) {
         if (!blas[b].handle) {
@@ -196,10 +184,7 @@ static void run_shape(const shape *s, int threads, ab_isa isa, const char *isa_t
         bench_blas_set_threads(&blas[b], threads);
         peer_ctx[n] = g;
         peer_ctx[n].blas = &blas[b];
-        e[n].ref = blas[b].name;
-        e[n].fn = run_blas;
-        e[n].ctx = &peer_ctx[n];
-        e[n].value = e[n].best = e[n].work = 0;
+        e[n] = (bench_entry){.ref = blas[b].name, .fn = run_blas, .ctx = &peer_ctx[n]};
         n++;
     }
     /* correctness first: against OpenBLAS-SkylakeX if loaded, else whatever peer there is */
@@ -235,21 +220,20 @@ int main(int argc, char **argv) {
 
     /* The peaks on their own (fma_peak, fma_peak_t2); each sgemm case times the same loops again
      * as its `peak` peer, interleaved with ours. */
-    double flop_zmm = 2.0 * 16 * PEAK_ACC * PEAK_STEPS * 1e-9;
-    double flop_ymm = 2.0 * 8 * 12 * PEAK_STEPS * 1e-9;
-    bench_entry ymm[1] = {{"ours", run_peak_ymm, NULL, 0, 0, 0}};
+    double flop_zmm = PEAK_FLOP_ZMM, flop_ymm = PEAK_FLOP_YMM;
+    bench_entry ymm[1] = {{.ref = "ours", .fn = run_peak_ymm}};
     bench_compare("fma_peak_avx2", "GFLOP/s", flop_ymm, 1, ymm, 1);
     double peak_avx2 = ymm[0].best, peak1 = peak_avx2, peak2 = 2.0 * peak_avx2;
-    bench_entry p_ymm = {"peak", run_peak_ymm, NULL, 0, 0, flop_ymm}, p1 = p_ymm, p2 = p_ymm;
+    bench_entry p_ymm = {.ref = "peak", .fn = run_peak_ymm, .work = flop_ymm}, p1 = p_ymm, p2 = p_ymm;
     if (have512) { /* a ceiling: the best sample, not the median */
-        bench_entry zmm[1] = {{"ours", run_peak_zmm, NULL, 0, 0, 0}};
-        bench_entry zmm2[1] = {{"ours", run_peak_zmm_t2, NULL, 0, 0, 0}};
+        bench_entry zmm[1] = {{.ref = "ours", .fn = run_peak_zmm}};
+        bench_entry zmm2[1] = {{.ref = "ours", .fn = run_peak_zmm_t2}};
         bench_compare("fma_peak", "GFLOP/s", flop_zmm, 1, zmm, 1);
         bench_compare("fma_peak_t2", "GFLOP/s", 2.0 * flop_zmm, 2, zmm2, 1);
         peak1 = zmm[0].best;
         peak2 = zmm2[0].best;
-        p1 = (bench_entry){"peak", run_peak_zmm, NULL, 0, 0, flop_zmm};
-        p2 = (bench_entry){"peak", run_peak_zmm_t2, NULL, 0, 0, 2.0 * flop_zmm};
+        p1 = (bench_entry){.ref = "peak", .fn = run_peak_zmm, .work = flop_zmm};
+        p2 = (bench_entry){.ref = "peak", .fn = run_peak_zmm_t2, .work = 2.0 * flop_zmm};
     }
     if (bench_want("fma_peak", 1)) bench_line("fma_peak", "GFLOP/s", peak1, "avx2_fma", peak_avx2);
     if (bench_want("fma_peak_t2", 2)) bench_line("fma_peak_t2", "GFLOP/s", peak2, "fma_peak", peak1);
@@ -264,5 +248,10 @@ int main(int argc, char **argv) {
         shape sq = {1024, 1024, 1024, 0, 0, ""};
         run_shape(&sq, 1, AB_ISA_AVX2, "avx2_", p_ymm, blas, 3, &rng);
     }
+    static const shape contended[] = {{64, 64, 64, 0, 0, ""},       {256, 128, 128, 0, 0, ""},
+                                      {256, 384, 128, 0, 1, "nt"}, {512, 512, 512, 0, 0, ""},
+                                      {1024, 1024, 1024, 0, 0, ""}, {2048, 2048, 2048, 0, 0, ""}};
+    for (int i = 0; i < (int)(sizeof contended / sizeof contended[0]); i++)
+        run_contended(&contended[i], best, &rng);
     return 0;
 }

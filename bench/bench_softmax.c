@@ -90,7 +90,8 @@ static void run_case(ab_isa isa, const char *tag, int cols, ab_rng *rng) {
     c.rows = ROWS;
     c.cols = cols;
     check(&c, name);
-    bench_entry e[2] = {{"ours", run_ours, &c, 0, 0, 0}, {"glibc_expf", run_glibc, &c, 0, 0, 0}};
+    bench_entry e[2] = {{.ref = "ours", .fn = run_ours, .ctx = &c},
+                        {.ref = "glibc_expf", .fn = run_glibc, .ctx = &c}};
     bench_compare(name, "Gelem/s", (double)n * 1e-9, 1, e, 2);
     ab_aligned_free(x);
     ab_aligned_free(c.y);

@@ -1,17 +1,30 @@
 /* bench/bench_step.c - one full training step of the model (zero_grad, forward, backward, AdamW),
  * ours (the best ISA path) against the same model forced onto the scalar path with ab_set_isa, in
- * the same run, at 1 and 2 threads. See bench/bench.h for the options and the protocol.
+ * the same run, at 1 and 2 threads; and 2 threads against 1 under a competing process. See
+ * bench/bench.h for the options and the protocol.
  *
- * Cases (unit tokens/s = B * T / seconds per step; higher is better), ref=scalar:
- *   step_tiny_t<n>   the lab's model: vocab 512, n_ctx 64, 4 layers, d_model 128, 4 heads,
- *                    B = 16, T = 64 (1024 tokens per step), all weights trained.
- *   step_gpt2_t<n>   GPT-2-small-shaped, random weights: vocab 50304, n_ctx 1024, 12 layers,
- *                    d_model 768, 12 heads (124M parameters), B = 4, T = 64, all weights trained.
- * The tiny cases use bench_compare (interleaved, median). A scalar GPT-2 step takes about a minute,
- * so the GPT-2 cases use a lighter protocol with the same spirit: one warm-up step on our path
- * (page faults of ~2.5 GB of buffers), then min(--iters, 2) rounds (1 with --quick) alternating
- * which path goes first, median reported. Running everything takes about 5 minutes; use
- * --case step_tiny for a quick look.
+ * Models and batches (all weights trained, random tokens, every target in the loss):
+ *   tiny   the lab's model at full context: vocab 512, n_ctx 64, 4 layers, d_model 128, 4 heads,
+ *          B = 16, T = 64 (1024 tokens per step).
+ *   lab    the same model at the shapes the lab trains on: the lab's vocabulary (456 words), B = 16,
+ *          T = 22 (lab_batch_pack trims a batch to its longest sample; SST-2 samples are 15-22
+ *          tokens), 352 tokens per step.
+ *   gpt2   GPT-2-small-shaped: vocab 50304, n_ctx 1024, 12 layers, d_model 768, 12 heads (124M
+ *          parameters), B = 4, T = 64.
+ * Cases (unit tokens/s = B * T / seconds per step; higher is better):
+ *   step_<model>_t<n>        ours on n threads; ref=scalar (and ref=v<version>, another build's
+ *                            step linked in by `make bench-v011`, bench/step_peer.c).
+ *   step_gpt2_t<n>_of_limit  unit GFLOP/s: ours = the step's floating-point work (every GEMM,
+ *                            counted from the shapes: 191.6 GFLOP) / its median time, ref =
+ *                            fma_peak (n = 1) or fma_peak_t2 (n = 2) measured in this run, so ratio
+ *                            = the fraction of the machine's limit.
+ *   contended_step_<model>   ours on 2 threads, ref=t1 ours on 1 thread, both while a forked
+ *                            busy-loop process competes for the CPUs: ratio = 2 threads / 1 thread.
+ * The GPT-2 cases run only when --case names them (`make bench-gpt2`): a scalar GPT-2 step takes
+ * about a minute, so they use a lighter protocol with the same spirit: one warm-up step per entry
+ * (page faults of ~2.5 GB of buffers), then min(--iters, 2) rounds (1 with --quick; 3 for the
+ * contended case) in which every entry runs one step, the first entry rotating, median reported.
+ * The tiny and lab cases use bench_compare (interleaved, median).
  *
  * After each case two more kinds of line (not BENCH lines):
  *   SPLIT case=<name> path=<isa> step_s=<seconds per step> matmul=<s>(<%>) attention=... layernorm=...
@@ -25,15 +38,21 @@
 #define ANTIBODY_IMPLEMENTATION
 #include "antibody.h"
 #include "antibody_gpt.h"
+#include "peak.h"
 #include <sys/resource.h>
+#ifdef BENCH_STEP_PEER
+#include "step_peer.h"
+#endif
 
 typedef struct step_ctx {
     ab_model *model;
     ab_batch batch;
     ab_isa isa;
+    int threads;
     ab_adamw_cfg opt;
-    double prof[AB_PROF_COUNT]; /* accumulated over this path's steps */
-    double seconds;             /* total time of this path's steps */
+    void *peer;                 /* another build's step (step_peer.c), or NULL: ours */
+    double prof[AB_PROF_COUNT]; /* accumulated over this entry's steps */
+    double seconds;             /* total time of this entry's steps */
     long steps;
 } step_ctx;
 
@@ -44,12 +63,22 @@ static void check(ab_status st, const char *what) {
     }
 }
 
-/* One training step on ctx's path; its profile is added to ctx's. */
+/* One training step of ctx's entry; its profile is added to ctx's. */
 static void run_step(void *p) {
     step_ctx *c = (step_ctx *)p;
-    check(ab_set_isa(c->isa), "ab_set_isa");
-    check(ab_model_profile_reset(c->model), "profile_reset");
     double t0 = bench_now();
+#ifdef BENCH_STEP_PEER
+    if (c->peer) {
+        if (step_peer_run(c->peer, c->threads)) exit(1);
+        c->seconds += bench_now() - t0;
+        c->steps++;
+        return;
+    }
+#endif
+    check(ab_set_isa(c->isa), "ab_set_isa");
+    check(ab_set_threads(c->threads), "ab_set_threads");
+    check(ab_model_profile_reset(c->model), "profile_reset");
+    t0 = bench_now();
     check(ab_model_zero_grad(c->model), "zero_grad");
     check(ab_model_forward(c->model, &c->batch, NULL, NULL, NULL, NULL), "forward");
     check(ab_model_backward(c->model, NULL), "backward");
@@ -68,11 +97,11 @@ static void reset_stats(step_ctx *c) {
 }
 
 static void print_split(const char *case_name, const step_ctx *c) {
-    if (c->steps == 0) return;
+    if (c->steps == 0 || c->peer) return;
     double step = c->seconds / (double)c->steps, profiled = 0.0;
     char line[512];
-    int len = snprintf(line, sizeof line, "SPLIT case=%s path=%s step_s=%.4g", case_name,
-                       ab_isa_name(c->isa), step);
+    int len = snprintf(line, sizeof line, "SPLIT case=%s path=%s threads=%d step_s=%.4g", case_name,
+                       ab_isa_name(c->isa), c->threads, step);
     for (int i = 0; i < AB_PROF_COUNT; i++) {
         double s = c->prof[i] / (double)c->steps;
         profiled += s;
@@ -96,22 +125,33 @@ static void print_memory(const char *config, const ab_model *m) {
                mem.grad_acts * mib, mem.other * mib, (double)ru.ru_maxrss / 1024.0);
 }
 
-/* The GPT-2 protocol (see the top): warm-up on ours, then `rounds` alternating rounds. */
-static void compare_slow(const char *case_name, double tokens, int threads, step_ctx *ours,
-                         step_ctx *ref, int rounds) {
-    double so[8], sr[8], gap = threads > 1 ? bench_cfg.gap_s : 0.0;
-    run_step(ours);
-    reset_stats(ours);
+/* The slow protocol (see the top): one warm-up step per entry, then `rounds` rounds of one step
+ * per entry, the first entry rotating. Prints one BENCH line per peer; returns ours' median. */
+static double compare_slow(const char *case_name, double tokens, step_ctx **e, int n, int rounds) {
+    double samples[4][8], gap = bench_cfg.gap_s;
+    for (int i = 0; i < n; i++) {
+        run_step(e[i]);
+        reset_stats(e[i]);
+        bench_sleep(gap);
+    }
     for (int r = 0; r < rounds; r++) {
-        for (int k = 0; k < 2; k++) {
-            step_ctx *c = (k == 0) == (r % 2 == 0) ? ours : ref;
+        for (int k = 0; k < n; k++) {
+            step_ctx *c = e[(r + k) % n];
             double before = c->seconds;
             run_step(c);
-            (c == ours ? so : sr)[r] = tokens / (c->seconds - before);
+            samples[(r + k) % n][r] = tokens / (c->seconds - before);
             bench_sleep(gap);
         }
     }
-    bench_line(case_name, "tokens/s", bench_median(so, rounds), "scalar", bench_median(sr, rounds));
+    double ours = bench_median(samples[0], rounds);
+    bench_require_positive(case_name, "ours", "median", ours);
+    for (int i = 1; i < n; i++) {
+        double peer = bench_median(samples[i], rounds);
+        bench_require_positive(case_name, "peer", "median", peer);
+        const char *ref = e[i]->isa == AB_ISA_SCALAR ? "scalar" : "t1";
+        bench_line(case_name, "tokens/s", ours, ref, peer);
+    }
+    return ours;
 }
 
 typedef struct step_config {
@@ -120,79 +160,170 @@ typedef struct step_config {
     int B, T, slow;
 } step_config;
 
+/* Floating-point work of one step: every GEMM, counted from the shapes (2 flops per multiply-add).
+ * Linear layers and the tied LM head: forward, input gradient and weight gradient, 3 x 2 N P for
+ * N tokens and P weights in products; attention: q k^T and att v forward (2 x 2 B T^2 d per layer),
+ * four products backward. Everything else (LayerNorm, GELU, softmax, AdamW) is not counted. */
+static double step_gflop(const step_config *sc) {
+    double N = (double)sc->B * sc->T, d = sc->cfg.d_model, L = sc->cfg.n_layer, V = sc->cfg.n_vocab;
+    double linear = 6.0 * N * (12.0 * d * d * L + V * d);
+    double attention = 12.0 * sc->B * (double)sc->T * sc->T * d * L;
+    return (linear + attention) * 1e-9;
+}
+
+/* The step's GFLOP/s against the FMA peak of `threads` threads, measured now (best sample). */
+static void print_of_limit(const step_config *sc, int threads, double tokens_per_s) {
+    char name[64];
+    snprintf(name, sizeof name, "step_%s_t%d_of_limit", sc->name, threads);
+    bench_entry peak[1] = {{.ref = "ours", .fn = threads > 1 ? run_peak_zmm_t2 : run_peak_zmm}};
+    double flop = threads > 1 ? 2.0 * PEAK_FLOP_ZMM : PEAK_FLOP_ZMM;
+    bench_compare(threads > 1 ? "fma_peak_t2" : "fma_peak", "GFLOP/s", flop, threads, peak, 1);
+    double tokens = (double)sc->B * sc->T, gflops = step_gflop(sc) * tokens_per_s / tokens;
+    bench_line(name, "GFLOP/s", gflops, threads > 1 ? "fma_peak_t2" : "fma_peak", peak[0].best);
+    bench_emit("LIMIT case=%s gflop_per_step=%.1f step_s=%.4f limit_s=%.4f\n", name, step_gflop(sc),
+               tokens / tokens_per_s, step_gflop(sc) / peak[0].best);
+}
+
+/* The model's cases; peer: another build's step for the same config, or NULL. */
+static void run_config(const step_config *sc, ab_isa best, void *peer, const char *peer_name) {
+    char names[3][64];
+    int wanted = 0;
+    for (int t = 1; t <= 2; t++) {
+        snprintf(names[t - 1], sizeof names[0], "step_%s_t%d", sc->name, t);
+        wanted |= bench_want(names[t - 1], t);
+    }
+    snprintf(names[2], sizeof names[2], "contended_step_%s", sc->name);
+    wanted |= bench_want(names[2], 2);
+    if (!wanted) return;
+    ab_model *m = NULL;
+    check(ab_set_isa(best), "ab_set_isa");
+    check(ab_model_create(&m, &sc->cfg, 1), "ab_model_create");
+    size_t N = (size_t)sc->B * sc->T;
+    int *in = (int *)malloc(N * sizeof(int)), *tg = (int *)malloc(N * sizeof(int));
+    float *mask = (float *)malloc(N * sizeof(float));
+    if (!in || !tg || !mask) check(AB_ERR_ALLOC, "batch");
+    ab_rng rng;
+    ab_rng_seed(&rng, 2, 0);
+    for (size_t i = 0; i < N; i++) {
+        in[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
+        tg[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
+        mask[i] = 1.0f;
+    }
+    step_ctx ours, ref, alt;
+    memset(&ours, 0, sizeof ours);
+    ours.model = m;
+    ours.batch.B = sc->B, ours.batch.T = sc->T;
+    ours.batch.inputs = in, ours.batch.targets = tg, ours.batch.mask = mask;
+    ours.batch.weights = NULL, ours.batch.lengths = NULL;
+    ours.isa = best;
+    ours.opt = ab_adamw_default();
+    ours.opt.lr = 1e-5f; /* many steps on random tokens: keep the weights where they are */
+    ref = ours;
+    ref.isa = AB_ISA_SCALAR;
+    alt = ours;
+    alt.peer = peer;
+    check(ab_model_set_clock(m, bench_now), "set_clock");
+    for (int t = 1; t <= 2; t++) {
+        if (!bench_want(names[t - 1], t)) continue;
+        ours.threads = ref.threads = alt.threads = t;
+        reset_stats(&ours);
+        reset_stats(&ref);
+        if (sc->slow) {
+            step_ctx *e[2] = {&ours, &ref};
+            int rounds = bench_cfg.quick ? 1 : bench_cfg.iters < 2 ? bench_cfg.iters : 2;
+            double tps = compare_slow(names[t - 1], (double)N, e, 2, rounds);
+            print_of_limit(sc, t, tps);
+        } else {
+            bench_entry e[3] = {{.ref = "ours", .fn = run_step, .ctx = &ours},
+                                {.ref = "scalar", .fn = run_step, .ctx = &ref},
+                                {.ref = peer_name, .fn = run_step, .ctx = &alt}};
+            bench_compare(names[t - 1], "tokens/s", (double)N, t, e, peer ? 3 : 2);
+        }
+        print_split(names[t - 1], &ours);
+        print_split(names[t - 1], &ref);
+    }
+    if (bench_want(names[2], 2)) {
+        step_ctx t1 = ours;
+        ours.threads = 2, t1.threads = 1;
+        reset_stats(&ours);
+        reset_stats(&t1);
+        bench_competitor_start();
+        if (sc->slow) {
+            step_ctx *e[2] = {&ours, &t1};
+            compare_slow(names[2], (double)N, e, 2, bench_cfg.quick ? 1 : 3);
+        } else {
+            bench_entry e[2] = {{.ref = "ours", .fn = run_step, .ctx = &ours},
+                                {.ref = "t1", .fn = run_step, .ctx = &t1}};
+            bench_compare(names[2], "tokens/s", (double)N, 2, e, 2);
+        }
+        bench_competitor_stop();
+        print_split(names[2], &ours);
+        print_split(names[2], &t1);
+    }
+    print_memory(sc->name, m);
+    ab_model_free(m);
+    free(in);
+    free(tg);
+    free(mask);
+}
+
 int main(int argc, char **argv) {
     bench_init(argc, argv);
     check(ab_init(), "ab_init");
     ab_isa best = ab_best_isa();
-    step_config configs[2];
+    step_config configs[3];
+    memset(configs, 0, sizeof configs);
     configs[0].name = "tiny";
     configs[0].cfg.n_vocab = 512, configs[0].cfg.n_ctx = 64, configs[0].cfg.n_layer = 4;
     configs[0].cfg.n_head = 4, configs[0].cfg.d_model = 128;
-    configs[0].cfg.lora_rank = 0, configs[0].cfg.lora_alpha = 0.0f;
-    configs[0].B = 16, configs[0].T = 64, configs[0].slow = 0;
-    configs[1].name = "gpt2";
-    configs[1].cfg.n_vocab = 50304, configs[1].cfg.n_ctx = 1024, configs[1].cfg.n_layer = 12;
-    configs[1].cfg.n_head = 12, configs[1].cfg.d_model = 768;
-    configs[1].cfg.lora_rank = 0, configs[1].cfg.lora_alpha = 0.0f;
-    configs[1].B = 4, configs[1].T = 64, configs[1].slow = 1;
-    printf("# bench_step: ours = %s, ref = scalar (same model, ab_set_isa), threads 1 and 2\n",
-           ab_isa_name(best));
-    for (int c = 0; c < 2; c++) {
+    configs[0].B = 16, configs[0].T = 64;
+    configs[1] = configs[0];
+    configs[1].name = "lab";
+    configs[1].cfg.n_vocab = 456, configs[1].T = 22;
+    configs[2].name = "gpt2";
+    configs[2].cfg.n_vocab = 50304, configs[2].cfg.n_ctx = 1024, configs[2].cfg.n_layer = 12;
+    configs[2].cfg.n_head = 12, configs[2].cfg.d_model = 768;
+    configs[2].B = 4, configs[2].T = 64, configs[2].slow = 1;
+    printf("# bench_step: ours = %s, ref = scalar (same model, ab_set_isa)", ab_isa_name(best));
+#ifdef BENCH_STEP_PEER
+    char peer_name[32];
+    snprintf(peer_name, sizeof peer_name, "v%s", step_peer_version());
+    printf(" and %s (bench/step_peer.c)", peer_name);
+#else
+    const char *peer_name = "none";
+#endif
+    printf(", threads 1 and 2; contended: 2 threads vs 1 under a busy process\n");
+    for (int c = 0; c < 3; c++) {
         const step_config *sc = &configs[c];
-        char names[2][64];
-        int wanted = 0;
-        for (int t = 1; t <= 2; t++) {
-            snprintf(names[t - 1], sizeof names[0], "step_%s_t%d", sc->name, t);
-            wanted |= bench_want(names[t - 1], t);
-        }
-        if (!wanted) continue;
-        ab_model *m = NULL;
-        check(ab_model_create(&m, &sc->cfg, 1), "ab_model_create");
+        /* GPT-2 only when asked for by name: its scalar peer takes minutes */
+        if (sc->slow && !(bench_cfg.case_filter && strstr(bench_cfg.case_filter, sc->name))) continue;
+        void *peer = NULL;
+#ifdef BENCH_STEP_PEER
         size_t N = (size_t)sc->B * sc->T;
-        int *in = (int *)malloc(N * sizeof(int)), *tg = (int *)malloc(N * sizeof(int));
-        float *mask = (float *)malloc(N * sizeof(float));
-        if (!in || !tg || !mask) check(AB_ERR_ALLOC, "batch");
-        ab_rng rng;
-        ab_rng_seed(&rng, 2, 0);
-        for (size_t i = 0; i < N; i++) {
-            in[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
-            tg[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
-            mask[i] = 1.0f;
-        }
-        step_ctx ours, ref;
-        memset(&ours, 0, sizeof ours);
-        ours.model = m;
-        ours.batch.B = sc->B, ours.batch.T = sc->T;
-        ours.batch.inputs = in, ours.batch.targets = tg, ours.batch.mask = mask;
-        ours.batch.weights = NULL, ours.batch.lengths = NULL;
-        ours.isa = best;
-        ours.opt = ab_adamw_default();
-        ours.opt.lr = 1e-5f; /* many steps on random tokens: keep the weights where they are */
-        ref = ours;
-        ref.isa = AB_ISA_SCALAR;
-        check(ab_model_set_clock(m, bench_now), "set_clock");
-        for (int t = 1; t <= 2; t++) {
-            if (!bench_want(names[t - 1], t)) continue;
-            check(ab_set_threads(t), "ab_set_threads");
-            reset_stats(&ours);
-            reset_stats(&ref);
-            if (sc->slow) {
-                int rounds = bench_cfg.quick ? 1 : bench_cfg.iters < 2 ? bench_cfg.iters : 2;
-                compare_slow(names[t - 1], (double)N, t, &ours, &ref, rounds);
-            } else {
-                bench_entry e[2];
-                e[0].ref = "ours", e[0].fn = run_step, e[0].ctx = &ours, e[0].value = 0.0;
-                e[1].ref = "scalar", e[1].fn = run_step, e[1].ctx = &ref, e[1].value = 0.0;
-                bench_compare(names[t - 1], "tokens/s", (double)N, t, e, 2);
+        int *pin = (int *)malloc(N * sizeof(int)), *ptg = (int *)malloc(N * sizeof(int));
+        float *pmask = (float *)malloc(N * sizeof(float));
+        if (!pin || !ptg || !pmask) check(AB_ERR_ALLOC, "batch");
+        if (!sc->slow) {
+            ab_rng rng;
+            ab_rng_seed(&rng, 2, 0); /* the same batch as ours */
+            for (size_t i = 0; i < N; i++) {
+                pin[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
+                ptg[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
+                pmask[i] = 1.0f;
             }
-            print_split(names[t - 1], &ours);
-            print_split(names[t - 1], &ref);
+            step_peer_config pc = {sc->cfg.n_vocab, sc->cfg.n_ctx, sc->cfg.n_layer, sc->cfg.n_head,
+                                   sc->cfg.d_model, sc->B, sc->T, pin, ptg, pmask, 1e-5f};
+            peer = step_peer_create(&pc);
+            if (!peer) return 1;
         }
-        print_memory(sc->name, m);
-        ab_model_free(m);
-        free(in);
-        free(tg);
-        free(mask);
+#endif
+        run_config(sc, best, peer, peer_name);
+#ifdef BENCH_STEP_PEER
+        step_peer_free(peer);
+        free(pin);
+        free(ptg);
+        free(pmask);
+#endif
     }
     return 0;
 }

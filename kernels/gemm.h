@@ -30,11 +30,12 @@
  * disjoint, MR/NR-aligned ranges of C), so results are bitwise identical for every thread count.
  * beta == 0 writes alpha*acc_0 without reading C (NaN in C is ignored, as in BLAS).
  *
- * Threads: OpenMP, at most the n_threads the caller passes, for problems above ~1M multiply-adds. C is cut into one
- * contiguous range of whole MR-row or NR-column tiles per thread, whichever split has the shorter
- * estimated critical path (rows duplicate the packing of B, columns that of A); each thread runs
- * the five loops on its own range with its own packing buffers, with no synchronisation but the
- * final join.
+ * Threads: the kernel starts none. sgemm_plan cuts C into `parts` (one per thread the core offers,
+ * for problems above ~1M multiply-adds): contiguous ranges of whole MR-row or NR-column tiles,
+ * whichever split has the shorter estimated critical path (rows duplicate the packing of B,
+ * columns that of A); sgemm_part runs the five loops on one range with the packing buffers it is
+ * given. The core runs the parts on its thread pool, any part on any thread, with no
+ * synchronisation but the end of its parallel call.
  *
  * Unpacked operands: an operand already in micro-kernel order is read in place when its rows are
  * under 4 KiB apart (op(B) = B: rows of B are panel rows; op(A) = A^T: rows of A^T are panel
@@ -93,10 +94,13 @@ extern "C" {
 /* MC: A block 2016 x 384 x 4 B = 3 MiB in L3, as for AVX-512 (a multiple of MR). */
 #define AB__G256_MC 2016
 
-/* Problems up to this many multiply-adds run on one thread: an OpenMP fork/join costs ~3 us on
- * the 2-vCPU Zen 5 VM (measured), ~10 us of single-core work here, so a second thread gains
- * little below it (and loses at 64^3: 110 against 210 GFLOP/s). */
+/* Problems up to this many multiply-adds run in one part: a parallel call costs a few us on the
+ * 2-vCPU Zen 5 VM (an OpenMP fork/join measured ~3 us), ~10 us of single-core work here, so a
+ * second thread gains little below it (and lost at 64^3: 110 against 210 GFLOP/s). */
 #define AB__GEMM_MIN_PAR_FMA (1024 * 1024)
+/* A threaded call is cut into more parts than threads when that lengthens the estimated critical
+ * path by at most this factor (see ab__gemm_make_plan). */
+#define AB__GEMM_SPLIT_SLACK 1.02
 /* Copy packs prefetch this many rows ahead: ~16 loop iterations cover a DRAM miss. */
 #define AB__GEMM_PF_ROWS 16
 /* op(A) = A^T is packed, even with rows under 4 KiB apart, once n reaches this: in place, the
@@ -140,6 +144,9 @@ typedef struct ab__gemm_impl {
     ab__gemm_kernel_fn kernel;
     ab__gemm_pack_a_fn pack_a;
     ab__gemm_pack_b_fn pack_b;
+    /* the ISA's elementwise kernels, for the epilogue (ab__gemm_job.resid, .gelu) */
+    void (*add)(float *out, const float *a, const float *b, size_t n);
+    void (*gelu)(float *out, const float *x, size_t n);
 } ab__gemm_impl;
 
 /* ================================================================================================
@@ -174,8 +181,30 @@ AB__UNROLL
             _mm_prefetch((const char *)(c + (ptrdiff_t)i * ldc + AB__G512_NR - 1), _MM_HINT_T0);
         }
     }
-    if (a_rs == 1) { /* packed A (a_rs is a literal 1 here: the branch folds) */
-        for (int p = 0; p < kc; p++) {
+    int p = 0;
+    if (a_rs == 1 && a_ps == AB__G512_MR && b_ps == AB__G512_NR) {
+        /* Both panels packed: constant strides, k unrolled by 4 (the same FMA order for every
+         * accumulator). A standalone copy of this tile on panels in L2, kc = 512, best of 200
+         * calls on Zen 5: 0.947 -> 0.961 of the FMA peak loop (with run-time strides the unrolled
+         * loop spilled its addresses: hence the constant-stride case alone). */
+        for (; p + 4 <= kc; p += 4) {
+AB__UNROLL
+            for (int u = 0; u < 4; u++) {
+                __m512 b0 = _mm512_loadu_ps(b + u * AB__G512_NR);
+                __m512 b1 = _mm512_loadu_ps(b + u * AB__G512_NR + 16);
+AB__UNROLL
+                for (int i = 0; i < MRV; i++) {
+                    __m512 av = _mm512_set1_ps(a[u * AB__G512_MR + i]);
+                    c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+                    c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+                }
+            }
+            a += 4 * AB__G512_MR;
+            b += 4 * AB__G512_NR;
+        }
+    }
+    if (a_rs == 1) { /* A packed or in place as A^T (a_rs is a literal 1 here: the branch folds) */
+        for (; p < kc; p++) {
             __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
 AB__UNROLL
             for (int i = 0; i < MRV; i++) {
@@ -615,10 +644,10 @@ static void ab__g256_pack_b(int trans_b, const float *B, int ldb, int p0, int kc
 
 static const ab__gemm_impl ab__g512_impl = {AB__G512_MR, AB__G512_NR, AB__G512_KC, AB__G512_NC,
                                             AB__G512_MC, ab__g512_kernel, ab__g512_pack_a,
-                                            ab__g512_pack_b};
+                                            ab__g512_pack_b, ab__avx512_add, ab__avx512_gelu_forward};
 static const ab__gemm_impl ab__g256_impl = {AB__G256_MR, AB__G256_NR, AB__G256_KC, AB__G256_NC,
                                             AB__G256_MC, ab__g256_kernel, ab__g256_pack_a,
-                                            ab__g256_pack_b};
+                                            ab__g256_pack_b, ab__avx2_add, ab__avx2_gelu_forward};
 
 static int ab__gemm_ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -633,21 +662,20 @@ static AB__ALWAYS_INLINE int ab__gemm_step(int len, int cap, int unit) {
     return ab__gemm_ceil_div(step, unit) * unit;
 }
 
-typedef struct ab__gemm_args {
-    int trans_a, trans_b, m, n, k;
-    float alpha, beta;
-    const float *A, *B;
-    float *C;
-    int lda, ldb, ldc;
-    int kc_step;         /* depends on k only: every thread blocks k the same way */
-    int a_inplace;       /* A read in place (rows of A or of A^T under 4 KiB apart) */
-    int b_inplace;       /* op(B) = B read in place (rows of B under 4 KiB apart) */
-} ab__gemm_args;
+/* After the last k block of rows [i0, i0 + mr), columns [j0, j0 + nc): C += resid, gelu = GELU(C). */
+static AB__ALWAYS_INLINE void ab__gemm_epilogue(const ab__gemm_impl *im, const ab__gemm_job *g, int i0,
+                                                int mr, int j0, int nc) {
+    for (int i = i0; i < i0 + mr; i++) {
+        float *c = g->C + (ptrdiff_t)i * g->ldc + j0;
+        if (g->resid) im->add(c, c, g->resid + (ptrdiff_t)i * g->ldr + j0, (size_t)nc);
+        if (g->gelu) im->gelu(g->gelu + (ptrdiff_t)i * g->ldg + j0, c, (size_t)nc);
+    }
+}
 
 /* The five loops over rows [i0, i1) and columns [j0, j1) of C, with this thread's packing
  * buffers abuf (>= mc_step rounded up to MR, times kc_step floats) and bbuf (>= kc_step times
  * nc_step rounded up to NR floats): the packs zero-pad the last micro-panel. */
-static AB__ALWAYS_INLINE void ab__gemm_block(const ab__gemm_impl *im, const ab__gemm_args *g,
+static AB__ALWAYS_INLINE void ab__gemm_block(const ab__gemm_impl *im, const ab__gemm_job *g,
                                              int i0, int i1, int j0, int j1, float *abuf,
                                              float *bbuf) {
     const int MR = im->mr, NR = im->nr;
@@ -657,7 +685,8 @@ static AB__ALWAYS_INLINE void ab__gemm_block(const ab__gemm_impl *im, const ab__
         int mc = ab__gemm_min(mc_step, i1 - ic);
         for (int pc = 0; pc < g->k; pc += g->kc_step) {                   /* loop 4: KC */
             int kc = ab__gemm_min(g->kc_step, g->k - pc);
-            float beta = pc == 0 ? g->beta : 1.0f;
+            float beta = pc == 0 && !g->bias ? g->beta : 1.0f; /* a bias is preset in C */
+            int last = pc + kc == g->k;
             if (!g->a_inplace) im->pack_a(g->trans_a, g->A, g->lda, ic, mc, pc, kc, abuf);
             for (int jc = j0; jc < j1; jc += nc_step) {                   /* loop 3: NC */
                 int nc = ab__gemm_min(nc_step, j1 - jc);
@@ -678,6 +707,9 @@ static AB__ALWAYS_INLINE void ab__gemm_block(const ab__gemm_impl *im, const ab__
                         a_ps = 1;
                     }
                     float *c = g->C + (ptrdiff_t)(ic + ir) * g->ldc + jc;
+                    if (pc == 0 && g->bias) /* the row panel in L1, where the kernel reads it */
+                        for (int i = 0; i < mr; i++)
+                            memcpy(c + (ptrdiff_t)i * g->ldc, g->bias + jc, sizeof(float) * (size_t)nc);
                     for (int jr = 0; jr < nc; jr += NR) {                 /* loop 1: NR */
                         int nr = ab__gemm_min(NR, nc - jr);
                         const float *b = bbuf + (ptrdiff_t)jr * kc;
@@ -690,37 +722,28 @@ static AB__ALWAYS_INLINE void ab__gemm_block(const ab__gemm_impl *im, const ab__
                         }
                         im->kernel(mr, kc, a, a_rs, a_ps, b, b_ps, c + jr, g->ldc, nr, g->alpha, beta);
                     }
+                    if (last && (g->resid || g->gelu)) /* the epilogue, on the row panel in L1 */
+                        ab__gemm_epilogue(im, g, ic + ir, mr, jc, nc);
                 }
             }
         }
     }
 }
 
-#ifdef _OPENMP
-/* Rank t of `parts` owns units [t*units/parts, (t+1)*units/parts) of `unit` rows or columns. */
-static void ab__gemm_part(int t, int parts, int units, int unit, int len, int *lo, int *hi) {
+/* Part t of `parts` owns units [t*units/parts, (t+1)*units/parts) of `unit` rows or columns. */
+static void ab__gemm_part_range(int t, int parts, int units, int unit, int len, int *lo, int *hi) {
     long long u0 = (long long)t * units / parts, u1 = (long long)(t + 1) * units / parts;
     *lo = (int)(u0 * unit < len ? u0 * unit : len);
     *hi = (int)(u1 * unit < len ? u1 * unit : len);
 }
-#endif
-
-/* How one call runs: the operand handling, the thread split and the workspace per part. It
- * depends on the shapes, the leading dimensions and the thread count only (never on the data),
- * so ab__gemm_workspace and ab__gemm_run agree on it. */
-typedef struct ab__gemm_plan {
-    int a_inplace, b_inplace; /* operands read in place, unpacked */
-    int kc_step;              /* depends on k only: every thread blocks k the same way */
-    int parts, split_n;       /* C is cut into `parts` ranges of whole tiles, of columns if split_n */
-    int units;                /* MR-row or NR-column tiles along the split dimension */
-    size_t a_floats, b_floats; /* packing buffers per part, each 64-byte aligned */
-} ab__gemm_plan;
 
 static size_t ab__gemm_round16(size_t floats) { return (floats + 15) & ~(size_t)15; }
 
-static AB__ALWAYS_INLINE void ab__gemm_make_plan(const ab__gemm_impl *im, int trans_a, int trans_b,
-                                                 int m, int n, int k, int lda, int ldb,
-                                                 int n_threads, ab__gemm_plan *p) {
+/* The plan of one call: operand handling, the split of C into parts and the workspace per part.
+ * It depends on the shapes, the leading dimensions and the thread count only (never the data). */
+static AB__ALWAYS_INLINE void ab__gemm_make_plan(const ab__gemm_impl *im, ab__gemm_job *p,
+                                                 int n_threads) {
+    const int m = p->m, n = p->n, k = p->k;
     p->kc_step = ab__gemm_step(k, im->kc, 1);
     double fmas = (double)m * n * k;
     /* Operands are read in place, unpacked, when their rows are under 4 KiB apart: op(A) = A by
@@ -728,33 +751,50 @@ static AB__ALWAYS_INLINE void ab__gemm_make_plan(const ab__gemm_impl *im, int tr
      * at every such shape here (e.g. 512x128x256 tn 171 -> 215 GFLOP/s, 256^3 207 -> 220); at 4 KiB
      * and beyond every row of a micro-panel maps to the same L1 set, which packing avoids. A^T is
      * packed for wide C all the same (AB__GEMM_AT_PACK_MIN_N). */
-    p->a_inplace = lda < AB__GEMM_INPLACE_MAX_LD && (!trans_a || n < AB__GEMM_AT_PACK_MIN_N);
-    p->b_inplace = !trans_b && ldb < AB__GEMM_INPLACE_MAX_LD;
+    p->a_inplace = p->lda < AB__GEMM_INPLACE_MAX_LD && (!p->trans_a || n < AB__GEMM_AT_PACK_MIN_N);
+    p->b_inplace = !p->trans_b && p->ldb < AB__GEMM_INPLACE_MAX_LD;
 
-    /* Threads: every thread runs the five loops on its own range of C, whole MR-row or NR-column
+    /* Threads: every part runs the five loops on its own range of C, whole MR-row or NR-column
      * tiles, with its own packing buffers and no synchronisation until the end (a shared packed
      * block measured worse: 1.7x at 1024^3 on 2 cores against 1.9x, its panels bouncing between
-     * the cores' L2s). Splitting rows makes every thread pack all of B (if B is packed),
-     * splitting columns all of A: pick the split with the smaller estimated critical path, in
-     * cycles: the largest part's multiply-adds at NR per cycle (2 FMA pipes x NR/2 lanes) plus
-     * its packing, measured in place at ~1.5 cycles per float for a transposing pack and ~0.5
-     * for a copying one (1024^3 on 2 threads: rows 404, columns 375 GFLOP/s; 512x3072x768 with
-     * A in place: rows 367, columns 383). */
-    int parts = fmas <= (double)AB__GEMM_MIN_PAR_FMA || n_threads < 1 ? 1 : n_threads;
-#ifndef _OPENMP
-    parts = 1;
-#endif
+     * the cores' L2s). Splitting rows makes every part pack all of B (if B is packed), splitting
+     * columns all of A: pick the split with the smaller estimated critical path, in cycles: the
+     * largest part's multiply-adds at NR per cycle (2 FMA pipes x NR/2 lanes) plus its packing,
+     * measured in place at ~1.5 cycles per float for a transposing pack and ~0.5 for a copying
+     * one (1024^3 on 2 threads: rows 404, columns 375 GFLOP/s; 512x3072x768 with A in place:
+     * rows 367, columns 383). */
+    int threads = fmas <= (double)AB__GEMM_MIN_PAR_FMA || n_threads < 1 ? 1 : n_threads;
     int m_units = ab__gemm_ceil_div(m, im->mr), n_units = ab__gemm_ceil_div(n, im->nr);
-    if (parts > m_units && parts > n_units) parts = m_units > n_units ? m_units : n_units;
-    int split_n = 0;
-    if (parts > 1) {
-        double a_pack = p->a_inplace ? 0.0 : (double)m * k * (trans_a ? 0.5 : 1.5);
-        double b_pack = p->b_inplace ? 0.0 : (double)k * n * (trans_b ? 1.5 : 0.5);
-        double rows = (double)ab__gemm_ceil_div(m_units, parts) * im->mr;
-        double cols = (double)ab__gemm_ceil_div(n_units, parts) * im->nr;
-        double by_rows = parts > m_units ? 1e300 : rows * n * k / im->nr + b_pack + a_pack * rows / m;
-        double by_cols = parts > n_units ? 1e300 : cols * m * k / im->nr + a_pack + b_pack * cols / n;
-        split_n = by_cols < by_rows;
+    int parts = 1, split_n = 0;
+    if (threads > 1) {
+        /* Candidates: rows or columns, threads x F parts for F = 1, 2, 4. More parts than threads
+         * let a thread that runs late (another process holds its core) leave the parts it has not
+         * claimed to the others, instead of the caller waiting for a whole thread's share; they
+         * cost the duplicated packing of the other operand, F times per thread. Take the largest
+         * F whose critical path is within AB__GEMM_SPLIT_SLACK of the best one. */
+        double a_pack = p->a_inplace ? 0.0 : (double)m * k * (p->trans_a ? 0.5 : 1.5);
+        double b_pack = p->b_inplace ? 0.0 : (double)k * n * (p->trans_b ? 1.5 : 0.5);
+        double best = 1e300, crit[2][3];
+        for (int by_n = 0; by_n < 2; by_n++) {
+            for (int f = 0; f < 3; f++) {
+                int units = by_n ? n_units : m_units, cand = threads << f;
+                crit[by_n][f] = 1e300;
+                if (cand > units && f > 0) continue;
+                if (cand > units) cand = units;
+                double len = (double)ab__gemm_ceil_div(units, cand) * (by_n ? im->nr : im->mr);
+                double part = by_n ? len * m * k / im->nr + a_pack + b_pack * len / n
+                                   : len * n * k / im->nr + b_pack + a_pack * len / m;
+                crit[by_n][f] = part * ab__gemm_ceil_div(cand, threads);
+                if (crit[by_n][f] < best) best = crit[by_n][f];
+            }
+        }
+        for (int f = 2; f >= 0 && parts == 1; f--)
+            for (int by_n = 0; by_n < 2 && parts == 1; by_n++)
+                if (crit[by_n][f] <= best * AB__GEMM_SPLIT_SLACK) {
+                    int units = by_n ? n_units : m_units;
+                    parts = (threads << f) < units ? threads << f : units;
+                    split_n = by_n;
+                }
     }
     p->parts = parts;
     p->split_n = split_n;
@@ -770,97 +810,47 @@ static AB__ALWAYS_INLINE void ab__gemm_make_plan(const ab__gemm_impl *im, int tr
     if (!p->b_inplace) b_floats = (size_t)b_cols * p->kc_step;
     else if (n % im->nr) b_floats = (size_t)im->nr * p->kc_step; /* the ragged edge panel */
     p->a_floats = ab__gemm_round16(a_floats); /* keep every buffer 64-byte aligned */
-    p->b_floats = ab__gemm_round16(b_floats);
+    p->ws_floats = p->a_floats + ab__gemm_round16(b_floats);
 }
 
-static AB__ALWAYS_INLINE size_t ab__gemm_workspace(const ab__gemm_impl *im, int trans_a,
-                                                   int trans_b, int m, int n, int k, int lda,
-                                                   int ldb, int n_threads) {
-    ab__gemm_plan p;
-    ab__gemm_make_plan(im, trans_a, trans_b, m, n, k, lda, ldb, n_threads, &p);
-    return (p.a_floats + p.b_floats) * (size_t)p.parts;
-}
-
-/* buf: ab__gemm_workspace(...) floats, 64-byte aligned (NULL when that is 0). */
-static AB__ALWAYS_INLINE void ab__gemm_run(const ab__gemm_impl *im, int trans_a, int trans_b,
-                                           int m, int n, int k, float alpha, const float *A,
-                                           int lda, const float *B, int ldb, float beta, float *C,
-                                           int ldc, int n_threads, float *buf) {
-    ab__gemm_plan p;
-    ab__gemm_make_plan(im, trans_a, trans_b, m, n, k, lda, ldb, n_threads, &p);
-    ab__gemm_args g;
-    g.trans_a = trans_a;
-    g.trans_b = trans_b;
-    g.m = m;
-    g.n = n;
-    g.k = k;
-    g.alpha = alpha;
-    g.beta = beta;
-    g.A = A;
-    g.B = B;
-    g.C = C;
-    g.lda = lda;
-    g.ldb = ldb;
-    g.ldc = ldc;
-    g.kc_step = p.kc_step;
-    g.a_inplace = p.a_inplace;
-    g.b_inplace = p.b_inplace;
-    size_t per_part = p.a_floats + p.b_floats;
-    if (p.parts == 1) {
-        ab__gemm_block(im, &g, 0, m, 0, n, buf, buf ? buf + p.a_floats : NULL);
+/* Part `part` of a planned job; buf: job->ws_floats floats, 64-byte aligned (NULL when 0). */
+static AB__ALWAYS_INLINE void ab__gemm_run_part(const ab__gemm_impl *im, const ab__gemm_job *g,
+                                                int part, float *buf) {
+    float *abuf = buf, *bbuf = buf ? buf + g->a_floats : NULL;
+    if (g->parts == 1) {
+        ab__gemm_block(im, g, 0, g->m, 0, g->n, abuf, bbuf);
         return;
     }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(p.parts)
-    {
-        /* The runtime may grant fewer threads (nested regions): they share out the parts. */
-        int team = omp_get_num_threads();
-        for (int t = omp_get_thread_num(); t < p.parts; t += team) {
-            float *abuf = buf ? buf + per_part * (size_t)t : NULL;
-            float *bbuf = abuf ? abuf + p.a_floats : NULL;
-            int lo, hi;
-            ab__gemm_part(t, p.parts, p.units, p.split_n ? im->nr : im->mr, p.split_n ? n : m, &lo, &hi);
-            if (lo >= hi) continue;
-            if (p.split_n)
-                ab__gemm_block(im, &g, 0, m, lo, hi, abuf, bbuf);
-            else
-                ab__gemm_block(im, &g, lo, hi, 0, n, abuf, bbuf);
-        }
-    }
-#else
-    (void)per_part;
-#endif
+    int lo, hi;
+    ab__gemm_part_range(part, g->parts, g->units, g->split_n ? im->nr : im->mr,
+                        g->split_n ? g->n : g->m, &lo, &hi);
+    if (lo >= hi) return;
+    if (g->split_n)
+        ab__gemm_block(im, g, 0, g->m, lo, hi, abuf, bbuf);
+    else
+        ab__gemm_block(im, g, lo, hi, 0, g->n, abuf, bbuf);
 }
 
-static void ab__avx512_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
-                             const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                             int ldc, int n_threads, float *workspace) {
-    ab__gemm_run(&ab__g512_impl, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
-                 n_threads, workspace);
+static void ab__avx512_sgemm_plan(ab__gemm_job *job, int n_threads) {
+    ab__gemm_make_plan(&ab__g512_impl, job, n_threads);
 }
-static size_t ab__avx512_sgemm_workspace(int trans_a, int trans_b, int m, int n, int k, int lda,
-                                         int ldb, int n_threads) {
-    return ab__gemm_workspace(&ab__g512_impl, trans_a, trans_b, m, n, k, lda, ldb, n_threads);
+static void ab__avx512_sgemm_part(const ab__gemm_job *job, int part, float *workspace) {
+    ab__gemm_run_part(&ab__g512_impl, job, part, workspace);
 }
-
-static void ab__avx2_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
-                           const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                           int ldc, int n_threads, float *workspace) {
-    ab__gemm_run(&ab__g256_impl, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
-                 n_threads, workspace);
+static void ab__avx2_sgemm_plan(ab__gemm_job *job, int n_threads) {
+    ab__gemm_make_plan(&ab__g256_impl, job, n_threads);
 }
-static size_t ab__avx2_sgemm_workspace(int trans_a, int trans_b, int m, int n, int k, int lda,
-                                       int ldb, int n_threads) {
-    return ab__gemm_workspace(&ab__g256_impl, trans_a, trans_b, m, n, k, lda, ldb, n_threads);
+static void ab__avx2_sgemm_part(const ab__gemm_job *job, int part, float *workspace) {
+    ab__gemm_run_part(&ab__g256_impl, job, part, workspace);
 }
 
 static void ab__gemm_fill(ab__kernels *k, ab_isa isa) {
     if (isa >= AB_ISA_AVX512) {
-        k->sgemm = ab__avx512_sgemm;
-        k->sgemm_workspace = ab__avx512_sgemm_workspace;
+        k->sgemm_plan = ab__avx512_sgemm_plan;
+        k->sgemm_part = ab__avx512_sgemm_part;
     } else if (isa >= AB_ISA_AVX2) {
-        k->sgemm = ab__avx2_sgemm;
-        k->sgemm_workspace = ab__avx2_sgemm_workspace;
+        k->sgemm_plan = ab__avx2_sgemm_plan;
+        k->sgemm_part = ab__avx2_sgemm_part;
     }
 }
 

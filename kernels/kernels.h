@@ -7,7 +7,8 @@
  * kernels may assume: dimensions > 0, pointers valid, no aliasing unless stated.
  *
  * Kernels never call up into the core: everything a kernel needs (a workspace, a thread count)
- * is an argument, and the target-attribute macros and shared constants are defined here, once.
+ * is an argument (a threaded GEMM is planned as independent pieces that the core runs on its
+ * threads), and the target-attribute macros and shared constants are defined here, once.
  */
 #ifndef AB_KERNELS_H
 #define AB_KERNELS_H
@@ -32,16 +33,35 @@
 extern "C" {
 #endif
 
+/* One GEMM call, C = alpha*op(A)*op(B) + beta*C with m, n, k > 0 and alpha != 0 (beta == 0 must
+ * not read C), and the plan the GEMM kernel makes for it. */
+typedef struct ab__gemm_job {
+    int trans_a, trans_b, m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    /* Epilogue (linear layers), all NULL for a plain GEMM. bias [n]: C starts as bias in every
+     * row, then C = fma(alpha, acc, C) as with beta = 1 (beta is ignored). After the last k
+     * block, resid [m][ldr] (may not alias C): C += resid; then gelu [m][ldg]: GELU(C). Each
+     * the same bits as a separate pass of the ISA's add and gelu_forward kernels. */
+    const float *bias, *resid;
+    float *gelu;
+    int ldr, ldg;
+    /* the plan, filled by sgemm_plan: */
+    int parts;        /* independent pieces of C (>= 1) */
+    size_t ws_floats; /* workspace one piece needs (0: none) */
+    int a_inplace, b_inplace, kc_step, split_n, units; /* the GEMM kernels' own */
+    size_t a_floats;
+} ab__gemm_job;
+
 typedef struct ab__kernels {
-    /* C = alpha*op(A)*op(B) + beta*C; m, n, k > 0; alpha != 0; beta == 0 must not read C.
-     * sgemm_workspace gives the floats of workspace one call needs on up to n_threads threads
-     * (0: none; the caller allocates them 64-byte aligned), sgemm runs on at most n_threads
-     * threads with that workspace. The result does not depend on n_threads. */
-    size_t (*sgemm_workspace)(int trans_a, int trans_b, int m, int n, int k, int lda, int ldb,
-                              int n_threads);
-    void (*sgemm)(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A,
-                  int lda, const float *B, int ldb, float beta, float *C, int ldc, int n_threads,
-                  float *workspace);
+    /* sgemm_plan plans the job for up to n_threads threads (from the shapes, leading dimensions
+     * and n_threads only, never the data). sgemm_part computes piece `part` of C with `workspace`
+     * (ws_floats floats, 64-byte aligned, allocated by the caller; pieces running at the same
+     * time need separate ones). The pieces may run in any order on any threads: the result is
+     * the same, and does not depend on n_threads either. Kernels never start threads. */
+    void (*sgemm_plan)(ab__gemm_job *job, int n_threads);
+    void (*sgemm_part)(const ab__gemm_job *job, int part, float *workspace);
     void (*vexpf)(float *y, const float *x, size_t n); /* y may equal x */
     void (*softmax)(float *y, const float *x, int rows, int cols, int causal); /* y may equal x */
     void (*softmax_backward)(float *dx, const float *y, const float *dy, int rows, int cols);

@@ -69,16 +69,9 @@ static void ab__scale_matrix(float *C, int m, int n, int ldc, float beta) {
     }
 }
 
-static size_t ab__scalar_sgemm_workspace(int trans_a, int trans_b, int m, int n, int k, int lda,
-                                         int ldb, int n_threads) {
-    (void)trans_a, (void)trans_b, (void)m, (void)n, (void)k, (void)lda, (void)ldb, (void)n_threads;
-    return 0; /* one thread, no packing */
-}
-
 static void ab__scalar_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                              const float *A, int lda, const float *B, int ldb, float beta,
-                             float *C, int ldc, int n_threads, float *workspace) {
-    (void)n_threads, (void)workspace;
+                             float *C, int ldc) {
     ab__scale_matrix(C, m, n, ldc, beta);
     for (int i = 0; i < m; i++) {
         float *c = C + (size_t)i * ldc;
@@ -103,6 +96,27 @@ static void ab__scalar_sgemm(int trans_a, int trans_b, int m, int n, int k, floa
                 c[j] += alpha * acc;
             }
         }
+    }
+}
+
+/* The oracle runs in one piece, with no workspace. */
+static void ab__scalar_sgemm_plan(ab__gemm_job *job, int n_threads) {
+    (void)n_threads;
+    job->parts = 1;
+    job->ws_floats = 0;
+}
+static void ab__scalar_add(float *out, const float *a, const float *b, size_t n);
+static void ab__scalar_gelu_forward(float *out, const float *x, size_t n);
+static void ab__scalar_sgemm_part(const ab__gemm_job *g, int part, float *workspace) {
+    (void)part, (void)workspace;
+    if (g->bias)
+        for (int i = 0; i < g->m; i++) memcpy(g->C + (size_t)i * g->ldc, g->bias, sizeof(float) * (size_t)g->n);
+    ab__scalar_sgemm(g->trans_a, g->trans_b, g->m, g->n, g->k, g->alpha, g->A, g->lda, g->B, g->ldb,
+                     g->bias ? 1.0f : g->beta, g->C, g->ldc);
+    for (int i = 0; i < g->m; i++) {
+        float *c = g->C + (size_t)i * g->ldc;
+        if (g->resid) ab__scalar_add(c, c, g->resid + (size_t)i * g->ldr, (size_t)g->n);
+        if (g->gelu) ab__scalar_gelu_forward(g->gelu + (size_t)i * g->ldg, c, (size_t)g->n);
     }
 }
 
@@ -337,8 +351,8 @@ static float ab__psnorm_bias(const float *G, int T, int d_out) {
 }
 
 static void ab__scalar_fill(ab__kernels *k) {
-    k->sgemm = ab__scalar_sgemm;
-    k->sgemm_workspace = ab__scalar_sgemm_workspace;
+    k->sgemm_plan = ab__scalar_sgemm_plan;
+    k->sgemm_part = ab__scalar_sgemm_part;
     k->vexpf = ab__scalar_vexpf;
     k->softmax = ab__scalar_softmax;
     k->softmax_backward = ab__scalar_softmax_backward;

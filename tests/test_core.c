@@ -503,7 +503,7 @@ static void test_threads(void **state) {
     assert_int_equal(ab_set_threads(-3), AB_ERR_ARG);
     assert_int_equal(ab_get_threads(), orig);
     assert_int_equal(ab_set_threads(2), AB_OK);
-#ifdef _OPENMP
+#ifndef AB_NO_THREADS
     assert_int_equal(ab_get_threads(), 2);
     assert_int_equal(ab_set_threads(3), AB_OK);
     assert_int_equal(ab_get_threads(), 3);

@@ -279,7 +279,7 @@ static double run_ours(const problem *p, const layout *L, float alpha, float bet
 /* Sweeps run ab_sgemm on one thread. Results are bitwise identical for every thread count (a
  * property the "sgemm threads" entry of tests/test_kernels.c checks), so the threaded path is held
  * to the references by the smaller test_threaded_vs_gsl; one thread keeps the sweeps fast on a busy
- * 2-core machine, where every OpenMP fork/join can wait milliseconds for a descheduled worker. */
+ * 2-core machine, where a parallel call can wait for a descheduled worker's claimed part. */
 typedef struct sweep_cfg {
     int n_threads;
     double min_fmas;  /* only shapes with m*n*k >= this (0: all) */

@@ -251,7 +251,7 @@ static void test_reduce_bitwise_reproducible(void **state) {
             assert_int_equal(f2u(ns), f2u(n1));
             assert_int_equal(f2u(ds), f2u(d1));
         }
-#ifdef _OPENMP
+#ifndef AB_NO_THREADS
         assert_int_equal(ab_set_threads(2), AB_OK);
         float nt, dt;
         assert_int_equal(ab_l2_norm(x, n, &nt), AB_OK);

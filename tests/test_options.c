@@ -15,7 +15,7 @@
 
 /* ---- the counting allocator (defined before the implementation uses it) -------------------- */
 #define LIVE_MAX 8192
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER; /* OpenMP threads may allocate */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER; /* the library's threads may allocate */
 static void *g_live[LIVE_MAX];
 static int g_n_live, g_live_overflow;
 static long g_mallocs, g_frees, g_bad_frees, g_refused;
