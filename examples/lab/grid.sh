@@ -207,36 +207,53 @@ merge() {
     [ -f "$out/grid.tsv" ] || die "no $out/grid.tsv: run examples/lab/grid.sh jobs first"
     "$grid" merge "$out/grid.tsv" --csv "$out/grid.csv" --missing "$out/missing.txt"
     command -v gnuplot > /dev/null || { echo "grid: gnuplot not installed; no plot (the CSV is complete)" >&2; return 0; }
-    local n_fixed p_fixed main_alpha methods title
+    local n_fixed p_fixed main_alpha title
     # shellcheck disable=SC1091
     . "$out/plot.conf"
-    methods=$(awk -F, 'NR > 1 && !seen[$4]++ { printf "%s%s", sep, $4; sep = " " }' "$out/grid.csv")
-    [ -n "$methods" ] || return 0
+    # one data file per panel: a block per method (x, mean, interval; the mean again with one seed)
+    mkdir -p "$out/plot"
+    panel() { # name, which rows (awk), x column, y column
+        awk -F, -v X="$3" -v Y="$4" -v list="$out/plot/$1.methods" "NR > 1 && ($2)"' {
+                if (!($4 in d)) order[++k] = $4
+                lo = $(Y + 1) == "nan" ? $Y : $(Y + 1); hi = $(Y + 2) == "nan" ? $Y : $(Y + 2)
+                d[$4] = d[$4] $X " " $Y " " lo " " hi "\n" }
+            END { for (i = 1; i <= k; i++) { printf "%s\n\n", d[order[i]]; printf "%s%s", (i > 1 ? " " : ""), order[i] > list } }' \
+            "$out/grid.csv" > "$out/plot/$1.dat"
+    }
+    local line="(\$3 == \"\" || \$3 == \"$main_alpha\")"
+    panel p-hs "\$2 == $n_fixed && $line" 1 6; panel p-fa "\$2 == $n_fixed && $line" 1 9
+    panel n-hs "\$1 + 0 == $p_fixed && $line" 2 6; panel n-fa "\$1 + 0 == $p_fixed && $line" 2 9
+    panel a-hs "\$1 + 0 == $p_fixed && \$2 == $n_fixed && \$3 != \"\"" 3 6
+    panel a-fa "\$1 + 0 == $p_fixed && \$2 == $n_fixed && \$3 != \"\"" 3 9
     title="antibody.h lab grid: mean and 95% t-interval over the seeds ($out/grid.csv)"
     [ -s "$out/missing.txt" ] && title="$title; INCOMPLETE: $(wc -l < "$out/missing.txt") jobs missing ($out/missing.txt)"
+    local all
+    all=$(awk -F, 'NR > 1 && !seen[$4]++ { printf " %s", $4 }' "$out/grid.csv")
+    draw() { # panel, x label, y label; a method has one colour in every panel
+        local m c w
+        m=$(cat "$out/plot/$1.methods" 2> /dev/null)
+        c=$(for w in $m; do echo "$all" | tr ' ' '\n' | grep -nxF -- "$w" | cut -d: -f1; done | tr '\n' ' ')
+        echo "set xlabel \"$2\"; set ylabel '$3'"
+        if [ -n "$m" ]; then
+            echo "m = \"$m\"; c = \"$c\"; plot for [i = 1:words(m)] '$out/plot/$1.dat' index (i - 1) using 1:2:3:4 with yerrorlines lc (word(c, i) + 0) title word(m, i)"
+        else
+            echo "set label 1 'no data' at graph 0.45, 0.5; plot NaN notitle; unset label 1"
+        fi
+    }
     gnuplot <<GP
-set datafile separator ','
 set terminal pngcairo size 1600,1500 noenhanced
 set output '$out/grid.png'
 set multiplot layout 3,2 title '$title'
-methods = "$methods"
 set key outside right top
 set yrange [-2:102]
+set offsets graph 0.03, graph 0.03, 0, 0
 set grid
-lo(y, l) = (l == l ? l : y)
-pick(a) = (strcol(3) eq '' || strcol(3) eq '$main_alpha')
-set xlabel 'p (harmful share), n = $n_fixed'; set ylabel 'HS %'
-plot for [m in methods] '$out/grid.csv' using (\$2 == $n_fixed && strcol(4) eq m && pick(0) ? \$1 : NaN):6:(lo(\$6, \$7)):(lo(\$6, \$8)) with yerrorlines title m
-set ylabel 'FA %'
-plot for [m in methods] '$out/grid.csv' using (\$2 == $n_fixed && strcol(4) eq m && pick(0) ? \$1 : NaN):9:(lo(\$9, \$10)):(lo(\$9, \$11)) with yerrorlines title m
-set xlabel 'n (user samples), p = $p_fixed'; set ylabel 'HS %'
-plot for [m in methods] '$out/grid.csv' using (abs(\$1 - $p_fixed) < 1e-9 && strcol(4) eq m && pick(0) ? \$2 : NaN):6:(lo(\$6, \$7)):(lo(\$6, \$8)) with yerrorlines title m
-set ylabel 'FA %'
-plot for [m in methods] '$out/grid.csv' using (abs(\$1 - $p_fixed) < 1e-9 && strcol(4) eq m && pick(0) ? \$2 : NaN):9:(lo(\$9, \$10)):(lo(\$9, \$11)) with yerrorlines title m
-set xlabel "Antidote's alpha (share of each row pruned), p = $p_fixed, n = $n_fixed"; set ylabel 'HS %'
-plot for [m in methods] '$out/grid.csv' using (abs(\$1 - $p_fixed) < 1e-9 && \$2 == $n_fixed && strcol(3) ne '' && strcol(4) eq m ? \$3 : NaN):6:(lo(\$6, \$7)):(lo(\$6, \$8)) with yerrorlines title m
-set ylabel 'FA %'
-plot for [m in methods] '$out/grid.csv' using (abs(\$1 - $p_fixed) < 1e-9 && \$2 == $n_fixed && strcol(3) ne '' && strcol(4) eq m ? \$3 : NaN):9:(lo(\$9, \$10)):(lo(\$9, \$11)) with yerrorlines title m
+$(draw p-hs "p (harmful share), n = $n_fixed; Antidote rows at alpha $main_alpha" 'HS %')
+$(draw p-fa "p (harmful share), n = $n_fixed; Antidote rows at alpha $main_alpha" 'FA %')
+$(draw n-hs "n (user samples), p = $p_fixed; Antidote rows at alpha $main_alpha" 'HS %')
+$(draw n-fa "n (user samples), p = $p_fixed; Antidote rows at alpha $main_alpha" 'FA %')
+$(draw a-hs "Antidote's alpha (share of each row pruned), p = $p_fixed, n = $n_fixed" 'HS %')
+$(draw a-fa "Antidote's alpha (share of each row pruned), p = $p_fixed, n = $n_fixed" 'FA %')
 unset multiplot
 GP
     echo "grid: wrote $out/grid.png" >&2

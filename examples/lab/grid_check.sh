@@ -56,6 +56,10 @@ check "the table: a header and one row per point x alpha x method (6), 2 seeds e
           if ($4 == "sft" && ($3 != "" || $15 != "")) bad++
           if ($4 == "antidote" && ($3 == "" || $15 == "" || $15 == "nan" || !($16 <= $15 && $15 <= $17))) bad++ }
         END { exit !(ok && n == 6 && bad == 0) }'"'"' "$work/seq/grid.csv"'
+if command -v gnuplot > /dev/null; then
+    check "grid.sh merge plots HS and FA with their intervals (grid.png)" \
+        '"$here/grid.sh" merge --out "$work/seq" > /dev/null 2>&1 && [ -s "$work/seq/grid.png" ] && [ "$(cat "$work/seq/plot/a-fa.methods")" = antidote ]'
+fi
 check "the merge computes what flow computes: antidote's FA at p = 0.2, alpha 0.1 from the two seeds' records (by hand in awk)" \
     'awk -F, '"'"'$1 == "0.2" && $3 == "0.1" && $4 == "antidote" { print $9, $10, $11, $18 }'"'"' "$work/seq/grid.csv" > "$work/got.txt" &&
      cat "$work/seq/jobs/p0.2-n100-a0.1-s1.txt" "$work/seq/jobs/p0.2-n100-a0.1-s2.txt" | awk '"'"'
