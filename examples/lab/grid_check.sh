@@ -14,15 +14,7 @@
 set -u
 flow=$1; grid=$2; gen=$3; work=$4
 here=$(cd "$(dirname "$0")" && pwd)
-passed=0; failed=0
-ok()   { passed=$((passed + 1)); echo "ok   grid: $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL grid: $1"; }
-check() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
-finish() {
-    [ -n "${CHECK_RESULTS:-}" ] && echo "$passed $failed 0" >> "$CHECK_RESULTS"
-    echo "grid: $passed passed, $failed failed, 0 skipped"
-    [ "$failed" -eq 0 ]; exit
-}
+. "$(dirname "$0")/check_lib.sh" grid
 command -v parallel > /dev/null || { fail "GNU parallel is not installed (tools/install-deps.sh)"; finish; }
 
 rm -rf "$work" && mkdir -p "$work" || { fail "cannot create $work"; finish; }
