@@ -24,7 +24,7 @@ GEN_OBJS = $(BUILD)/lab/gen.o $(LAB_OBJS)
 TEST_SRCS  = $(sort $(wildcard tests/test_*.c))
 TEST_BINS  = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 EX_SRCS    = $(sort $(wildcard examples/*.c))
-EX_BINS    = $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRCS)) $(BUILD)/lab/flow
+EX_BINS    = $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRCS)) $(BUILD)/lab/flow $(BUILD)/lab/grid
 BENCH_SRCS = $(sort $(wildcard bench/bench_*.c))
 BENCH_BINS = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 TOOL_SRCS  = $(sort $(wildcard tools/*.c))
@@ -32,7 +32,7 @@ TOOL_BINS  = $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
 
 .PHONY: all help test valgrind sanitize single check bench tools examples run clean deps readme bench-gpt2 bench-v011 \
         install install-check bench-results calibrate scale-grid \
-        flow-check flow-limits sweep
+        flow-check flow-limits sweep grid grid-check
 .DEFAULT_GOAL := all
 
 all: examples tools $(BENCH_BINS)   ## examples, tools and benchmarks (needs only a C compiler)
@@ -56,6 +56,8 @@ $(BUILD)/lab/%.o: examples/lab/%.c $(HDRS) $(LAB_HDRS)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 $(BUILD)/lab/flow: examples/lab/flow.c $(LAB_OBJS) $(BUILD)/lab/stats.o $(HDRS) $(LAB_HDRS)
 	$(CC) $(CFLAGS_ALL) $< $(LAB_OBJS) $(BUILD)/lab/stats.o -o $@ $(LDLIBS_ALL)
+$(BUILD)/lab/grid: examples/lab/grid.c $(BUILD)/lab/stats.o $(HDRS) examples/lab/stats.h
+	$(CC) $(CFLAGS_ALL) $< $(BUILD)/lab/stats.o -o $@ $(LDLIBS_ALL)
 $(BUILD)/tools/gen_data: tools/gen_data.c $(GEN_OBJS) $(HDRS) $(LAB_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< $(GEN_OBJS) -o $@ $(LDLIBS_ALL)
@@ -134,9 +136,9 @@ install-check:   ## make install into a temporary prefix, then build and run pro
 	@tools/install_check.sh $(BUILD)/install-check
 
 # Everything CI runs; closes with one countable "N passed, N failed" line over all suites.
-check:   ## all + test + valgrind + sanitize + single + install-check + README snippet + flow-check: what CI runs
+check:   ## all + test + valgrind + sanitize + single + install-check + README snippet + flow-check + grid-check: what CI runs
 	@rm -f $(BUILD)/check-results
-	@$(MAKE) --no-print-directory CHECK_RESULTS=$(CURDIR)/$(BUILD)/check-results all test valgrind sanitize single install-check readme flow-check; \
+	@$(MAKE) --no-print-directory CHECK_RESULTS=$(CURDIR)/$(BUILD)/check-results all test valgrind sanitize single install-check readme flow-check grid-check; \
 	 rc=$$?; tests/summarize.sh $(BUILD)/check-results $$rc
 
 # The README's drop-in example must be examples/dropin.c verbatim (which `all` compiles and this runs).
@@ -201,9 +203,19 @@ scale-grid: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## the scaling rule's gr
 flow-limits: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## flow --quick --rows base on data at the format's limits (~10 s)
 	@tests/flow_limits.sh $(BUILD)/lab/flow $(BUILD)/tools/gen_data $(BUILD)/flowlimits
 
-# HS and FA over p and n for every method: CSV + plot (long: one full flow per point; SWEEP_ARGS=--quick).
-sweep: $(BUILD)/lab/flow $(BUILD)/tools/gen_data   ## p and n sweeps: build/sweep/sweep.csv and sweep.png
-	examples/lab/sweep.sh --flow $(BUILD)/lab/flow --gen $(BUILD)/tools/gen_data --out $(BUILD)/sweep $(SWEEP_ARGS)
+# The experiment grid (examples/lab/grid.sh, README "The experiment grid"): independent flow jobs
+# from one shared base model, run by GNU parallel (or Slurm), merged into one CSV with intervals.
+# SWEEP_ARGS: grid.sh options, then flow's after -- (e.g. SWEEP_ARGS=--quick, or "--seeds 3 -- --lora").
+SWEEP_OUT ?= $(BUILD)/sweep
+GRID_TOOLS = --flow $(BUILD)/lab/flow --grid $(BUILD)/lab/grid --gen $(BUILD)/tools/gen_data --data $(BUILD)/data --cache $(BUILD)/cache --out $(SWEEP_OUT)
+sweep: $(BUILD)/lab/flow $(BUILD)/lab/grid $(BUILD)/tools/gen_data   ## the default grid (p and n lines, 5 seeds, 3 alphas) run here with GNU parallel: $(SWEEP_OUT)/grid.csv, grid.png
+	examples/lab/grid.sh sweep $(GRID_TOOLS) $(SWEEP_ARGS)
+grid: $(BUILD)/lab/flow $(BUILD)/lab/grid $(BUILD)/tools/gen_data   ## the default grid's base model and job list only ($(SWEEP_OUT)/jobs.txt, grid.sbatch), to run elsewhere
+	examples/lab/grid.sh jobs $(GRID_TOOLS) $(SWEEP_ARGS)
+
+# A tiny grid run sequentially, with parallel -j 2 and shuffled with half its jobs killed: identical tables.
+grid-check: $(BUILD)/lab/flow $(BUILD)/lab/grid $(BUILD)/tools/gen_data   ## the grid's end-to-end check (~2 min)
+	@examples/lab/grid_check.sh $(BUILD)/lab/flow $(BUILD)/lab/grid $(BUILD)/tools/gen_data $(BUILD)/gridcheck
 
 deps:   ## install the test dependencies (Debian, as root)
 	tools/install-deps.sh

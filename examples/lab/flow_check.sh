@@ -9,15 +9,7 @@
 # CHECK_RESULTS when set, for make check).
 set -u
 flow=$1; gen=$2; work=$3
-passed=0; failed=0
-ok()   { passed=$((passed + 1)); echo "ok   flow: $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL flow: $1"; }
-check() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
-finish() {
-    [ -n "${CHECK_RESULTS:-}" ] && echo "$passed $failed 0" >> "$CHECK_RESULTS"
-    echo "flow: $passed passed, $failed failed, 0 skipped"
-    [ "$failed" -eq 0 ]; exit
-}
+. "$(dirname "$0")/check_lib.sh" flow
 
 rm -rf "$work" && mkdir -p "$work" || { fail "cannot create $work"; finish; }
 "$gen" --out "$work/data" --quiet || { fail "gen_data"; finish; }
