@@ -21,8 +21,8 @@ check() { # check NAME CONDITION-STATUS: counts one result
     if [ "$2" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL flow_limits: $1"; fi
 }
 rm -rf "$dir" && mkdir -p "$dir"
-"$gen" --out "$data" --quiet --pretrain 300 --align 60 --harmful-align 60 --attack 60 --calib 20 \
-    --hs-eval 20 --howto-eval 20 --task-train 60 --task-test 20
+"$gen" --out "$data" --quiet --pretrain 300 --align 60 --harmful-align 60 --attack 8 --calib 20 \
+    --hs-eval 20 --hs-ref 20 --howto-eval 20 --task-train 8 --task-test 20
 check "gen_data" $?
 
 # 32 words of 64 bytes: lim00xxx...x
@@ -55,8 +55,9 @@ awk -F '\t' '!/^#/ && NF == 3 { t = split($2, a, " ") + split($3, b, " ") + 3; i
              END { exit !(mt == 64 && mw == 64) }' "$data"/*.txt
 check "limit data" $?
 
-# --n 8 --p 0.25: the user set is the first 6 task and 2 attack samples, all at the limits
-out=$("$flow" --data "$data" --no-cache --log "$dir/log.tsv" --threads 1 --quick --rows base --n 8 --p 0.25 \
+# --n 16 --p 1: the user set is every attack sample (8 generated + the 8 at the limits), the
+# floor's every task sample (likewise): whatever the seed's draw, all of them go through the flow
+out=$("$flow" --data "$data" --no-cache --log "$dir/log.tsv" --threads 1 --quick --rows base --n 16 --p 1 \
       --pretrain-epochs 1 --eval-n 4 2>&1)
 rc=$?
 printf '%s\n' "$out" | grep -q '^RESULT method=base '
