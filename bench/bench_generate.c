@@ -11,8 +11,7 @@
  *                          default batch (AB_MODEL_GEN_BATCH slots), ref = a loop of
  *                          ab_model_generate. Both emit the same tokens: checked before timing.
  * At 2 threads the batched steps' GEMMs and LayerNorms are large enough for the library's parallel
- * regions, while one prompt at a time mostly stays below their thresholds: on a machine whose
- * other processes hold a core, that case measures the OpenMP runtime's waiting (DESIGN.md).
+ * regions (its thread pool), while one prompt at a time mostly stays below their thresholds.
  */
 #include "bench.h"
 #define ANTIBODY_IMPLEMENTATION

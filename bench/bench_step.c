@@ -6,7 +6,7 @@
  * Models and batches (all weights trained, random tokens, every target in the loss):
  *   tiny   the lab's model at full context: vocab 512, n_ctx 64, 4 layers, d_model 128, 4 heads,
  *          B = 16, T = 64 (1024 tokens per step).
- *   lab    the same model at the shapes the lab trains on: the lab's vocabulary (456 words), B = 16,
+ *   lab    the same model at the shapes the lab trains on: the lab's vocabulary (556 words), B = 16,
  *          T = 22 (lab_batch_pack trims a batch to its longest sample; SST-2 samples are 15-22
  *          tokens), 352 tokens per step.
  *   gpt2   GPT-2-small-shaped: vocab 50304, n_ctx 1024, 12 layers, d_model 768, 12 heads (124M
@@ -279,7 +279,7 @@ int main(int argc, char **argv) {
     configs[0].B = 16, configs[0].T = 64;
     configs[1] = configs[0];
     configs[1].name = "lab";
-    configs[1].cfg.n_vocab = 456, configs[1].T = 22;
+    configs[1].cfg.n_vocab = 556, configs[1].T = 22;
     configs[2].name = "gpt2";
     configs[2].cfg.n_vocab = 50304, configs[2].cfg.n_ctx = 1024, configs[2].cfg.n_layer = 12;
     configs[2].cfg.n_head = 12, configs[2].cfg.d_model = 768;
