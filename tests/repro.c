@@ -30,7 +30,7 @@ static void random_batch(repro_batch *b, ab_rng *rng) {
         b->targets[i] = (int)ab_rng_below(rng, VOCAB);
         b->mask[i] = t >= 8 && !(sample == 1 && t >= 20) ? 1.0f : 0.0f;
     }
-    b->batch = (ab_batch){BATCH, SEQ, b->inputs, b->targets, b->mask, NULL, NULL};
+    b->batch = (ab_batch){BATCH, SEQ, b->inputs, b->targets, b->mask, NULL, NULL, AB_LOSS_TOKEN_MEAN};
 }
 
 /* One forward and backward on a fresh random batch (gradients zeroed first), per-sample clipping. */
