@@ -1010,11 +1010,27 @@ static void base_model(const opts *o, lab *L, const ab_model_config *cfg, char *
 /* Runs the jobs (one per entry of `extra`: the job's own arguments after the driver's), --jobs at
  * a time, each this program again with the driver's arguments plus the job's. Exits on a failed
  * job, after stopping the others. */
+enum { JOB_MAX_ARGS = 8, JOB_ARG_BYTES = 1100 }; /* as long as the work paths it carries */
 typedef struct job_spec {
-    char args[8][160]; /* "--seed", "3", ... */
+    char args[JOB_MAX_ARGS][JOB_ARG_BYTES]; /* "--seed", "3", ... */
     int n_args;
     const char *label;
 } job_spec;
+
+/* Appends one argument to a job, formatted; one that does not fit is an error, never cut short
+ * (a truncated --job-out would send the job's records elsewhere). */
+static void job_arg(job_spec *js, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = js->n_args < JOB_MAX_ARGS ? vsnprintf(js->args[js->n_args], JOB_ARG_BYTES, fmt, ap) : -1;
+    va_end(ap);
+    if (n < 0 || n >= JOB_ARG_BYTES) {
+        fprintf(stderr, "flow: job argument %d does not fit (%d arguments of %d bytes at most)\n",
+                js->n_args + 1, JOB_MAX_ARGS, JOB_ARG_BYTES - 1);
+        exit(1);
+    }
+    js->n_args++;
+}
 
 static void run_jobs(const opts *o, int argc, char **argv, job_spec *jobs, int n_jobs) {
     pid_t *pids = xmalloc(sizeof(pid_t) * (size_t)n_jobs);
@@ -1321,14 +1337,10 @@ static int scale_grid(const opts *o, int argc, char **argv, const int *seeds, in
                          (double)value, seeds[s]);
                 job_spec *js = &jobs[n_jobs];
                 js->n_args = 0;
-                snprintf(js->args[js->n_args++], 160, "--seed");
-                snprintf(js->args[js->n_args++], 160, "%d", seeds[s]);
-                snprintf(js->args[js->n_args++], 160, "--align-only");
-                snprintf(js->args[js->n_args++], 160, "%s", methods[m]);
-                snprintf(js->args[js->n_args++], 160, "%s", options[m]);
-                snprintf(js->args[js->n_args++], 160, "%g", (double)value);
-                snprintf(js->args[js->n_args++], 160, "--job-out");
-                snprintf(js->args[js->n_args++], 160, "%s", paths[n_jobs]);
+                job_arg(js, "--seed"), job_arg(js, "%d", seeds[s]);
+                job_arg(js, "--align-only"), job_arg(js, "%s", methods[m]);
+                job_arg(js, "%s", options[m]), job_arg(js, "%g", (double)value);
+                job_arg(js, "--job-out"), job_arg(js, "%s", paths[n_jobs]);
                 snprintf(labels[n_jobs], 48, "%s %g seed %d", methods[m], (double)value, seeds[s]);
                 js->label = labels[n_jobs];
             }
@@ -1434,13 +1446,10 @@ int main(int argc, char **argv) {
         snprintf(logs[i], sizeof logs[i], "%s/seed%d-log.tsv", o.work, seeds[i]);
         snprintf(labels[i], sizeof labels[i], "seed %d", seeds[i]);
         job_spec *js = &jobs[i];
-        js->n_args = 6;
-        snprintf(js->args[0], 160, "--seed");
-        snprintf(js->args[1], 160, "%d", seeds[i]);
-        snprintf(js->args[2], 160, "--job-out");
-        snprintf(js->args[3], 160, "%s", outs[i]);
-        snprintf(js->args[4], 160, "--job-log");
-        snprintf(js->args[5], 160, "%s", logs[i]);
+        js->n_args = 0;
+        job_arg(js, "--seed"), job_arg(js, "%d", seeds[i]);
+        job_arg(js, "--job-out"), job_arg(js, "%s", outs[i]);
+        job_arg(js, "--job-log"), job_arg(js, "%s", logs[i]);
         js->label = labels[i];
         remove(outs[i]); /* a stale record of an earlier run is never read */
     }
