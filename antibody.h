@@ -1,4 +1,4 @@
-/* antibody.h - v0.2.0 - public domain / MIT (see end of file)
+/* antibody.h - v0.3.0 - public domain / MIT (see end of file)
  *
  * The numerical core of antibody.h: scalar, AVX2 and AVX-512 kernels with runtime dispatch for
  * training small transformers on a CPU, and the array-level primitives of the Antibody and
@@ -91,19 +91,24 @@
  *          judge, evaluation) to examples/lab/. New here: ab_fail, AB_TRY, ab_sumsq, ab_scale.
  *          A failed GEMM workspace allocation is AB_ERR_ALLOC (it used to fall back to scalar).
  *          Numerics unchanged: the lab's tables and logs are bit-identical to 0.1.1.
- *   next   Issue 14. ab_save_file: saves write a temporary file, fsync and rename it (ab_model_save
+ *   0.3.0  ab_save_file: saves write a temporary file, fsync and rename it (ab_model_save
  *          through it; a target that is not a regular file is refused). NON-FINITE VALUES above:
  *          ab_adamw_step / ab_sam_step / ab_clip_grad_norm refuse a NaN or Inf gradient with their
  *          state untouched; a fully masked softmax row is 0; ab_get_isa returns AB_ISA_COUNT
- *          ("none") while ab_init fails. Finite numerics unchanged.
+ *          ("none") while ab_init fails. A small pthread pool replaces OpenMP (results identical
+ *          for any thread count). ab_batch.loss_norm (sample-mean loss: Antibody's stage 2 as
+ *          published), ab_align_cfg.strength (lambda = s max(0, eta - cos)), batched generation
+ *          (ab_model_generate_batch). Packed batches (antibody_gpt.h, ab_batch): a batch with
+ *          lengths and mask 0 beyond them computes only its real tokens; the lab's batches are
+ *          packed, so its training rounds differently from 0.2.0 and its tables were re-measured.
  */
 #ifndef ANTIBODY_H
 #define ANTIBODY_H
 
 #define AB_VERSION_MAJOR 0
-#define AB_VERSION_MINOR 2
+#define AB_VERSION_MINOR 3
 #define AB_VERSION_PATCH 0
-#define AB_VERSION_STRING "0.2.0"
+#define AB_VERSION_STRING "0.3.0"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* antibody_gpt.h - v0.2.0 - the model layer of antibody.h - public domain / MIT (see antibody.h)
+/* antibody_gpt.h - v0.3.0 - the model layer of antibody.h - public domain / MIT (see antibody.h)
  *
  * A GPT-style decoder with optional LoRA on q/k/v that trains on a CPU in minutes: forward and
  * backward with per-sample weights and masks, per-sample gradient norms and clipping from one
@@ -163,8 +163,12 @@ typedef enum ab_loss_norm {
 /* A batch: B sequences of T tokens, row-major [B][T]. inputs: every id in [0, vocab) (use a real
  * id such as 0 for padding). targets: in [0, vocab) wherever mask != 0. mask: finite, >= 0.
  * weights: [B] finite, >= 0, or NULL (all 1 under token mean, all 1/B under sample mean).
- * lengths: [B] real tokens per sequence in [0, T], or NULL (all T); only the activation statistics
- * (Antidote) read it, to skip padding. loss_norm: zero (a zero-initialised batch) is the token
+ * lengths: [B] real tokens per sequence in [0, T], or NULL (all T). When every position from
+ * lengths[i] on has mask 0 (padding), the batch is packed: only the real tokens are computed
+ * (the lab's batches: forward and backward cost what the tokens cost, not B x T), with the same
+ * loss and gradients up to the summation order of the sums over tokens; so the bits of a step
+ * depend on its batch's composition, and are the same for any thread count. Otherwise lengths
+ * only tell the activation statistics (Antidote) which tokens to skip. loss_norm: zero (a zero-initialised batch) is the token
  * mean; fields added later keep zero as the old behaviour.                                       */
 typedef struct ab_batch {
     int B, T;
@@ -278,7 +282,8 @@ ABDEF ab_status ab_model_backward(ab_model *model, const ab_backward_opts *opts)
  * those of the last training forward intact (Antibody's weights need two of these per batch).   */
 ABDEF ab_status ab_model_score(ab_model *model, const ab_batch *batch, float *loss,
                                float *sample_nll, float *sample_tokens);
-/* Logits [B][T][vocab] of the last training forward. */
+/* Logits of the last training forward: [B][T][vocab], or for a packed batch (see ab_batch) the
+ * rows of the real tokens only, sequence after sequence: [sum_i lengths[i]][vocab]. */
 ABDEF ab_status ab_model_logits(ab_model *model, const float **logits);
 /* ab_adamw_step on the trainable view with the model's step counter (incremented first). */
 ABDEF ab_status ab_model_adamw_step(ab_model *model, const ab_adamw_cfg *cfg);
@@ -461,6 +466,18 @@ typedef struct ab__block {
     float *res3;                      /* [n_tokens][d] block output */
 } ab__block;
 
+/* The rows a forward computes. A batch is packed when it gives lengths and every position from
+ * lengths[i] on has mask 0 (and some sequence is not empty): sequence i is then its lengths[i]
+ * real tokens only, rows off[i] .. off[i+1]-1, and the padding is never computed; otherwise it is
+ * T rows from i T. Causal attention never lets a later position reach an earlier one, and the
+ * padding carries no loss, so both give the same loss and gradients; only the summation order of
+ * the sums over rows (weight gradients) differs, so the bits depend on the batch's composition.
+ * in, tg, pos: [R] each (token, target, position in its sequence); off: [B + 1]. */
+typedef struct ab__rows {
+    int B, T, R, packed;
+    const int *in, *tg, *pos, *off;
+} ab__rows;
+
 /* Activations of one forward: global tensors plus n blocks (stride 0: one block reused by every
  * layer, the scoring path). */
 typedef struct ab__acts {
@@ -495,9 +512,11 @@ struct ab_model {
     /* training activations of the last forward */
     float *acts;
     size_t acts_cap;
-    int *ibuf; /* inputs then targets, [n_tokens] each */
+    int *ibuf; /* the forward's rows (ab__rows): inputs, targets, positions [R] each, offsets [B+1] */
     size_t ibuf_cap;
-    int fwd_valid, fwd_B, fwd_T;
+    int *sibuf; /* the same for the scoring forward, kept apart so scoring leaves training alone */
+    size_t sibuf_cap;
+    int fwd_valid, fwd_B, fwd_T, fwd_R;
     double fwd_Z;
     ab__acts A;
     /* stored output gradients and backward scratch */
@@ -774,6 +793,7 @@ ABDEF void ab_model_free(ab_model *m) {
     ab_aligned_free(m->mom_v);
     ab_aligned_free(m->acts);
     ab_aligned_free(m->ibuf);
+    ab_aligned_free(m->sibuf);
     ab_aligned_free(m->gacts);
     ab_aligned_free(m->sacts);
     ab_aligned_free(m->kv);
@@ -865,7 +885,8 @@ ABDEF ab_status ab_model_memory_usage(const ab_model *m, ab_model_memory *mem) {
     mem->grad_acts = m->gacts_cap * f;
     mem->other = (m->sacts_cap + m->dec_cap + m->gen_cap) * f +
                  (m->kv ? (size_t)m->n_layer * 2 * m->n_ctx * m->d_model * f : 0) +
-                 (m->stats ? (size_t)m->n_layer * (7 * (size_t)m->d_model + 3 * (size_t)m->lora_rank) * sizeof(double) : 0);
+                 (m->stats ? (size_t)m->n_layer * (7 * (size_t)m->d_model + 3 * (size_t)m->lora_rank) * sizeof(double) : 0) +
+                 m->sibuf_cap * sizeof(int);
     return AB_OK;
 }
 
@@ -1029,40 +1050,43 @@ static ab_status ab__qkv_fwd(const ab_model *m, int l, const float *ln1, float *
  * split. */
 typedef struct ab__attn_job {
     const ab_model *m;
+    const ab__rows *rw;
     const float *qkv, *att_in, *datty;
     float *att, *atty, *dqkv, *da_all, *dp_all;
-    int T;
     float scale;
 } ab__attn_job;
 
+/* Sequence b's rows: n = off[b+1] - off[b] of them from row off[b]; its (b, h) pair's [n][n]
+ * attention slice starts at (b n_head + h) T T (the batch's T: room for the longest). */
 static ab_status ab__attn_fwd_pair(void *ctx, int bh, int slot) {
     const ab__attn_job *j = (const ab__attn_job *)ctx;
-    const int d_model = j->m->d_model, n_head = j->m->n_head, head_size = j->m->head_size, T = j->T;
-    int b = bh / n_head, h = bh % n_head;
-    const float *q = j->qkv + (size_t)b * T * 3 * d_model + (size_t)h * head_size;
-    float *a = j->att + (size_t)bh * T * T;
+    const int d_model = j->m->d_model, n_head = j->m->n_head, head_size = j->m->head_size;
+    int b = bh / n_head, h = bh % n_head, n = j->rw->off[b + 1] - j->rw->off[b];
+    const float *q = j->qkv + (size_t)j->rw->off[b] * 3 * d_model + (size_t)h * head_size;
+    float *a = j->att + (size_t)bh * j->rw->T * j->rw->T;
     (void)slot;
-    AB_TRY(ab_sgemm(AB_NO_TRANS, AB_TRANS, T, T, head_size, j->scale, q, 3 * d_model, q + d_model,
-                    3 * d_model, 0.0f, a, T));
-    AB_TRY(ab_softmax(a, a, T, T, 1));
-    return ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, T, head_size, T, 1.0f, a, T, q + 2 * d_model,
-                    3 * d_model, 0.0f, j->atty + (size_t)b * T * d_model + (size_t)h * head_size,
+    if (n == 0) return AB_OK;
+    AB_TRY(ab_sgemm(AB_NO_TRANS, AB_TRANS, n, n, head_size, j->scale, q, 3 * d_model, q + d_model,
+                    3 * d_model, 0.0f, a, n));
+    AB_TRY(ab_softmax(a, a, n, n, 1));
+    return ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n, head_size, n, 1.0f, a, n, q + 2 * d_model,
+                    3 * d_model, 0.0f, j->atty + (size_t)j->rw->off[b] * d_model + (size_t)h * head_size,
                     d_model);
 }
 
-static ab_status ab__attn_fwd(const ab_model *m, const float *qkv, float *att, float *atty, int B,
-                              int T) {
+static ab_status ab__attn_fwd(const ab_model *m, const ab__rows *rw, const float *qkv, float *att,
+                              float *atty) {
     ab__attn_job j;
     memset(&j, 0, sizeof j);
-    j.m = m, j.qkv = qkv, j.att = att, j.atty = atty, j.T = T;
+    j.m = m, j.rw = rw, j.qkv = qkv, j.att = att, j.atty = atty;
     j.scale = 1.0f / sqrtf((float)m->head_size);
-    return ab_parallel_for(B * m->n_head, ab__attn_fwd_pair, &j);
+    return ab_parallel_for(rw->B * m->n_head, ab__attn_fwd_pair, &j);
 }
 
 /* --- activations -------------------------------------------------------------------------------- */
-static size_t ab__acts_layout(const ab_model *m, int B, int T, int n_blocks, ab__acts *a,
+static size_t ab__acts_layout(const ab_model *m, int B, int T, int R, int n_blocks, ab__acts *a,
                               float *base) {
-    size_t n_tokens = (size_t)B * T, d_model = (size_t)m->d_model, cur = 0, bc = 0;
+    size_t n_tokens = (size_t)R, d_model = (size_t)m->d_model, cur = 0, bc = 0;
     size_t o_enc = ab__bump(&cur, n_tokens * d_model), o_lnf = ab__bump(&cur, n_tokens * d_model);
     size_t o_lnfm = ab__bump(&cur, n_tokens), o_lnfr = ab__bump(&cur, n_tokens);
     size_t o_logits = ab__bump(&cur, n_tokens * (size_t)m->n_vocab), o_losses = ab__bump(&cur, n_tokens);
@@ -1149,29 +1173,6 @@ static ab_status ab__check_batch(const ab_model *m, const ab_batch *bt, const ch
     return AB_OK;
 }
 
-/* Antidote statistics of one block: sum over real tokens of x_j^2 per input feature. */
-static void ab__stats_add(double *s, const float *x, int d, const ab_batch *bt) {
-    for (int i = 0; i < bt->B; i++) {
-        int len = bt->lengths ? bt->lengths[i] : bt->T;
-        for (int t = 0; t < len; t++) {
-            const float *row = x + ((size_t)i * bt->T + t) * d;
-            for (int j = 0; j < d; j++) s[j] += (double)row[j] * (double)row[j];
-        }
-    }
-}
-static size_t ab__stats_per_layer(const ab_model *m) { return 7 * (size_t)m->d_model + 3 * (size_t)m->lora_rank; }
-static void ab__stats_block(ab_model *m, int l, const ab__block *k, const ab_batch *bt) {
-    size_t d = (size_t)m->d_model, n_tokens = (size_t)bt->B * bt->T;
-    double *s = m->stats + ab__stats_per_layer(m) * l;
-    ab__stats_add(s, k->ln1, m->d_model, bt);
-    ab__stats_add(s + d, k->atty, m->d_model, bt);
-    ab__stats_add(s + 2 * d, k->ln2, m->d_model, bt);
-    ab__stats_add(s + 3 * d, k->fch_gelu, 4 * m->d_model, bt);
-    if (ab__lora_active(m))
-        for (int q = 0; q < 3; q++)
-            ab__stats_add(s + 7 * d + (size_t)q * m->lora_rank, k->lora_u + q * n_tokens * m->lora_rank, m->lora_rank, bt);
-}
-
 static ab_status ab__reserve_ints(int **buf, size_t *cap, size_t need) {
     if (*cap >= need && *buf) return AB_OK;
     ab_aligned_free(*buf);
@@ -1182,34 +1183,95 @@ static ab_status ab__reserve_ints(int **buf, size_t *cap, size_t need) {
     return AB_OK;
 }
 
+/* The rows of a batch (ab__rows) in *buf: packed when the batch allows it. */
+static ab_status ab__rows_build(int **buf, size_t *cap, const ab_batch *bt, ab__rows *rw) {
+    const int B = bt->B, T = bt->T;
+    int packed = bt->lengths != NULL, R = 0;
+    for (int i = 0; i < B && packed; i++) {
+        R += bt->lengths[i];
+        for (int t = bt->lengths[i]; t < T && packed; t++) packed = bt->mask[(size_t)i * T + t] == 0.0f;
+    }
+    if (!packed || R == 0) packed = 0, R = B * T;
+    AB_TRY(ab__reserve_ints(buf, cap, 3 * (size_t)R + (size_t)B + 1));
+    int *in = *buf, *tg = in + R, *pos = tg + R, *off = pos + R, r = 0;
+    for (int i = 0; i < B; i++) {
+        int n = packed ? bt->lengths[i] : T;
+        off[i] = r;
+        for (int t = 0; t < n; t++, r++) {
+            in[r] = bt->inputs[(size_t)i * T + t], tg[r] = bt->targets[(size_t)i * T + t];
+            pos[r] = t;
+        }
+    }
+    off[B] = r;
+    rw->B = B, rw->T = T, rw->R = R, rw->packed = packed;
+    rw->in = in, rw->tg = tg, rw->pos = pos, rw->off = off;
+    return AB_OK;
+}
+/* The rows of the last training forward, from m->ibuf. */
+static ab__rows ab__fwd_rows(const ab_model *m) {
+    ab__rows rw;
+    rw.B = m->fwd_B, rw.T = m->fwd_T, rw.R = m->fwd_R, rw.packed = m->fwd_R != m->fwd_B * m->fwd_T;
+    rw.in = m->ibuf, rw.tg = m->ibuf + rw.R, rw.pos = m->ibuf + 2 * (size_t)rw.R;
+    rw.off = m->ibuf + 3 * (size_t)rw.R;
+    return rw;
+}
+
+/* Antidote statistics of one block: sum over real tokens of x_j^2 per input feature (a packed
+ * batch has only real tokens; otherwise lengths, when given, skip the padding). */
+static void ab__stats_add(double *s, const float *x, int d, const ab_batch *bt, const ab__rows *rw) {
+    for (int i = 0; i < rw->B; i++) {
+        int len = bt->lengths ? bt->lengths[i] : rw->T;
+        for (int t = 0; t < len; t++) {
+            const float *row = x + ((size_t)rw->off[i] + t) * d;
+            for (int j = 0; j < d; j++) s[j] += (double)row[j] * (double)row[j];
+        }
+    }
+}
+static size_t ab__stats_per_layer(const ab_model *m) { return 7 * (size_t)m->d_model + 3 * (size_t)m->lora_rank; }
+static void ab__stats_block(ab_model *m, int l, const ab__block *k, const ab_batch *bt, const ab__rows *rw) {
+    size_t d = (size_t)m->d_model, n_tokens = (size_t)rw->R;
+    double *s = m->stats + ab__stats_per_layer(m) * l;
+    ab__stats_add(s, k->ln1, m->d_model, bt, rw);
+    ab__stats_add(s + d, k->atty, m->d_model, bt, rw);
+    ab__stats_add(s + 2 * d, k->ln2, m->d_model, bt, rw);
+    ab__stats_add(s + 3 * d, k->fch_gelu, 4 * m->d_model, bt, rw);
+    if (ab__lora_active(m))
+        for (int q = 0; q < 3; q++)
+            ab__stats_add(s + 7 * d + (size_t)q * m->lora_rank, k->lora_u + q * n_tokens * m->lora_rank, m->lora_rank, bt, rw);
+}
+
 /* The forward pass shared by training (train = 1: n_layer stored blocks) and scoring (one block
  * reused by every layer). */
 static ab_status ab__forward(ab_model *m, const ab_batch *bt, const float *perturb, int train,
                              float *loss_out, float *nll_out, float *ntok_out, const char *fn) {
     AB_TRY(ab__check_batch(m, bt, fn));
     const int B = bt->B, T = bt->T, d_model = m->d_model, n_vocab = m->n_vocab;
-    const int n_layer = m->n_layer, n_tokens = B * T;
-    const size_t n_act = (size_t)n_tokens * d_model; /* floats of one [tokens][d_model] activation */
+    const int n_layer = m->n_layer;
+    const size_t n_full = (size_t)B * T * d_model; /* floats of one [B][T][d_model] (perturb) */
     if (perturb)
-        for (size_t i = 0; i < (size_t)n_layer * n_act; i++)
+        for (size_t i = 0; i < (size_t)n_layer * n_full; i++)
             if (!isfinite(perturb[i]))
                 return ab_fail(AB_ERR_NAN, "%s: attn_perturb[%zu] is not finite", fn, i);
     ab__acts A;
+    ab__rows rw;
     if (train) {
         m->fwd_valid = 0;
-        AB_TRY(ab__reserve(&m->acts, &m->acts_cap, ab__acts_layout(m, B, T, n_layer, NULL, NULL),
+        AB_TRY(ab__rows_build(&m->ibuf, &m->ibuf_cap, bt, &rw));
+        AB_TRY(ab__reserve(&m->acts, &m->acts_cap, ab__acts_layout(m, B, T, rw.R, n_layer, NULL, NULL),
                            "activations"));
-        AB_TRY(ab__reserve_ints(&m->ibuf, &m->ibuf_cap, 2 * (size_t)n_tokens));
-        ab__acts_layout(m, B, T, n_layer, &A, m->acts);
+        ab__acts_layout(m, B, T, rw.R, n_layer, &A, m->acts);
     } else {
-        AB_TRY(ab__reserve(&m->sacts, &m->sacts_cap, ab__acts_layout(m, B, T, 1, NULL, NULL),
+        AB_TRY(ab__rows_build(&m->sibuf, &m->sibuf_cap, bt, &rw));
+        AB_TRY(ab__reserve(&m->sacts, &m->sacts_cap, ab__acts_layout(m, B, T, rw.R, 1, NULL, NULL),
                            "scoring activations"));
-        ab__acts_layout(m, B, T, 1, &A, m->sacts);
+        ab__acts_layout(m, B, T, rw.R, 1, &A, m->sacts);
     }
+    const int n_tokens = rw.R; /* the rows computed: B T, or the real tokens of a packed batch */
+    const size_t n_act = (size_t)n_tokens * d_model; /* floats of one [rows][d_model] activation */
     const float *wte = ab__P(m, AB_T_WTE, 0), *wpe = ab__P(m, AB_T_WPE, 0);
     for (int r = 0; r < n_tokens; r++)
-        AB_TRY(ab_residual_forward(A.encoded + (size_t)r * d_model, wte + (size_t)bt->inputs[r] * d_model,
-                                   wpe + (size_t)(r % T) * d_model, (size_t)d_model));
+        AB_TRY(ab_residual_forward(A.encoded + (size_t)r * d_model, wte + (size_t)rw.in[r] * d_model,
+                                   wpe + (size_t)rw.pos[r] * d_model, (size_t)d_model));
     const float *res_in = A.encoded;
     for (int l = 0; l < n_layer; l++) {
         ab__block k = ab__block_at(&A, l);
@@ -1217,14 +1279,17 @@ static ab_status ab__forward(ab_model *m, const ab_batch *bt, const float *pertu
                                                   ab__P(m, AB_T_LN1_W, l), ab__P(m, AB_T_LN1_B, l),
                                                   n_tokens, d_model));
         AB__PROF(m, AB_PROF_MATMUL, ab__qkv_fwd(m, l, k.ln1, k.qkv, k.lora_u, n_tokens));
-        AB__PROF(m, AB_PROF_ATTENTION, ab__attn_fwd(m, k.qkv, k.att, k.atty, B, T));
+        AB__PROF(m, AB_PROF_ATTENTION, ab__attn_fwd(m, &rw, k.qkv, k.att, k.atty));
         /* res2 = res_in + H_l (+ E_l): the residual add fused into the projection's output pass
          * (the same bits as the separate add), unless Vaccine's E_l comes first */
         AB__PROF(m, AB_PROF_MATMUL, ab_linear_forward(k.res2, d_model, k.atty, ab__P(m, AB_T_ATTN_PROJ_W, l),
                                                       ab__P(m, AB_T_ATTN_PROJ_B, l), perturb ? NULL : res_in,
                                                       NULL, n_tokens, d_model, d_model));
-        if (perturb) { /* H_l + E_l */
-            AB_TRY(ab_residual_forward(k.res2, k.res2, perturb + (size_t)l * n_act, n_act));
+        if (perturb) { /* H_l + E_l, E_l's rows of each sequence */
+            for (int i = 0; i < B; i++)
+                AB_TRY(ab_residual_forward(k.res2 + (size_t)rw.off[i] * d_model, k.res2 + (size_t)rw.off[i] * d_model,
+                                           perturb + (size_t)l * n_full + (size_t)i * T * d_model,
+                                           (size_t)(rw.off[i + 1] - rw.off[i]) * d_model));
             AB_TRY(ab_residual_forward(k.res2, k.res2, res_in, n_act));
         }
         AB__PROF(m, AB_PROF_LAYERNORM, ab__ln_fwd(k.ln2, k.ln2_mean, k.ln2_rstd, k.res2,
@@ -1239,7 +1304,7 @@ static ab_status ab__forward(ab_model *m, const ab_batch *bt, const float *pertu
                                                       ab__P(m, AB_T_MLP_PROJ_W, l),
                                                       ab__P(m, AB_T_MLP_PROJ_B, l), k.res2, NULL,
                                                       n_tokens, 4 * d_model, d_model));
-        if (m->stats) ab__stats_block(m, l, &k, bt);
+        if (m->stats) ab__stats_block(m, l, &k, bt, &rw);
         res_in = k.res3;
     }
     if (m->stats) m->stats_nseq += B;
@@ -1248,9 +1313,11 @@ static ab_status ab__forward(ab_model *m, const ab_batch *bt, const float *pertu
                                               n_tokens, d_model));
     AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_TRANS, n_tokens, n_vocab, d_model, 1.0f,
                                          A.lnf, d_model, wte, d_model, 0.0f, A.logits, n_vocab));
-    /* per-token CE of the response tokens (the mask only selects rows here; w_i enters below) */
-    AB__PROF(m, AB_PROF_SOFTMAX_CE, ab__ce(A.losses, NULL, A.logits, bt->targets, bt->mask,
-                                           n_tokens, n_vocab, 0.0f));
+    /* per-token CE of the response tokens (the mask only selects rows here; w_i enters below);
+     * tokw holds the rows' mask until it gets each token's gradient factor */
+    for (int i = 0; i < B; i++)
+        memcpy(A.tokw + rw.off[i], bt->mask + (size_t)i * T, sizeof(float) * (size_t)(rw.off[i + 1] - rw.off[i]));
+    AB__PROF(m, AB_PROF_SOFTMAX_CE, ab__ce(A.losses, NULL, A.logits, rw.tg, A.tokw, n_tokens, n_vocab, 0.0f));
     /* Token mean: Loss = sum_i w_i sum_t m_it CE_it / max(1, sum_i w_i N_i). Sample mean:
      * Loss = sum_i w_i l_i (Z = 1). Sums in double, in sample order. tokw holds each token's
      * gradient factor, the scale 1/Z is applied in the backward. */
@@ -1260,10 +1327,10 @@ static ab_status ab__forward(ab_model *m, const ab_batch *bt, const float *pertu
     for (int i = 0; i < B; i++) {
         float w_f = bt->weights ? bt->weights[i] : uniform;
         double w = (double)w_f, n_i = 0.0, s_i = 0.0;
-        for (int t = 0; t < T; t++) {
-            size_t r = (size_t)i * T + t;
-            n_i += bt->mask[r];
-            s_i += (double)bt->mask[r] * (double)A.losses[r];
+        const int r0 = rw.off[i], r1 = rw.off[i + 1];
+        for (int r = r0; r < r1; r++) {
+            n_i += A.tokw[r];
+            s_i += (double)A.tokw[r] * (double)A.losses[r];
         }
         double l_i = n_i > 0.0 ? s_i / n_i : 0.0;
         Z += w * n_i;
@@ -1272,7 +1339,7 @@ static ab_status ab__forward(ab_model *m, const ab_batch *bt, const float *pertu
         if (ntok_out) ntok_out[i] = (float)n_i;
         if (train) {
             float f = sample_mean ? (n_i > 0.0 ? (float)(w / n_i) : 0.0f) : w_f;
-            for (int t = 0; t < T; t++) A.tokw[(size_t)i * T + t] = f * bt->mask[(size_t)i * T + t];
+            for (int r = r0; r < r1; r++) A.tokw[r] = f * A.tokw[r];
         }
     }
     Z = sample_mean ? 1.0 : (Z > 1.0 ? Z : 1.0);
@@ -1280,10 +1347,8 @@ static ab_status ab__forward(ab_model *m, const ab_batch *bt, const float *pertu
     if (loss_out) *loss_out = loss;
     if (!isfinite(loss)) return ab_fail(AB_ERR_NAN, "%s: the loss is not finite", fn);
     if (train) {
-        memcpy(m->ibuf, bt->inputs, sizeof(int) * (size_t)n_tokens);
-        memcpy(m->ibuf + n_tokens, bt->targets, sizeof(int) * (size_t)n_tokens);
         m->A = A;
-        m->fwd_B = B, m->fwd_T = T, m->fwd_Z = Z;
+        m->fwd_B = B, m->fwd_T = T, m->fwd_R = rw.R, m->fwd_Z = Z;
         m->fwd_valid = 1;
     }
     return AB_OK;
@@ -1322,14 +1387,15 @@ typedef struct ab__gacts {
     float *dfch_gelu; /* [n_tokens][4 d_model] scratch */
     float *datt, *dpreatt; /* [B][n_head][T][T] scratch */
     float *tmp;       /* [max(n_tokens d_model, T T)] scratch for the per-sample norms */
+    /* (n_tokens: the rows of the forward, ab__rows R) */
     float *sq;        /* [B] per-sample squared norms */
     float *blocks;
     size_t stride;
     size_t o_dmproj, o_dfch, o_dln2, o_daproj, o_dqkv, o_du, o_dln1;
 } ab__gacts;
 
-static size_t ab__gacts_layout(const ab_model *m, int B, int T, ab__gacts *g, float *base) {
-    size_t n_tokens = (size_t)B * T, n_act = n_tokens * (size_t)m->d_model, TT = (size_t)T * T;
+static size_t ab__gacts_layout(const ab_model *m, int B, int T, int R, ab__gacts *g, float *base) {
+    size_t n_tokens = (size_t)R, n_act = n_tokens * (size_t)m->d_model, TT = (size_t)T * T;
     size_t cur = 0, bc = 0;
     size_t o_dlogits = ab__bump(&cur, n_tokens * (size_t)m->n_vocab), o_dlnf = ab__bump(&cur, n_act);
     size_t o_dres = ab__bump(&cur, n_act), o_datty = ab__bump(&cur, n_act);
@@ -1388,24 +1454,25 @@ static ab_status ab__attn_bwd_pair(const float *q, const float *a, const float *
  * its sequence and its [T][T] scratch slices of da and dp. */
 static ab_status ab__attn_bwd_chunk(void *ctx, int bh, int slot) {
     const ab__attn_job *j = (const ab__attn_job *)ctx;
-    const int d_model = j->m->d_model, n_head = j->m->n_head, head_size = j->m->head_size, T = j->T;
-    int b = bh / n_head, h = bh % n_head;
-    size_t o = (size_t)b * T * 3 * d_model + (size_t)h * head_size, tt = (size_t)bh * T * T;
+    const int d_model = j->m->d_model, n_head = j->m->n_head, head_size = j->m->head_size;
+    int b = bh / n_head, h = bh % n_head, n = j->rw->off[b + 1] - j->rw->off[b];
+    size_t o = (size_t)j->rw->off[b] * 3 * d_model + (size_t)h * head_size;
+    size_t tt = (size_t)bh * j->rw->T * j->rw->T;
     (void)slot;
+    if (n == 0) return AB_OK;
     return ab__attn_bwd_pair(j->qkv + o, j->att_in + tt,
-                             j->datty + (size_t)b * T * d_model + (size_t)h * head_size, j->dqkv + o,
-                             j->da_all + tt, j->dp_all + tt, T, d_model, head_size, j->scale);
+                             j->datty + (size_t)j->rw->off[b] * d_model + (size_t)h * head_size,
+                             j->dqkv + o, j->da_all + tt, j->dp_all + tt, n, d_model, head_size, j->scale);
 }
 
-static ab_status ab__attn_bwd(const ab_model *m, const float *qkv, const float *att,
-                              const float *datty, float *dqkv, float *da_all, float *dp_all, int B,
-                              int T) {
+static ab_status ab__attn_bwd(const ab_model *m, const ab__rows *rw, const float *qkv, const float *att,
+                              const float *datty, float *dqkv, float *da_all, float *dp_all) {
     ab__attn_job j;
     memset(&j, 0, sizeof j);
-    j.m = m, j.qkv = qkv, j.att_in = att, j.datty = datty, j.dqkv = dqkv;
-    j.da_all = da_all, j.dp_all = dp_all, j.T = T;
+    j.m = m, j.rw = rw, j.qkv = qkv, j.att_in = att, j.datty = datty, j.dqkv = dqkv;
+    j.da_all = da_all, j.dp_all = dp_all;
     j.scale = 1.0f / sqrtf((float)m->head_size);
-    return ab_parallel_for(B * m->n_head, ab__attn_bwd_chunk, &j);
+    return ab_parallel_for(rw->B * m->n_head, ab__attn_bwd_chunk, &j);
 }
 
 /* dW[d_out][d_in] += alpha * G^T X over `rows` rows (G row stride ldg, X row stride ldx). */
@@ -1422,7 +1489,8 @@ static ab_status ab__weight_grad(float *dW, const float *G, int ldg, const float
 typedef struct ab__colsum_job {
     float *dw, *db;             /* dw may be NULL: plain sum into db */
     const float *dout, *x, *mean, *rstd;
-    int rows, cols, period;     /* period > 0: row r adds into row r % period of db (cols wide) */
+    const int *rowpos;          /* non-NULL: row r adds into row rowpos[r] of db (cols wide) */
+    int rows, cols;
 } ab__colsum_job;
 
 /* One row of a slice: w columns from c0. A full slice has a constant trip count, which lets the
@@ -1451,7 +1519,7 @@ static ab_status ab__colsum_chunk(void *ctx, int chunk, int slot) {
     (void)slot;
     for (int r = 0; r < j->rows; r++) {
         size_t o = (size_t)r * j->cols + j0;
-        float *db = j->db + (j->period > 0 ? (size_t)(r % j->period) * j->cols : 0) + j0;
+        float *db = j->db + (j->rowpos ? (size_t)j->rowpos[r] * j->cols : 0) + j0;
         ab__colsum_row(j->dw ? j->dw + j0 : NULL, db, j->dout + o, j->dw ? j->x + o : NULL,
                        j->dw ? j->mean[r] : 0.0f, j->dw ? j->rstd[r] : 0.0f, j1 - j0);
     }
@@ -1485,13 +1553,12 @@ static ab_status ab__ln_param_grads(float *dw, float *db, const float *dout, con
 
 /* Per-sample squared norm of a LayerNorm's weight and bias gradients, exact, O(T d) per sample. */
 static void ab__psnorm_ln(float *sq, const float *dout, const float *x, const float *mean,
-                          const float *rstd, int B, int T, int d_model, double *ws) {
-    for (int i = 0; i < B; i++) {
+                          const float *rstd, const ab__rows *rw, int d_model, double *ws) {
+    for (int i = 0; i < rw->B; i++) {
         double *dw = ws, *db = ws + d_model;
         for (int j = 0; j < 2 * d_model; j++) ws[j] = 0.0;
-        for (int t = 0; t < T; t++) {
-            size_t r = (size_t)i * T + t;
-            const float *xr = x + r * d_model, *dr = dout + r * d_model;
+        for (int r = rw->off[i]; r < rw->off[i + 1]; r++) {
+            const float *xr = x + (size_t)r * d_model, *dr = dout + (size_t)r * d_model;
             for (int j = 0; j < d_model; j++) {
                 dw[j] += (double)((xr[j] - mean[r]) * rstd[r]) * dr[j];
                 db[j] += dr[j];
@@ -1503,17 +1570,44 @@ static void ab__psnorm_ln(float *sq, const float *dout, const float *x, const fl
     }
 }
 
+/* ab_psnorm_linear and ab_psnorm_embedding over the forward's rows: one call for B sequences of
+ * T rows, or one per sequence of a packed batch. */
+static ab_status ab__psnorm_lin(float *sq, float *sq_b, const float *X, const float *G,
+                                const ab__rows *rw, int d_in, int d_out, ab_psnorm_method method) {
+    if (!rw->packed) return ab_psnorm_linear(sq, sq_b, X, G, rw->B, rw->T, d_in, d_out, method);
+    for (int i = 0; i < rw->B; i++) {
+        int n = rw->off[i + 1] - rw->off[i];
+        if (n > 0)
+            AB_TRY(ab_psnorm_linear(sq + i, sq_b ? sq_b + i : NULL, X + (size_t)rw->off[i] * d_in,
+                                    G + (size_t)rw->off[i] * d_out, 1, n, d_in, d_out, method));
+    }
+    return AB_OK;
+}
+static ab_status ab__psnorm_emb(float *sq, const float *G, const ab__rows *rw, int vocab, int dim) {
+    if (!rw->packed) return ab_psnorm_embedding(sq, rw->in, G, rw->B, rw->T, vocab, dim);
+    for (int i = 0; i < rw->B; i++) {
+        int n = rw->off[i + 1] - rw->off[i];
+        if (n > 0)
+            AB_TRY(ab_psnorm_embedding(sq + i, rw->in + rw->off[i], G + (size_t)rw->off[i] * dim, 1, n,
+                                       vocab, dim));
+    }
+    return AB_OK;
+}
+
 /* The per-sample norm of the tied wte and of wpe (base training): the LM head and the embedding
  * use of wte, and their cross term; wpe takes each position once per sample. */
 static ab_status ab__psnorm_embeddings(ab_model *m, const ab__gacts *G, float *sq,
                                        ab_psnorm_method method) {
     const ab__acts *A = &m->A;
-    const int B = m->fwd_B, T = m->fwd_T, d_model = m->d_model, n_vocab = m->n_vocab;
-    const int *ids = m->ibuf;
-    AB_TRY(ab_psnorm_linear(sq, NULL, A->lnf, G->dlogits, B, T, d_model, n_vocab, method));
-    AB_TRY(ab_psnorm_embedding(sq, ids, G->dres, B, T, n_vocab, d_model));
+    const ab__rows rw = ab__fwd_rows(m);
+    const int B = rw.B, d_model = m->d_model, n_vocab = m->n_vocab;
+    const int *ids = rw.in;
+    AB_TRY(ab__psnorm_lin(sq, NULL, A->lnf, G->dlogits, &rw, d_model, n_vocab, method));
+    AB_TRY(ab__psnorm_emb(sq, G->dres, &rw, n_vocab, d_model));
     for (int i = 0; i < B; i++) {
-        size_t o = (size_t)i * T;
+        size_t o = (size_t)rw.off[i];
+        const int T = rw.off[i + 1] - rw.off[i];
+        if (T == 0) continue;
         float *M = G->tmp; /* M[t][s] = h_t . g_s */
         AB_TRY(ab_sgemm(AB_NO_TRANS, AB_TRANS, T, T, d_model, 1.0f, A->lnf + o * d_model, d_model,
                         G->dres + o * d_model, d_model, 0.0f, M, T));
@@ -1526,7 +1620,8 @@ static ab_status ab__psnorm_embeddings(ab_model *m, const ab__gacts *G, float *s
     }
     for (int i = 0; i < B; i++) { /* wpe: each position once per sample */
         double s;
-        AB_TRY(ab_sumsq(G->dres + (size_t)i * T * d_model, (size_t)T * d_model, &s));
+        if (rw.off[i + 1] == rw.off[i]) continue;
+        AB_TRY(ab_sumsq(G->dres + (size_t)rw.off[i] * d_model, (size_t)(rw.off[i + 1] - rw.off[i]) * d_model, &s));
         sq[i] += (float)s;
     }
     return AB_OK;
@@ -1540,36 +1635,37 @@ static ab_status ab__psnorm_embeddings(ab_model *m, const ab__gacts *G, float *s
 static ab_status ab__psnorms_ws(ab_model *m, const ab__gacts *G, float *sq, ab_psnorm_method method,
                                 double *ws) {
     const ab__acts *A = &m->A;
-    const int B = m->fwd_B, T = m->fwd_T, n_tokens = B * T, d_model = m->d_model;
+    const ab__rows rw = ab__fwd_rows(m);
+    const int n_tokens = rw.R, d_model = m->d_model;
     const int rank = m->lora_rank, n_layer = m->n_layer;
     int base = ab__trains(m, AB_T_WTE), lora = rank > 0 && ab__trains(m, AB_T_LORA_Q_A);
     if (base) {
         AB_TRY(ab__psnorm_embeddings(m, G, sq, method));
         const float *res_last = ab__block_at(A, n_layer - 1).res3;
-        ab__psnorm_ln(sq, G->dlnf, res_last, A->lnf_mean, A->lnf_rstd, B, T, d_model, ws);
+        ab__psnorm_ln(sq, G->dlnf, res_last, A->lnf_mean, A->lnf_rstd, &rw, d_model, ws);
     }
     for (int l = 0; l < n_layer; l++) {
         ab__block k = ab__block_at(A, l);
         ab__gblock g = ab__gblock_at(G, l);
         if (base) {
             const float *res_in = l ? ab__block_at(A, l - 1).res3 : A->encoded;
-            ab__psnorm_ln(sq, g.dln1, res_in, k.ln1_mean, k.ln1_rstd, B, T, d_model, ws);
-            ab__psnorm_ln(sq, g.dln2, k.res2, k.ln2_mean, k.ln2_rstd, B, T, d_model, ws);
-            AB_TRY(ab_psnorm_linear(sq, sq, k.ln1, g.dqkv, B, T, d_model, 3 * d_model, method));
-            AB_TRY(ab_psnorm_linear(sq, sq, k.atty, g.daproj, B, T, d_model, d_model, method));
-            AB_TRY(ab_psnorm_linear(sq, sq, k.ln2, g.dfch, B, T, d_model, 4 * d_model, method));
-            AB_TRY(ab_psnorm_linear(sq, sq, k.fch_gelu, g.dmproj, B, T, 4 * d_model, d_model, method));
+            ab__psnorm_ln(sq, g.dln1, res_in, k.ln1_mean, k.ln1_rstd, &rw, d_model, ws);
+            ab__psnorm_ln(sq, g.dln2, k.res2, k.ln2_mean, k.ln2_rstd, &rw, d_model, ws);
+            AB_TRY(ab__psnorm_lin(sq, sq, k.ln1, g.dqkv, &rw, d_model, 3 * d_model, method));
+            AB_TRY(ab__psnorm_lin(sq, sq, k.atty, g.daproj, &rw, d_model, d_model, method));
+            AB_TRY(ab__psnorm_lin(sq, sq, k.ln2, g.dfch, &rw, d_model, 4 * d_model, method));
+            AB_TRY(ab__psnorm_lin(sq, sq, k.fch_gelu, g.dmproj, &rw, 4 * d_model, d_model, method));
         }
         for (int q = 0; q < 3 && lora; q++) {
             const float *u = k.lora_u + (size_t)q * n_tokens * rank;
             const float *du = g.du + (size_t)q * n_tokens * rank;
-            AB_TRY(ab_psnorm_linear(sq, NULL, k.ln1, du, B, T, d_model, rank, method)); /* A_q */
+            AB_TRY(ab__psnorm_lin(sq, NULL, k.ln1, du, &rw, d_model, rank, method)); /* A_q */
             for (int row = 0; row < n_tokens; row++) { /* B_q: output grad scale * dq */
                 const float *src = g.dqkv + (size_t)row * 3 * d_model + (size_t)q * d_model;
                 float *dst = G->tmp + (size_t)row * d_model;
                 for (int j = 0; j < d_model; j++) dst[j] = m->lora_scale * src[j];
             }
-            AB_TRY(ab_psnorm_linear(sq, NULL, u, G->tmp, B, T, rank, d_model, method));
+            AB_TRY(ab__psnorm_lin(sq, NULL, u, G->tmp, &rw, rank, d_model, method));
         }
     }
     return AB_OK;
@@ -1585,27 +1681,28 @@ static ab_status ab__psnorms(ab_model *m, const ab__gacts *G, float *sq, ab_psno
 }
 
 /* Per-sample clipping: sample i's rows of every stored output gradient times f_i. */
-static ab_status ab__scale_samples(float *buf, const float *f, int B, size_t per_sample) {
-    for (int i = 0; i < B; i++)
-        if (f[i] != 1.0f) AB_TRY(ab_scale(buf + (size_t)i * per_sample, per_sample, f[i]));
+static ab_status ab__scale_samples(float *buf, const float *f, const ab__rows *rw, size_t width) {
+    for (int i = 0; i < rw->B; i++)
+        if (f[i] != 1.0f)
+            AB_TRY(ab_scale(buf + (size_t)rw->off[i] * width, (size_t)(rw->off[i + 1] - rw->off[i]) * width, f[i]));
     return AB_OK;
 }
 static ab_status ab__clip_samples(ab_model *m, const ab__gacts *G, const float *f) {
-    const int B = m->fwd_B, d_model = m->d_model, rank = m->lora_rank;
-    const size_t T = (size_t)m->fwd_T;
-    AB_TRY(ab__scale_samples(G->dlogits, f, B, T * m->n_vocab));
-    AB_TRY(ab__scale_samples(G->dlnf, f, B, T * d_model));
-    AB_TRY(ab__scale_samples(G->dres, f, B, T * d_model));
+    const ab__rows rw = ab__fwd_rows(m);
+    const size_t d_model = (size_t)m->d_model, rank = (size_t)m->lora_rank;
+    AB_TRY(ab__scale_samples(G->dlogits, f, &rw, (size_t)m->n_vocab));
+    AB_TRY(ab__scale_samples(G->dlnf, f, &rw, d_model));
+    AB_TRY(ab__scale_samples(G->dres, f, &rw, d_model));
     for (int l = 0; l < m->n_layer; l++) {
         ab__gblock g = ab__gblock_at(G, l);
-        AB_TRY(ab__scale_samples(g.dmproj, f, B, T * d_model));
-        AB_TRY(ab__scale_samples(g.dfch, f, B, T * 4 * d_model));
-        AB_TRY(ab__scale_samples(g.dln2, f, B, T * d_model));
-        AB_TRY(ab__scale_samples(g.daproj, f, B, T * d_model));
-        AB_TRY(ab__scale_samples(g.dqkv, f, B, T * 3 * d_model));
-        AB_TRY(ab__scale_samples(g.dln1, f, B, T * d_model));
+        AB_TRY(ab__scale_samples(g.dmproj, f, &rw, d_model));
+        AB_TRY(ab__scale_samples(g.dfch, f, &rw, 4 * d_model));
+        AB_TRY(ab__scale_samples(g.dln2, f, &rw, d_model));
+        AB_TRY(ab__scale_samples(g.daproj, f, &rw, d_model));
+        AB_TRY(ab__scale_samples(g.dqkv, f, &rw, 3 * d_model));
+        AB_TRY(ab__scale_samples(g.dln1, f, &rw, d_model));
         for (int q = 0; q < 3 && rank > 0 && ab__lora_active(m); q++)
-            AB_TRY(ab__scale_samples(g.du + (size_t)q * B * T * rank, f, B, T * rank));
+            AB_TRY(ab__scale_samples(g.du + (size_t)q * rw.R * rank, f, &rw, rank));
     }
     return AB_OK;
 }
@@ -1613,16 +1710,17 @@ static ab_status ab__clip_samples(ab_model *m, const ab__gacts *G, const float *
 /* Phase 2 for wte, wpe and the final LayerNorm. */
 static ab_status ab__weight_grads_top(ab_model *m, const ab__gacts *G) {
     const ab__acts *A = &m->A;
-    const int T = m->fwd_T, n_tokens = m->fwd_B * T, d_model = m->d_model, n_vocab = m->n_vocab;
-    const int *ids = m->ibuf;
+    const ab__rows rw = ab__fwd_rows(m);
+    const int n_tokens = rw.R, d_model = m->d_model, n_vocab = m->n_vocab;
+    const int *ids = rw.in;
     float *dwte = ab__G(m, AB_T_WTE, 0), *dwpe = ab__G(m, AB_T_WPE, 0);
     AB__PROF(m, AB_PROF_MATMUL, ab__weight_grad(dwte, G->dlogits, n_vocab, A->lnf, d_model, n_tokens,
                                                 n_vocab, d_model, 1.0f)); /* LM head */
-    /* embedding: rows of dwte in token order; positions: token t adds into row t % T of dwpe */
+    /* embedding: rows of dwte in token order; positions: each row adds into its position's row of dwpe */
     AB_TRY(ab_embedding_backward(dwte, G->dres, ids, n_tokens, n_vocab, d_model));
     ab__colsum_job pj;
     memset(&pj, 0, sizeof pj);
-    pj.db = dwpe, pj.dout = G->dres, pj.rows = n_tokens, pj.cols = d_model, pj.period = T;
+    pj.db = dwpe, pj.dout = G->dres, pj.rows = n_tokens, pj.cols = d_model, pj.rowpos = rw.pos;
     AB_TRY(ab__colsum(&pj));
     AB__PROF(m, AB_PROF_LAYERNORM,
              ab__ln_param_grads(ab__G(m, AB_T_LNF_W, 0), ab__G(m, AB_T_LNF_B, 0), G->dlnf,
@@ -1634,7 +1732,7 @@ static ab_status ab__weight_grads_top(ab_model *m, const ab__gacts *G) {
 /* Phase 2 for the base tensors of block l. */
 static ab_status ab__weight_grads_block(ab_model *m, const ab__gacts *G, int l) {
     const ab__acts *A = &m->A;
-    const int n_tokens = m->fwd_B * m->fwd_T, d_model = m->d_model;
+    const int n_tokens = m->fwd_R, d_model = m->d_model;
     ab__block k = ab__block_at(A, l);
     ab__gblock g = ab__gblock_at(G, l);
     const float *res_in = l ? ab__block_at(A, l - 1).res3 : A->encoded;
@@ -1661,7 +1759,7 @@ static ab_status ab__weight_grads_block(ab_model *m, const ab__gacts *G, int l) 
 
 /* Phase 2 for the LoRA adapters of block l. */
 static ab_status ab__weight_grads_lora(ab_model *m, const ab__gacts *G, int l) {
-    const int n_tokens = m->fwd_B * m->fwd_T, d_model = m->d_model, rank = m->lora_rank;
+    const int n_tokens = m->fwd_R, d_model = m->d_model, rank = m->lora_rank;
     ab__block k = ab__block_at(&m->A, l);
     ab__gblock g = ab__gblock_at(G, l);
     for (int q = 0; q < 3; q++) {
@@ -1692,7 +1790,8 @@ static ab_status ab__weight_grads(ab_model *m, const ab__gacts *G) {
  * dLoss/d(block input) on exit; every linear layer's output gradient is stored in its gblock. */
 static ab_status ab__backward_block(ab_model *m, ab__gacts *G, int l, float *attn_grad) {
     const ab__acts *A = &m->A;
-    const int B = m->fwd_B, T = m->fwd_T, n_tokens = B * T, d_model = m->d_model;
+    const ab__rows rw = ab__fwd_rows(m);
+    const int n_tokens = rw.R, d_model = m->d_model;
     const int rank = m->lora_rank;
     const size_t n_act = (size_t)n_tokens * d_model;
     ab__block k = ab__block_at(A, l);
@@ -1710,13 +1809,21 @@ static ab_status ab__backward_block(ab_model *m, ab__gacts *G, int l, float *att
     AB__PROF(m, AB_PROF_LAYERNORM, ab__ln_bwd_dx(G->dres, g.dln2, k.res2, ab__P(m, AB_T_LN2_W, l),
                                                  k.ln2_mean, k.ln2_rstd, n_tokens, d_model));
     memcpy(g.daproj, G->dres, sizeof(float) * n_act); /* dLoss/dH_l */
-    if (attn_grad) memcpy(attn_grad + (size_t)l * n_act, G->dres, sizeof(float) * n_act);
+    if (attn_grad) { /* [B][T][d] per layer: each sequence's rows, zeros on its padding */
+        const size_t seq = (size_t)rw.T * d_model;
+        float *ag = attn_grad + (size_t)l * rw.B * seq;
+        for (int i = 0; i < rw.B; i++) {
+            size_t n = (size_t)(rw.off[i + 1] - rw.off[i]) * d_model;
+            memcpy(ag + i * seq, G->dres + (size_t)rw.off[i] * d_model, sizeof(float) * n);
+            memset(ag + i * seq + n, 0, sizeof(float) * (seq - n));
+        }
+    }
     AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n_tokens, d_model, d_model, 1.0f,
                                          G->dres, d_model, ab__P(m, AB_T_ATTN_PROJ_W, l), d_model,
                                          0.0f, G->datty, d_model));
     memset(g.dqkv, 0, sizeof(float) * 3 * n_act);
-    AB__PROF(m, AB_PROF_ATTENTION, ab__attn_bwd(m, k.qkv, k.att, G->datty, g.dqkv, G->datt,
-                                                G->dpreatt, B, T));
+    AB__PROF(m, AB_PROF_ATTENTION, ab__attn_bwd(m, &rw, k.qkv, k.att, G->datty, g.dqkv, G->datt,
+                                                G->dpreatt));
     AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n_tokens, d_model, 3 * d_model,
                                          1.0f, g.dqkv, 3 * d_model, ab__P(m, AB_T_QKV_W, l), d_model,
                                          0.0f, g.dln1, d_model));
@@ -1757,16 +1864,16 @@ ABDEF ab_status ab_model_backward(ab_model *m, const ab_backward_opts *o) {
         want_norms = o->sample_norms != NULL || o->clip_norm > 0.0f;
     }
     AB_TRY(ab__ensure_train_buffers(m));
-    const int B = m->fwd_B, T = m->fwd_T, n_tokens = B * T, d_model = m->d_model;
+    const int B = m->fwd_B, T = m->fwd_T, n_tokens = m->fwd_R, d_model = m->d_model;
     const int n_vocab = m->n_vocab;
-    AB_TRY(ab__reserve(&m->gacts, &m->gacts_cap, ab__gacts_layout(m, B, T, NULL, NULL),
+    AB_TRY(ab__reserve(&m->gacts, &m->gacts_cap, ab__gacts_layout(m, B, T, n_tokens, NULL, NULL),
                        "output gradients"));
     ab__gacts G;
-    ab__gacts_layout(m, B, T, &G, m->gacts);
+    ab__gacts_layout(m, B, T, n_tokens, &G, m->gacts);
     const ab__acts *A = &m->A;
     /* phase 1: activation gradients, top to bottom, storing each linear layer's output gradient */
     ab__zero(G.dlogits, (size_t)n_tokens * n_vocab);
-    AB__PROF(m, AB_PROF_SOFTMAX_CE, ab__ce(NULL, G.dlogits, A->logits, m->ibuf + n_tokens, A->tokw,
+    AB__PROF(m, AB_PROF_SOFTMAX_CE, ab__ce(NULL, G.dlogits, A->logits, ab__fwd_rows(m).tg, A->tokw,
                                            n_tokens, n_vocab, (float)(1.0 / m->fwd_Z)));
     AB__PROF(m, AB_PROF_MATMUL, ab_sgemm(AB_NO_TRANS, AB_NO_TRANS, n_tokens, d_model, n_vocab, 1.0f,
                                          G.dlogits, n_vocab, ab__P(m, AB_T_WTE, 0), d_model, 0.0f,

@@ -9,6 +9,11 @@
  *   lab    the same model at the shapes the lab trains on: the lab's vocabulary (556 words), B = 16,
  *          T = 22 (lab_batch_pack trims a batch to its longest sample; SST-2 samples are 15-22
  *          tokens), 352 tokens per step.
+ *   labmix the lab's user batches at p = 0.2: B = 16 samples of 15-22 tokens (SST-2) or, one in
+ *          five, 31-39 (harmful), trimmed to the longest (T = 39), given with their lengths and
+ *          mask 0 beyond them: a packed batch, so ours computes only the real tokens (~380 of
+ *          624); the v0.1.1 peer, which has no packing, computes all B x T. Its tokens/s count the
+ *          real tokens for every entry, so the ratio is the ratio of step times.
  *   gpt2   GPT-2-small-shaped: vocab 50304, n_ctx 1024, 12 layers, d_model 768, 12 heads (124M
  *          parameters), B = 4, T = 64.
  * Cases (unit tokens/s = B * T / seconds per step; higher is better):
@@ -158,7 +163,33 @@ typedef struct step_config {
     const char *name;
     ab_model_config cfg;
     int B, T, slow;
+    int mix; /* 1: a packed batch of the lab's lengths (labmix) */
 } step_config;
+
+/* The batch of a config: random tokens, every target of a real token in the loss. With mix, the
+ * lab's user batches at p = 0.2: each sample harmful with probability 0.2 (31-39 tokens, else an
+ * SST-2 sample of 15-22), the batch trimmed to its longest (T), mask 0 beyond each length, and the
+ * lengths given, so the step computes only the real tokens (a packed batch, antibody_gpt.h);
+ * *lens is then [B], else NULL. Returns the real tokens. */
+static size_t make_batch(const step_config *sc, int *in, int *tg, float *mask, int *lens) {
+    ab_rng rng;
+    ab_rng_seed(&rng, 2, 0);
+    size_t N = (size_t)sc->B * sc->T, real = 0;
+    for (size_t i = 0; i < N; i++) {
+        in[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
+        tg[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
+        mask[i] = 1.0f;
+    }
+    if (!sc->mix) return N;
+    for (int b = 0; b < sc->B; b++) {
+        int harmful = ab_rng_uniform(&rng) < 0.2f;
+        lens[b] = harmful ? 31 + (int)ab_rng_below(&rng, 9) : 15 + (int)ab_rng_below(&rng, 8);
+        if (b == 0) lens[b] = sc->T; /* the longest: the batch is trimmed to it */
+        for (int t = lens[b]; t < sc->T; t++) mask[(size_t)b * sc->T + t] = 0.0f;
+        real += (size_t)lens[b];
+    }
+    return real;
+}
 
 /* Floating-point work of one step: every GEMM, counted from the shapes (2 flops per multiply-add).
  * Linear layers and the tied LM head: forward, input gradient and weight gradient, 3 x 2 N P for
@@ -200,21 +231,16 @@ static void run_config(const step_config *sc, ab_isa best, void *peer, const cha
     check(ab_model_create(&m, &sc->cfg, 1), "ab_model_create");
     size_t N = (size_t)sc->B * sc->T;
     int *in = (int *)malloc(N * sizeof(int)), *tg = (int *)malloc(N * sizeof(int));
+    int *lens = (int *)malloc((size_t)sc->B * sizeof(int));
     float *mask = (float *)malloc(N * sizeof(float));
-    if (!in || !tg || !mask) check(AB_ERR_ALLOC, "batch");
-    ab_rng rng;
-    ab_rng_seed(&rng, 2, 0);
-    for (size_t i = 0; i < N; i++) {
-        in[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
-        tg[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
-        mask[i] = 1.0f;
-    }
+    if (!in || !tg || !mask || !lens) check(AB_ERR_ALLOC, "batch");
+    N = make_batch(sc, in, tg, mask, lens); /* the real tokens */
     step_ctx ours, ref, alt;
     memset(&ours, 0, sizeof ours);
     ours.model = m;
     ours.batch.B = sc->B, ours.batch.T = sc->T;
     ours.batch.inputs = in, ours.batch.targets = tg, ours.batch.mask = mask;
-    ours.batch.weights = NULL, ours.batch.lengths = NULL;
+    ours.batch.weights = NULL, ours.batch.lengths = sc->mix ? lens : NULL;
     ours.isa = best;
     ours.opt = ab_adamw_default();
     ours.opt.lr = 1e-5f; /* many steps on random tokens: keep the weights where they are */
@@ -264,6 +290,7 @@ static void run_config(const step_config *sc, ab_isa best, void *peer, const cha
     ab_model_free(m);
     free(in);
     free(tg);
+    free(lens);
     free(mask);
 }
 
@@ -271,7 +298,7 @@ int main(int argc, char **argv) {
     bench_init(argc, argv);
     check(ab_init(), "ab_init");
     ab_isa best = ab_best_isa();
-    step_config configs[3];
+    step_config configs[4];
     memset(configs, 0, sizeof configs);
     configs[0].name = "tiny";
     configs[0].cfg.n_vocab = 512, configs[0].cfg.n_ctx = 64, configs[0].cfg.n_layer = 4;
@@ -284,6 +311,8 @@ int main(int argc, char **argv) {
     configs[2].cfg.n_vocab = 50304, configs[2].cfg.n_ctx = 1024, configs[2].cfg.n_layer = 12;
     configs[2].cfg.n_head = 12, configs[2].cfg.d_model = 768;
     configs[2].B = 4, configs[2].T = 64, configs[2].slow = 1;
+    configs[3] = configs[1];
+    configs[3].name = "labmix", configs[3].T = 39, configs[3].mix = 1;
     printf("# bench_step: ours = %s, ref = scalar (same model, ab_set_isa)", ab_isa_name(best));
 #ifdef BENCH_STEP_PEER
     char peer_name[32];
@@ -293,7 +322,7 @@ int main(int argc, char **argv) {
     const char *peer_name = "none";
 #endif
     printf(", threads 1 and 2; contended: 2 threads vs 1 under a busy process\n");
-    for (int c = 0; c < 3; c++) {
+    for (int c = 0; c < 4; c++) {
         const step_config *sc = &configs[c];
         /* GPT-2 only when asked for by name: its scalar peer takes minutes */
         if (sc->slow && !(bench_cfg.case_filter && strstr(bench_cfg.case_filter, sc->name))) continue;
@@ -301,16 +330,11 @@ int main(int argc, char **argv) {
 #ifdef BENCH_STEP_PEER
         size_t N = (size_t)sc->B * sc->T;
         int *pin = (int *)malloc(N * sizeof(int)), *ptg = (int *)malloc(N * sizeof(int));
+        int plens[64];
         float *pmask = (float *)malloc(N * sizeof(float));
-        if (!pin || !ptg || !pmask) check(AB_ERR_ALLOC, "batch");
+        if (!pin || !ptg || !pmask || sc->B > 64) check(AB_ERR_ALLOC, "batch");
         if (!sc->slow) {
-            ab_rng rng;
-            ab_rng_seed(&rng, 2, 0); /* the same batch as ours */
-            for (size_t i = 0; i < N; i++) {
-                pin[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
-                ptg[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
-                pmask[i] = 1.0f;
-            }
+            make_batch(sc, pin, ptg, pmask, plens); /* the same batch as ours, without the lengths */
             step_peer_config pc = {sc->cfg.n_vocab, sc->cfg.n_ctx, sc->cfg.n_layer, sc->cfg.n_head,
                                    sc->cfg.d_model, sc->B, sc->T, pin, ptg, pmask, 1e-5f};
             peer = step_peer_create(&pc);

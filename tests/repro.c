@@ -3,9 +3,9 @@
  * memcheck. `make valgrind` runs this binary natively first, then under memcheck with
  * AB_REPRO_WANT set to the native run's CRC, and the one test compares.
  *
- * The computation: the lab's model shape (vocabulary 456, context 64, 4 layers of width 128,
+ * The computation: the lab's model shape (vocabulary 556, context 64, 4 layers of width 128,
  * 4 heads, LoRA rank 4) from a fixed seed, then random batches of 2 sequences of 32 tokens with
- * prompt and padding masks: an AdamW step with per-sample clipping (ghost norms) and global
+ * prompt and padding masks, packed as the lab's are (lengths given, sample 1 ends after 20): an AdamW step with per-sample clipping (ghost norms) and global
  * clipping; a SAM step (ab_sam_step, gradient at the perturbed point, ab_sam_restore) followed by
  * AdamW; a LoRA step on the adapters, then merge (about a minute under memcheck). The result is
  * the CRC-32 of the parameter buffer with -0 read as +0 (DESIGN.md: valgrind's FMA emulation may
@@ -14,15 +14,17 @@
  * Without AB_REPRO_WANT the test only prints the CRC ("NOTE repro: crc32 ..."). */
 #include "testutil.h"
 
-enum { BATCH = 2, SEQ = 32, CTX = 64, VOCAB = 456 };
+enum { BATCH = 2, SEQ = 32, CTX = 64, VOCAB = 556 };
 
 typedef struct repro_batch {
     int inputs[BATCH * SEQ], targets[BATCH * SEQ];
     float mask[BATCH * SEQ];
+    int lengths[BATCH];
     ab_batch batch;
 } repro_batch;
 
-/* Random tokens; mask 0 on an 8-token prompt, and on padding after 20 tokens in sample 1. */
+/* Random tokens; mask 0 on an 8-token prompt, and on padding after 20 tokens in sample 1: a
+ * packed batch (antibody_gpt.h), only the 52 real tokens computed. */
 static void random_batch(repro_batch *b, ab_rng *rng) {
     for (int i = 0; i < BATCH * SEQ; i++) {
         int t = i % SEQ, sample = i / SEQ;
@@ -30,7 +32,8 @@ static void random_batch(repro_batch *b, ab_rng *rng) {
         b->targets[i] = (int)ab_rng_below(rng, VOCAB);
         b->mask[i] = t >= 8 && !(sample == 1 && t >= 20) ? 1.0f : 0.0f;
     }
-    b->batch = (ab_batch){BATCH, SEQ, b->inputs, b->targets, b->mask, NULL, NULL, AB_LOSS_TOKEN_MEAN};
+    b->lengths[0] = SEQ, b->lengths[1] = 20;
+    b->batch = (ab_batch){BATCH, SEQ, b->inputs, b->targets, b->mask, NULL, b->lengths, AB_LOSS_TOKEN_MEAN};
 }
 
 /* One forward and backward on a fresh random batch (gradients zeroed first), per-sample clipping. */

@@ -2,7 +2,8 @@
  * independent double-precision reference model, per-sample norms and clipping against
  * one-sample-at-a-time gradients, the weighted loss, LoRA (merge, train modes), KV-cache decoding,
  * batched generation against one-at-a-time generation (bit for bit, every ISA path),
- * the defence hooks, reproducibility (runs, threads), a copy task that must train, error paths.
+ * the defence hooks, reproducibility (runs, threads; full and packed batches), packed batches
+ * against the same batches computed in full, a copy task that must train, error paths.
  *
  * Gradient check, and why its bound is sound: the model's float backward is compared with central
  * differences of a separate double-precision implementation of the same network (ref_loss below,
@@ -86,6 +87,15 @@ static void free_batch(tbatch *tb) {
     free(tb->len);
     free(tb->mask);
     free(tb->w);
+}
+
+/* tb's sample i gets lens[i] real tokens: mask 0 from there on (its ids stay, as garbage). */
+static void pack_batch(tbatch *tb, const int *lens) {
+    for (int i = 0; i < tb->B; i++) {
+        tb->len[i] = lens[i];
+        for (int t = lens[i]; t < tb->T; t++) tb->mask[(size_t)i * tb->T + t] = 0.0f;
+    }
+    tb->b.lengths = tb->len;
 }
 
 /* A batch holding only sample i of tb (its weight kept). */
@@ -1100,7 +1110,7 @@ static void test_act_stats(void **state) {
 /* ------------------------------------------------------------------------------------------------ */
 /* reproducibility                                                                                  */
 /* N training steps (per-sample clipping included) from a fixed seed; returns the parameters. */
-static float *train_steps(int n_threads, int steps, size_t *count) {
+static float *train_steps(int n_threads, int steps, int packed, size_t *count) {
     assert_int_equal(ab_set_threads(n_threads), AB_OK);
     /* full size: N = 256 rows, so the GEMMs, GELU (N 4C), cross-entropy (N V) and, with B H = 16
      * pairs, attention run split over threads (LayerNorm at N C = 32K elements stays on one) */
@@ -1110,6 +1120,8 @@ static float *train_steps(int n_threads, int steps, size_t *count) {
     ab_rng_seed(&rng, 62, 0);
     tbatch tb;
     mk_batch(&tb, B, T, V, &rng, 1);
+    const int lens[4] = {T, T - 3, T / 2, 2};
+    if (packed) pack_batch(&tb, lens); /* 2 T + T / 2 - 1 rows */
     ab_adamw_cfg cfg = ab_adamw_default();
     cfg.weight_decay = 0.1f;
     float norms[4];
@@ -1152,18 +1164,19 @@ static void test_reproducible(void **state) {
     int n_isa = tu_isas(isas);
     ab_isa saved = ab_get_isa();
     int steps = TU_SIZE(4, 3);
-    for (int k = 0; k < n_isa; k++) {
+    for (int kp = 0; kp < 2 * n_isa; kp++) {
+        int k = kp / 2, packed = kp % 2; /* full and packed batches */
         TU_SET_ISA(isas[k]);
         size_t n1, n2, n3, n4, n5;
-        float *a = train_steps(1, steps, &n1);
-        float *b = train_steps(1, steps, &n2);
-        float *c = train_steps(2, steps, &n3);
-        float *d = train_steps(3, steps, &n4);
+        float *a = train_steps(1, steps, packed, &n1);
+        float *b = train_steps(1, steps, packed, &n2);
+        float *c = train_steps(2, steps, packed, &n3);
+        float *d = train_steps(3, steps, packed, &n4);
         /* 2 threads while a busy thread competes for the CPUs */
         pthread_t spinner;
         spin_stop = 0;
         assert_int_equal(pthread_create(&spinner, NULL, spin_thread, NULL), 0);
-        float *e = train_steps(2, steps, &n5);
+        float *e = train_steps(2, steps, packed, &n5);
         spin_stop = 1;
         assert_int_equal(pthread_join(spinner, NULL), 0);
         assert_int_equal(n1, n2);
@@ -1172,10 +1185,10 @@ static void test_reproducible(void **state) {
         assert_int_equal(n1, n5);
         assert_memory_equal(a, b, n1 * sizeof(float)); /* two runs */
         for (size_t i = 0; i < n1; i++) { /* 1 vs 2, 3 and contended 2 threads (+0 == -0 allowed) */
-            if (!(a[i] == c[i])) fail_msg("%s: 1 vs 2 threads differ at %zu", ab_isa_name(isas[k]), i);
-            if (!(a[i] == d[i])) fail_msg("%s: 1 vs 3 threads differ at %zu", ab_isa_name(isas[k]), i);
+            if (!(a[i] == c[i])) fail_msg("%s%s: 1 vs 2 threads differ at %zu", ab_isa_name(isas[k]), packed ? " packed" : "", i);
+            if (!(a[i] == d[i])) fail_msg("%s%s: 1 vs 3 threads differ at %zu", ab_isa_name(isas[k]), packed ? " packed" : "", i);
             if (!(a[i] == e[i]))
-                fail_msg("%s: 1 vs 2 contended threads differ at %zu", ab_isa_name(isas[k]), i);
+                fail_msg("%s%s: 1 vs 2 contended threads differ at %zu", ab_isa_name(isas[k]), packed ? " packed" : "", i);
         }
         free(a);
         free(b);
@@ -1185,6 +1198,130 @@ static void test_reproducible(void **state) {
     }
     TU_SET_ISA(saved);
     assert_int_equal(ab_set_threads(2), AB_OK);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* packed batches: lengths with mask 0 beyond them compute only the real tokens                     */
+
+typedef struct packed_out {
+    float loss, nll[8], ntok[8], norms[8], score_nll[8];
+    float *grads, *attn_grad, *logits; /* logits: [B][T][V] gathered from either layout */
+    size_t count;
+} packed_out;
+
+/* One forward + backward (norms, clipping, attn_grad; Vaccine's E when given) and a score. */
+static void packed_run(ab_model *m, const tbatch *tb, const ab_batch *b, const float *E, int V,
+                       int n_layer, int C, int expect_packed, packed_out *o) {
+    const int B = tb->B, T = tb->T;
+    ab_forward_opts fo = {E};
+    ab_backward_opts bo;
+    memset(&bo, 0, sizeof bo);
+    bo.sample_norms = o->norms;
+    bo.clip_norm = 0.05f;
+    o->attn_grad = tu_alloc((size_t)n_layer * B * T * C);
+    for (size_t i = 0; i < (size_t)n_layer * B * T * C; i++) o->attn_grad[i] = 7.0f; /* overwritten */
+    bo.attn_grad = o->attn_grad;
+    assert_int_equal(ab_model_zero_grad(m), AB_OK);
+    assert_int_equal(ab_model_forward(m, b, E ? &fo : NULL, &o->loss, o->nll, o->ntok), AB_OK);
+    const float *lg;
+    assert_int_equal(ab_model_logits(m, &lg), AB_OK);
+    o->logits = tu_alloc((size_t)B * T * V);
+    for (int i = 0, r = 0; i < B; i++) { /* packed: sequence i's real rows follow sequence i-1's */
+        int n = expect_packed ? tb->len[i] : T;
+        for (int t = 0; t < n; t++, r++)
+            memcpy(o->logits + ((size_t)i * T + t) * V, lg + (size_t)r * V, sizeof(float) * (size_t)V);
+    }
+    assert_int_equal(ab_model_backward(m, &bo), AB_OK);
+    ab_model_view v;
+    assert_int_equal(ab_model_trainable(m, &v), AB_OK);
+    o->count = v.count;
+    o->grads = tu_alloc(v.count);
+    memcpy(o->grads, v.grads, v.count * sizeof(float));
+    assert_int_equal(ab_model_score(m, b, NULL, o->score_nll, NULL), AB_OK);
+}
+static void packed_free(packed_out *o) {
+    free(o->grads);
+    free(o->attn_grad);
+    free(o->logits);
+}
+
+static double max_abs_f(const float *x, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fabs((double)x[i]) > m ? fabs((double)x[i]) : m;
+    return m;
+}
+
+/* A packed batch (lengths, mask 0 beyond) against the same batch computed in full (lengths NULL):
+ * the same loss, per-sample NLLs and token counts, logits of the real tokens, gradients,
+ * per-sample norms (with clipping), Vaccine's attn_grad (zeros on the padding) and scores, for
+ * both loss norms, base+LoRA and LoRA-only training, with and without Vaccine's perturbation,
+ * an empty sequence and a full one; the rows really are packed (the logits' layout says so).
+ * A batch whose mask is not 0 beyond its lengths is computed in full. */
+static void test_packed(void **state) {
+    (void)state;
+    const int V = 23, T = 10, C = 16, L = 2, B = 5;
+    const int lens[5] = {7, 10, 0, 3, 9};
+    char what[160];
+    for (int cfg = 0; cfg < 8; cfg++) {
+        int sample_mean = cfg & 1, lora_only = (cfg >> 1) & 1, vaccine = (cfg >> 2) & 1;
+        ab_model *m = mk_model(V, T, L, 2, C, 2, 4.0f, 81);
+        ab_rng rng;
+        ab_rng_seed(&rng, 82, (uint64_t)cfg);
+        randomize(m, &rng, 0.3f);
+        assert_int_equal(ab_model_set_train_mode(m, lora_only ? AB_TRAIN_LORA : AB_TRAIN_ALL), AB_OK);
+        tbatch tb;
+        mk_batch(&tb, B, T, V, &rng, 1);
+        tb.b.loss_norm = sample_mean ? AB_LOSS_SAMPLE_MEAN : AB_LOSS_TOKEN_MEAN;
+        pack_batch(&tb, lens);
+        float *E = NULL;
+        if (vaccine) {
+            E = tu_alloc((size_t)L * B * T * C);
+            tu_fill_uniform(E, (size_t)L * B * T * C, -0.3f, 0.3f, &rng);
+        }
+        packed_out p, f;
+        memset(&p, 0, sizeof p), memset(&f, 0, sizeof f);
+        packed_run(m, &tb, &tb.b, E, V, L, C, 1, &p);
+        ab_batch full = tb.b;
+        full.lengths = NULL;
+        packed_run(m, &tb, &full, E, V, L, C, 0, &f);
+        snprintf(what, sizeof what, "packed vs full (%s, %s%s)", sample_mean ? "sample mean" : "token mean",
+                 lora_only ? "LoRA only" : "base + LoRA", vaccine ? ", Vaccine E" : "");
+        double want_loss = f.loss;
+        TU_ASSERT_ERR(what, tu_max_rel_err(&p.loss, &want_loss, 1, 1e-30), 1e-6);
+        TU_ASSERT_ERR(what, tu_max_rel_err_f(p.nll, f.nll, B, 1e-6), 1e-6);
+        TU_ASSERT_ERR(what, tu_max_rel_err_f(p.score_nll, f.score_nll, B, 1e-6), 1e-6);
+        assert_memory_equal(p.ntok, f.ntok, sizeof(float) * B);
+        assert_true(p.ntok[2] == 0.0f && p.nll[2] == 0.0f && p.norms[2] == 0.0f); /* the empty one */
+        for (int i = 0; i < B; i++)
+            for (int t = 0; t < lens[i]; t++) {
+                size_t o = ((size_t)i * T + t) * V;
+                TU_ASSERT_ERR(what, tu_max_rel_err_f(p.logits + o, f.logits + o, (size_t)V, 1e-6), 1e-5);
+            }
+        assert_int_equal(p.count, f.count);
+        TU_ASSERT_ERR(what, tu_max_rel_err_f(p.grads, f.grads, p.count, 1e-3 * max_abs_f(f.grads, f.count)), 1e-4);
+        TU_ASSERT_ERR(what, tu_max_rel_err_f(p.norms, f.norms, B, 1e-7), 1e-4);
+        size_t seq = (size_t)T * C;
+        for (int l = 0; l < L; l++)
+            for (int i = 0; i < B; i++) {
+                const float *pa = p.attn_grad + ((size_t)l * B + i) * seq;
+                const float *fa = f.attn_grad + ((size_t)l * B + i) * seq;
+                size_t n = (size_t)lens[i] * C;
+                if (n) TU_ASSERT_ERR(what, tu_max_rel_err_f(pa, fa, n, 1e-3 * max_abs_f(f.attn_grad, (size_t)L * B * seq)), 1e-4);
+                for (size_t j = n; j < seq; j++)
+                    if (pa[j] != 0.0f || fa[j] != 0.0f) fail_msg("%s: attn_grad on the padding at %zu", what, j);
+            }
+        packed_free(&p), packed_free(&f);
+        /* a mask that is not 0 beyond lengths: the batch is computed in full, [B][T] logits */
+        tb.mask[(size_t)0 * T + T - 1] = 1.0f;
+        packed_run(m, &tb, &full, E, V, L, C, 0, &f);
+        packed_run(m, &tb, &tb.b, E, V, L, C, 0, &p);
+        assert_memory_equal(p.logits, f.logits, sizeof(float) * (size_t)B * T * V);
+        assert_memory_equal(p.grads, f.grads, sizeof(float) * p.count);
+        packed_free(&p), packed_free(&f);
+        free(E);
+        free_batch(&tb);
+        ab_model_free(m);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -1506,6 +1643,7 @@ int main(void) {
         cmocka_unit_test(test_generate_batch_errors),
         cmocka_unit_test(test_act_stats),
         cmocka_unit_test(test_reproducible),
+        cmocka_unit_test(test_packed),
         cmocka_unit_test(test_copy_task),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_profile),

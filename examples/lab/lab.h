@@ -313,8 +313,10 @@ typedef struct lab_batch_buf {
     int cap_B;
 } lab_batch_buf;
 /* Packs samples ds->samples[indices[0..B-1]] into out (T = the longest sequence of the batch,
- * layout of lab_pack_sample; weights NULL). With refusal != NULL, sample b's response is replaced
- * by refusal string refusal[b] mod LAB_N_REFUSALS (Antibody's refusal view; vocab required).    */
+ * layout of lab_pack_sample; weights NULL; lengths = each sample's positions, mask 0 beyond them,
+ * so the model computes only the real tokens: a packed batch, antibody_gpt.h). With refusal !=
+ * NULL, sample b's response is replaced by refusal string refusal[b] mod LAB_N_REFUSALS
+ * (Antibody's refusal view; vocab required).                                                      */
 ab_status lab_batch_pack(lab_batch_buf *buf, ab_batch *out, const lab_dataset *ds,
                               const int *indices, int B, const lab_vocab *vocab, const int *refusal);
 void lab_batch_buf_free(lab_batch_buf *buf); /* frees and zeroes */
