@@ -22,9 +22,12 @@
  *   Evaluation: HS, refused and broken % over hs_eval.txt (greedy generation, lab_judge_response),
  *   the NLL gap over hs_eval.txt / hs_ref.txt, FA over <task>_test.txt (lab_task_score).
  * A seed draws the user data, every shuffle, the alignment runs and LoRA's adapters; the base
- * model is the same for all. Each seed runs as a job: this program started again with --job
- * (--jobs of them at a time, each on --threads threads), writing its records (examples/lab/
- * stats.h) to --work; the driver then reads them back and prints:
+ * model is the same for all. Each seed runs as up to three jobs, one per row group (the rows of
+ * one alignment: sft = floor, SFT, Lisa and the Antidote rows after SFT; vb = Vaccine and Booster;
+ * antibody = Antibody and Antibody + Antidote; only groups with a selected row): this program
+ * started again with --job --seed S --rows <the group's rows> (--jobs of them at a time, each on
+ * --threads threads, in seed x group order), writing its records (examples/lab/stats.h) to --work
+ * (seed<S>-<group>.txt); the driver then reads them back and prints:
  *   - the after-alignment table and the results table: mean [95% t-interval] over the seeds, and
  *     for every row but base and SFT the paired difference against SFT;
  *   - RESULT method=<key> seeds=K hs= hs_lo= hs_hi= fa= fa_lo= fa_hi= refused= broken= nll_gap=
@@ -70,6 +73,16 @@ static const char *const row_keys[N_ROWS] = {"base", "floor", "sft", "vaccine", 
                                              "random_prune", "antibody+antidote"};
 static const ab_align_method align_methods[4] = {AB_ALIGN_SFT, AB_ALIGN_VACCINE, AB_ALIGN_BOOSTER,
                                                  AB_ALIGN_ANTIBODY};
+/* The driver splits a seed into one job per row group: the rows that share an alignment (SFT's;
+ * Vaccine's and Booster's; Antibody's), so every alignment runs in exactly one job (make_plan
+ * aligns only what a job's rows need) and the jobs are short enough to keep every core busy. A row
+ * depends only on the seed and its own alignment, so the split changes no number. base is the
+ * driver's (-1). Rough one-thread costs per seed at the defaults: sft ~92 s, vb ~93 s, antibody ~72 s. */
+enum { N_GROUPS = 3 };
+static const char *const group_names[N_GROUPS] = {"sft", "vb", "antibody"};
+static const int row_group[N_ROWS] = {
+    [R_BASE] = -1, [R_FLOOR] = 0, [R_SFT] = 0, [R_VACCINE] = 1, [R_BOOSTER] = 1, [R_LISA] = 0,
+    [R_ANTIBODY] = 2, [R_ANTIDOTE] = 0, [R_ANTIDOTE_BENIGN] = 0, [R_RANDOM] = 0, [R_ANTIBODY_ANTIDOTE] = 2};
 
 /* ---------------------------------------------------------------------------------------------- */
 /* options                                                                                         */
@@ -153,7 +166,9 @@ static void usage(FILE *f, const char *argv0) {
             "  --seeds K             seeds per row (default %d; 1 is a look, not a result)\n"
             "  --seed S              the first seed: seeds S .. S+K-1 (default %d)\n"
             "  --base-seed N         the pre-training seed, shared by every seed (default %d)\n"
-            "  --jobs J              seeds run at once, each a process of its own (default %d)\n"
+            "  --jobs J              jobs run at once, each a process of its own (default %d); a\n"
+            "                        seed is up to 3 jobs, one per row group: the rows of SFT's\n"
+            "                        alignment, Vaccine's and Booster's, Antibody's\n"
             "  --threads N           threads per process (default %d; 2 with --jobs 1); results\n"
             "                        do not depend on it\n"
             "  --rows LIST           comma-separated rows (default all): base, floor, sft, vaccine,\n"
@@ -1278,7 +1293,7 @@ static void print_results(const opts *o, const char *text, const metrics *base_m
     free(a), free(b), free(sft_hs), free(sft_fa);
 }
 
-/* The per-seed logs, concatenated in seed order under one header. */
+/* The jobs' logs, concatenated in job order (seed x group) under one header. */
 static void merge_logs(const opts *o, char paths[][1100], int n) {
     if (!o->log_path || !*o->log_path) return;
     FILE *out = fopen(o->log_path, "w");
@@ -1418,7 +1433,11 @@ int main(int argc, char **argv) {
         o.lora ? "LoRA" : "full fine-tuning", ab_isa_name(ab_get_isa()));
     char base_path[1100];
     unsigned base_crc = 0;
+    /* the driver is alone while it pre-trains: the threads of every job work on it (the base is the
+     * same bits for any thread count) */
+    CHECK(ab_set_threads(o.jobs * o.threads));
     base_model(&o, &L, &cfg, base_path, sizeof base_path, &base_crc);
+    CHECK(ab_set_threads(o.threads));
     say("stage 0: base model %s, CRC-32 %08x", base_path, base_crc);
     if (o.base_only) {
         printf("BASE path=%s crc=%08x\n", base_path, base_crc);
@@ -1438,27 +1457,41 @@ int main(int argc, char **argv) {
         free(av), free(seeds), free_lab(&L);
         return rc;
     }
-    job_spec *jobs = xmalloc(sizeof(job_spec) * (size_t)k);
-    char (*outs)[1100] = xmalloc(sizeof(*outs) * (size_t)k), (*logs)[1100] = xmalloc(sizeof(*logs) * (size_t)k);
-    char (*labels)[32] = xmalloc(sizeof(*labels) * (size_t)k);
-    for (int i = 0; i < k; i++) {
-        snprintf(outs[i], sizeof outs[i], "%s/seed%d.txt", o.work, seeds[i]);
-        snprintf(logs[i], sizeof logs[i], "%s/seed%d-log.tsv", o.work, seeds[i]);
-        snprintf(labels[i], sizeof labels[i], "seed %d", seeds[i]);
-        job_spec *js = &jobs[i];
-        js->n_args = 0;
-        job_arg(js, "--seed"), job_arg(js, "%d", seeds[i]);
-        job_arg(js, "--job-out"), job_arg(js, "%s", outs[i]);
-        job_arg(js, "--job-log"), job_arg(js, "%s", logs[i]);
-        js->label = labels[i];
-        remove(outs[i]); /* a stale record of an earlier run is never read */
-    }
+    /* the jobs: one per seed and row group with a selected row, each with the group's selected rows
+     * (after the driver's own --rows, so they win); queued, read and merged in seed x group order.
+     * With the rough costs above, 5 seeds on 2 cores end after ~678 s in this order, as longest-group
+     * first would (ideal 643 s; whole-seed jobs 771 s): the shortest group ends every seed. */
+    char group_rows[N_GROUPS][256] = {"", "", ""};
+    for (int i = 0; i < N_ROWS; i++)
+        if (o.rows[i] && row_group[i] >= 0) {
+            char *gr = group_rows[row_group[i]];
+            snprintf(gr + strlen(gr), sizeof group_rows[0] - strlen(gr), "%s%s", *gr ? "," : "", row_keys[i]);
+        }
+    int n_max = k * N_GROUPS, n_jobs = 0;
+    job_spec *jobs = xmalloc(sizeof(job_spec) * (size_t)n_max);
+    char (*outs)[1100] = xmalloc(sizeof(*outs) * (size_t)n_max), (*logs)[1100] = xmalloc(sizeof(*logs) * (size_t)n_max);
+    char (*labels)[48] = xmalloc(sizeof(*labels) * (size_t)n_max);
+    for (int i = 0; i < k; i++)
+        for (int g = 0; g < N_GROUPS; g++) {
+            if (!*group_rows[g]) continue;
+            int j = n_jobs++;
+            snprintf(outs[j], sizeof outs[j], "%s/seed%d-%s.txt", o.work, seeds[i], group_names[g]);
+            snprintf(logs[j], sizeof logs[j], "%s/seed%d-%s-log.tsv", o.work, seeds[i], group_names[g]);
+            snprintf(labels[j], sizeof labels[j], "seed %d (%s)", seeds[i], group_names[g]);
+            job_spec *js = &jobs[j];
+            js->n_args = 0;
+            job_arg(js, "--seed"), job_arg(js, "%d", seeds[i]);
+            job_arg(js, "--rows"), job_arg(js, "%s", group_rows[g]);
+            job_arg(js, "--job-out"), job_arg(js, "%s", outs[j]);
+            job_arg(js, "--job-log"), job_arg(js, "%s", logs[j]);
+            js->label = labels[j];
+            remove(outs[j]); /* a stale record of an earlier run is never read */
+        }
     /* the base row: the same for every seed, evaluated once here */
     metrics base_m;
     memset(&base_m, 0, sizeof base_m);
-    int need_jobs = 0;
-    for (int i = 0; i < N_ROWS; i++) need_jobs |= i != R_BASE && o.rows[i];
-    if (need_jobs) run_jobs(&o, ac, av, jobs, k);
+    int need_jobs = n_jobs > 0;
+    if (need_jobs) run_jobs(&o, ac, av, jobs, n_jobs);
     if (o.rows[R_BASE]) {
         ab_model *base = NULL;
         CHECK(ab_model_load(&base, base_path));
@@ -1467,8 +1500,8 @@ int main(int argc, char **argv) {
         say("base: HS %5.1f%%  refused %5.1f%%  broken %5.1f%%  FA %5.1f%%", base_m.hs, base_m.refused,
             base_m.broken, base_m.fa);
     }
-    char *text = need_jobs ? read_jobs(outs, k) : strdup("");
-    if (need_jobs) merge_logs(&o, logs, k);
+    char *text = need_jobs ? read_jobs(outs, n_jobs) : strdup("");
+    if (need_jobs) merge_logs(&o, logs, n_jobs);
     print_results(&o, text, &base_m, base_crc, seeds, k);
     printf("total %.1f s\n", now_s() - t_start);
     free(text), free(jobs), free(outs), free(logs), free(labels), free(av), free(seeds);

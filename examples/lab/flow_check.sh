@@ -3,7 +3,8 @@
 # of make check): generates the data, runs `flow --quick --seeds 2` twice (2 jobs of 1 thread with a
 # fresh cache, then 1 job of 2 threads loading the cached base model) and checks the output's
 # structure (the tables, every RESULT field, intervals present and ordered, paired differences,
-# CHECK lines) and that the two runs are bitwise reproducible: the same RESULT lines and tables
+# CHECK lines), that each seed ran as its 3 row-group jobs (sft, vb, antibody: one CRC-checked record
+# file each), and that the two runs are bitwise reproducible: the same RESULT lines and tables
 # (seconds aside) and the same per-batch logs (every loss, weight and norm of every step, of both
 # seeds, printed to 6 decimals). Closes with "flow: N passed, N failed, 0 skipped" (appended to
 # CHECK_RESULTS when set, for make check).
@@ -53,12 +54,17 @@ check "the after-alignment table has 4 rows" \
     '[ $(grep -cE "^\| (sft|vaccine|booster|antibody) +\|" "$work/run1.out") -eq 4 ]'
 check "the expected results are decided by intervals (CHECK met|MISS|open, 11 of them)" \
     '[ $(grep -cE "^CHECK (met |MISS|open) " "$work/run1.out") -eq 11 ] && grep -qE "^CHECKS [0-9]+ of 11 met, [0-9]+ open" "$work/run1.out"'
-check "every seed's job wrote a complete, CRC-checked record file" \
-    '[ $(grep -c "^END seed=" "$work/w1/seed1.txt" "$work/w1/seed2.txt" | grep -c ":1$") -eq 2 ]'
+for w in w1 w2; do
+    check "$w: every seed's 3 row-group jobs (sft, vb, antibody) wrote a complete, CRC-checked record file" \
+        '[ $(for s in 1 2; do for g in sft vb antibody; do grep -c "^END seed=$s " "$work/$w/seed$s-$g.txt"; done; done |
+             grep -c "^1$") -eq 6 ]'
+done
 check "progress names the seed and the stage" 'grep -q "^\[seed 2\] stage 2: " "$work/run1.err"'
+check "progress names each finished job by seed and row group (6 jobs)" \
+    '[ $(grep -cE "^seed [12] \((sft|vb|antibody)\) finished \([1-6] of 6, " "$work/run1.err") -eq 6 ]'
 check "run 2 loaded the cached base model" 'grep -q "loaded the cached base model" "$work/run2.err"'
 strip() { sed -e 's/ seconds=[0-9.]*//' -e 's/^total .* s$//' "$1"; }
-check "same seeds, 2 jobs of 1 thread vs 1 job of 2 threads, fresh vs cached base: identical RESULT lines and tables" \
+check "same seeds, --jobs 2 of 1 thread vs --jobs 1 of 2 threads, fresh vs cached base: identical RESULT lines and tables" \
     'diff <(strip "$work/run1.out") <(strip "$work/run2.out") > "$work/table.diff"'
 check "identical per-batch logs of both seeds (every loss, weight and gradient norm of every step)" \
     'cmp -s "$work/log1.tsv" "$work/log2.tsv"'
