@@ -11,7 +11,7 @@
  *          tokens), 352 tokens per step.
  *   labmix the lab's user batches at p = 0.2: B = 16 samples of 15-22 tokens (SST-2) or, one in
  *          five, 31-39 (harmful), trimmed to the longest (T = 39), given with their lengths and
- *          mask 0 beyond them: a packed batch, so ours computes only the real tokens (~380 of
+ *          mask 0 beyond them: a packed batch, so ours computes only the real tokens (361 of
  *          624); the v0.1.1 peer, which has no packing, computes all B x T. Its tokens/s count the
  *          real tokens for every entry, so the ratio is the ratio of step times.
  *   gpt2   GPT-2-small-shaped: vocab 50304, n_ctx 1024, 12 layers, d_model 768, 12 heads (124M
