@@ -64,7 +64,8 @@
  *               ab_last_error ab_fail (+ AB_TRY, AB_CHECK_*) ab_aligned_alloc ab_aligned_free
  *               ab_crc32 ab_save_file
  *   threads     ab_set_threads ab_get_threads ab_parallel_for   (a pool of POSIX threads: a late or
- *               descheduled thread's share is taken by the others; same bits for any count)
+ *               descheduled thread's share is taken by the others; one thread while another
+ *               process contends for the cores; same bits for any count)
  *   rng         ab_rng_seed ab_rng_u32 ab_rng_below ab_rng_uniform ab_rng_normal      (PCG32)
  *   gemm        ab_sgemm                         C = alpha op(A) op(B) + beta C, BLAS semantics
  *   softmax     ab_expf ab_vexpf ab_softmax ab_softmax_backward ab_log_softmax ab_cross_entropy
@@ -101,6 +102,9 @@
  *          (ab_model_generate_batch). Packed batches (antibody_gpt.h, ab_batch): a batch with
  *          lengths and mask 0 beyond them computes only its real tokens; the lab's batches are
  *          packed, so its training rounds differently from 0.2.0 and its tables were re-measured.
+ *          While another process contends for the cores (the caller's involuntary context
+ *          switches, or a wait for a descheduled worker), parallel calls run on the caller alone
+ *          for ~10 ms to ~1 s: 2 threads are no longer slower than 1 under a competitor.
  */
 #ifndef ANTIBODY_H
 #define ANTIBODY_H
@@ -204,8 +208,10 @@ ABDEF int ab_get_threads(void);
  * chunks whose results do not depend on which thread runs them or in which order, and the output
  * is the same for every thread count. slot in [0, ab_get_threads()) names the thread running the
  * chunk: chunks running at the same time have different slots (index per-thread scratch by it).
- * A call from inside a chunk (nested), or while another thread's call holds the pool, runs its
- * chunks in order on the calling thread, slot 0. Returns AB_OK, or the status of the lowest
+ * A call from inside a chunk (nested), while another thread's call holds the pool, or while the
+ * calling thread finds the cores contended (it was descheduled twice within ~3 ms, or had to
+ * wait for a worker the OS descheduled; then for ~10 ms, up to ~1 s while it recurs)
+ * runs its chunks in order on the calling thread, slot 0. Returns AB_OK, or the status of the lowest
  * failing chunk (with its message; the other chunks still run).                                 */
 typedef ab_status (*ab_parallel_fn)(void *ctx, int chunk, int slot);
 ABDEF ab_status ab_parallel_for(int n_chunks, ab_parallel_fn fn, void *ctx);
@@ -542,7 +548,8 @@ ABDEF const char *ab_last_error(void) { return ab__errmsg[0] ? ab__errmsg : "no 
  * for chunks already claimed. A worker that wakes late finds nothing left and goes back to sleep.
  * Idle workers spin for AB__SPIN_TICKS (a region following soon is then picked up at once), then
  * sleep on a condition variable; the caller likewise spins briefly, then sleeps, while the last
- * claimed chunks finish.
+ * claimed chunks finish. While another process contends for the cores, calls run on the caller
+ * alone (ab__contended).
  *
  * The state word packs the region's generation (32 bits), its pool-chunk count (16) and the next
  * unclaimed chunk (16). A claim is a compare-and-swap of that word: it succeeds only while the
@@ -579,6 +586,10 @@ static void ab__run_chunks(ab_parallel_fn fn, void *ctx, int c0, int c1, int slo
 #if AB__THREADS
 #include <pthread.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/resource.h>
+#define AB__RUSAGE_THREAD 1 /* Linux's RUSAGE_THREAD (a _GNU_SOURCE name): this thread's counts */
+#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #define AB__PAUSE() __builtin_ia32_pause()
@@ -634,15 +645,17 @@ static void ab__region_fail(ab__region_err *e, int chunk, ab_status st) {
     __atomic_store_n(&ab__pool_g.err_lock, 0, __ATOMIC_RELEASE);
 }
 
-/* Claims and runs chunks of the open region until none is left. */
-static void ab__pool_work(ab__pool *p, int slot) {
-    for (;;) {
+/* Claims and runs chunks of the open region until none is left; returns how many it ran. */
+static unsigned ab__pool_work(ab__pool *p, int slot) {
+    for (unsigned ran = 0;; ran++) {
         unsigned long long s = __atomic_load_n(&p->state, __ATOMIC_ACQUIRE);
         unsigned n = (unsigned)(s >> 16) & 0xffffu, next = (unsigned)s & 0xffffu;
-        if (next >= n) return;
-        if (slot >= __atomic_load_n(&p->max_slots, __ATOMIC_RELAXED)) return;
-        if (!__atomic_compare_exchange_n(&p->state, &s, s + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        if (next >= n) return ran;
+        if (slot >= __atomic_load_n(&p->max_slots, __ATOMIC_RELAXED)) return ran;
+        if (!__atomic_compare_exchange_n(&p->state, &s, s + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            ran--;
             continue;
+        }
         /* chunk `next` is ours: the region cannot end before it is done, so its fields hold */
         int c0 = (int)((long long)next * p->n_user / n), c1 = (int)((long long)(next + 1) * p->n_user / n);
         ab__run_chunks(p->fn, p->ctx, c0, c1, slot, &p->err);
@@ -672,7 +685,7 @@ static void *ab__pool_worker(void *arg) {
         }
         seen = e;
         if (index >= AB__LOAD(&p->stop_from)) return NULL;
-        ab__pool_work(p, index + 1);
+        (void)ab__pool_work(p, index + 1);
     }
 }
 
@@ -735,6 +748,75 @@ static int ab__threads(void) {
     return n;
 }
 
+/* Sharing the cores. When another process wants our cores, more threads can make a run slower:
+ * with 3 runnable threads on 2 cores each gets ~2/3 of one, the region's caller is descheduled
+ * while the worker idles at the end of a region, and a chunk a descheduled worker has claimed
+ * holds its region for a time slice (ms) while the region itself may take tens of microseconds
+ * (v0.1 on OpenMP: 16x slower; the pool without this: 0.7x one thread on small products). So
+ * while the cores are contended, parallel calls run on the caller alone (the serial path of
+ * ab__parallel: the same chunks, the same bits), for a hold of AB__HOLD_TICKS (~10-20 ms),
+ * doubled up to 64 times when contention comes back within 4 holds after the last one ended:
+ * a lasting competitor keeps the library on one thread, a passing one costs it a few ms of the
+ * second. Two signals, both about the thread making parallel calls (so the state is per thread):
+ *   - involuntary context switches (Linux: getrusage RUSAGE_THREAD, read at most every
+ *     AB__PROBE_TICKS, ~2-4 ms): a window with two or more, or two windows in a row with one
+ *     (a quiet machine: a window with two every few seconds, costing one hold). Measured here on 2
+ *     cores, 2 threads of back-to-back 256x128x128 products: 8 switches/s alone, 960/s with one
+ *     busy process beside them; 1 thread with that process: 8/s;
+ *   - a stall: after its own chunks the caller waited for the others more than 8 times its own
+ *     time per chunk plus AB__SPIN_TICKS (a worker's chunk otherwise takes as long as its own). */
+#define AB__HOLD_TICKS (AB__SPIN_TICKS * 500ull)
+#define AB__PROBE_TICKS (AB__SPIN_TICKS * 100ull)
+typedef struct ab__contention {
+    unsigned long long until, hold; /* ticks: serial until `until`; the last hold */
+    unsigned long long t_probe;     /* ticks of the last switch count, 0: none */
+    long nivcsw;                    /* involuntary switches at t_probe */
+    int strikes;                    /* windows in a row with a switch (2 switches: 2 strikes) */
+} ab__contention;
+static AB__THREAD_LOCAL ab__contention ab__cont;
+
+static void ab__contended_hold(unsigned long long now) {
+    ab__contention *c = &ab__cont;
+    unsigned long long hold = c->hold;
+    if (hold == 0 || (now > c->until && now - c->until > 4 * hold)) hold = AB__HOLD_TICKS;
+    else if (hold < 64 * AB__HOLD_TICKS) hold *= 2;
+    c->hold = hold;
+    c->until = now + hold;
+    c->t_probe = 0;
+    c->strikes = 0;
+}
+
+/* 1: run this parallel call on the caller alone (the cores are contended). */
+static int ab__contended(void) {
+    ab__contention *c = &ab__cont;
+    unsigned long long now = AB__TICKS();
+    if (now < c->until) return 1;
+#if defined(AB__RUSAGE_THREAD)
+    if (c->t_probe != 0 && now >= c->t_probe && now - c->t_probe < AB__PROBE_TICKS) return 0;
+    struct rusage ru;
+    if (getrusage(AB__RUSAGE_THREAD, &ru) != 0) return 0;
+    long n = ru.ru_nivcsw;
+    if (c->t_probe == 0 || now < c->t_probe || now - c->t_probe > 4 * AB__PROBE_TICKS)
+        c->strikes = 0; /* no window to judge: a first count, or long since the last call */
+    else
+        c->strikes = n >= c->nivcsw + 2 ? 2 : n > c->nivcsw ? c->strikes + 1 : 0;
+    c->nivcsw = n;
+    c->t_probe = now;
+    if (c->strikes >= 2) {
+        ab__contended_hold(now);
+        return 1;
+    }
+#endif
+    return 0;
+}
+
+static void ab__pool_stall_check(unsigned long long t_start, unsigned long long t_own,
+                                 unsigned long long t_end, unsigned mine) {
+    if (mine == 0 || t_own < t_start || t_end < t_own) return;
+    unsigned long long per_chunk = (t_own - t_start) / mine;
+    if (t_end - t_own > 8 * per_chunk + AB__SPIN_TICKS) ab__contended_hold(t_end);
+}
+
 /* fn over n chunks on up to `slots` threads; the caller owns the pool (p->busy). */
 static void ab__pool_run(ab__pool *p, int n, ab_parallel_fn fn, void *ctx, int slots) {
     if (p->n_workers < slots - 1) {
@@ -752,9 +834,10 @@ static void ab__pool_run(ab__pool *p, int n, ab_parallel_fn fn, void *ctx, int s
     p->generation++;
     __atomic_store_n(&p->state, (unsigned long long)p->generation << 32 | (unsigned long long)n_pool << 16,
                      __ATOMIC_RELEASE);
+    unsigned long long t_start = AB__TICKS();
     ab__pool_bump(p);
     ab__in_parallel = 1;
-    ab__pool_work(p, 0);
+    unsigned mine = ab__pool_work(p, 0);
     ab__in_parallel = 0;
     unsigned long long t0 = AB__TICKS();
     while (AB__LOAD(&p->done) < n_pool && AB__TICKS() - t0 < AB__SPIN_TICKS / 4) AB__PAUSE();
@@ -764,6 +847,7 @@ static void ab__pool_run(ab__pool *p, int n, ab_parallel_fn fn, void *ctx, int s
         while (AB__LOAD(&p->done) < n_pool) pthread_cond_wait(&ab__pool_done, &ab__pool_lock);
         AB__STORE(&p->caller_waiting, 0);
         pthread_mutex_unlock(&ab__pool_lock);
+        ab__pool_stall_check(t_start, t0, AB__TICKS(), mine);
     }
 }
 #else /* no threads */
@@ -790,7 +874,7 @@ static ab_status ab__parallel(int n_chunks, ab_parallel_fn fn, void *ctx, int ma
     if (slots > n_chunks) slots = n_chunks;
 #if AB__THREADS
     ab__pool *p = &ab__pool_g;
-    if (slots > 1 && !__atomic_exchange_n(&p->busy, 1, __ATOMIC_ACQUIRE)) {
+    if (slots > 1 && !ab__contended() && !__atomic_exchange_n(&p->busy, 1, __ATOMIC_ACQUIRE)) {
         ab__pool_run(p, n_chunks, fn, ctx, slots);
         err = p->err;
         __atomic_store_n(&p->busy, 0, __ATOMIC_RELEASE);

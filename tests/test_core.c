@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <gsl/gsl_cdf.h>
 #define TU_POSIX_HELPERS
@@ -516,6 +517,68 @@ static void test_threads(void **state) {
     assert_int_equal(ab_get_threads(), orig);
 }
 
+/* A stalled worker (antibody.h, ab__pool_stall_check): a chunk run by a worker sleeps 30 ms, as a
+ * thread the OS has descheduled would, while the caller finishes every other chunk and then has to
+ * wait for it. The next call must then run all its chunks on the caller (slot 0), and every call
+ * computes the same thing whoever runs it. Regions are repeated until a worker has run a chunk. */
+enum { STALL_CHUNKS = 64 };
+typedef struct stall_ctx {
+    int slept;                 /* atomic: a worker's chunk has slept */
+    int slot_of[STALL_CHUNKS]; /* the slot that ran each chunk */
+    double out[STALL_CHUNKS];
+} stall_ctx;
+
+static ab_status stall_chunk(void *ctx, int chunk, int slot) {
+    stall_ctx *s = ctx;
+    s->slot_of[chunk] = slot;
+    if (slot != 0 && !__atomic_exchange_n(&s->slept, 1, __ATOMIC_ACQ_REL)) {
+        struct timespec ts = {0, 30 * 1000 * 1000};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    }
+    double x = chunk;
+    for (int i = 0; i < 4000; i++) x = x * 0.999 + 1.0; /* ~ microseconds of work */
+    s->out[chunk] = x;
+    return AB_OK;
+}
+
+static void test_threads_stall(void **state) {
+    (void)state;
+#ifdef AB_NO_THREADS
+    skip();
+#else
+    int orig = ab_get_threads();
+    assert_int_equal(ab_set_threads(2), AB_OK);
+    stall_ctx *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    double expect[STALL_CHUNKS];
+    for (int c = 0; c < STALL_CHUNKS; c++) {
+        double x = c;
+        for (int i = 0; i < 4000; i++) x = x * 0.999 + 1.0;
+        expect[c] = x;
+    }
+    int rounds = 0;
+    while (!__atomic_load_n(&s->slept, __ATOMIC_ACQUIRE) && rounds < 5000) {
+        assert_int_equal(ab_parallel_for(STALL_CHUNKS, stall_chunk, s), AB_OK);
+        assert_memory_equal(s->out, expect, sizeof expect);
+        rounds++;
+    }
+    assert_true(__atomic_load_n(&s->slept, __ATOMIC_ACQUIRE)); /* a worker ran a chunk */
+    /* the stalled region's caller waited ~30 ms: the calls right after (within the ~10 ms hold;
+     * under valgrind, which runs them ~50x slower, the first only) run on the caller alone */
+    int after = on_valgrind() ? 1 : 4;
+    for (int k = 0; k < after; k++) {
+        memset(s->out, 0, sizeof s->out);
+        assert_int_equal(ab_parallel_for(STALL_CHUNKS, stall_chunk, s), AB_OK);
+        int on_workers = 0;
+        for (int c = 0; c < STALL_CHUNKS; c++) on_workers += s->slot_of[c] != 0;
+        assert_int_equal(on_workers, 0);
+        assert_memory_equal(s->out, expect, sizeof expect);
+    }
+    free(s);
+    assert_int_equal(ab_set_threads(orig), AB_OK);
+#endif
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* RNG                                                                                             */
 
@@ -700,6 +763,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_env_avx2_avx512),
         cmocka_unit_test(test_env_avx512_hidden_by_valgrind),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_threads_stall),
         cmocka_unit_test(test_rng_pcg_reference),
         cmocka_unit_test(test_rng_determinism),
         cmocka_unit_test(test_rng_below),
