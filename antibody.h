@@ -586,14 +586,17 @@ static void ab__run_chunks(ab_parallel_fn fn, void *ctx, int c0, int c1, int slo
 #if AB__THREADS
 #include <pthread.h>
 #include <unistd.h>
-#if defined(__linux__)
+#if defined(__linux__) && (defined(__x86_64__) || defined(__i386__))
 #include <sys/resource.h>
-#define AB__RUSAGE_THREAD 1 /* Linux's RUSAGE_THREAD (a _GNU_SOURCE name): this thread's counts */
+/* Linux's RUSAGE_THREAD (a _GNU_SOURCE name): this thread's counts. Only where AB__TICKS is the
+ * TSC: the switch windows below are measured in its ticks. */
+#define AB__RUSAGE_THREAD 1
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #define AB__PAUSE() __builtin_ia32_pause()
 #define AB__TICKS() __builtin_ia32_rdtsc()
+#define AB__HAVE_TSC 1
 /* ~20-40 us of spinning at 2.5-5 GHz TSC rates: longer than the serial gap between two regions
  * of a training step, far shorter than a scheduler time slice. */
 #define AB__SPIN_TICKS 100000ull
@@ -758,13 +761,14 @@ static int ab__threads(void) {
  * doubled up to 64 times when contention comes back within 4 holds after the last one ended:
  * a lasting competitor keeps the library on one thread, a passing one costs it a few ms of the
  * second. Two signals, both about the thread making parallel calls (so the state is per thread):
- *   - involuntary context switches (Linux: getrusage RUSAGE_THREAD, read at most every
+ *   - involuntary context switches (Linux on x86: getrusage RUSAGE_THREAD, read at most every
  *     AB__PROBE_TICKS, ~2-4 ms): a window with two or more, or two windows in a row with one
  *     (a quiet machine: a window with two every few seconds, costing one hold). Measured here on 2
  *     cores, 2 threads of back-to-back 256x128x128 products: 8 switches/s alone, 960/s with one
  *     busy process beside them; 1 thread with that process: 8/s;
  *   - a stall: after its own chunks the caller waited for the others more than 8 times its own
- *     time per chunk plus AB__SPIN_TICKS (a worker's chunk otherwise takes as long as its own). */
+ *     time per chunk plus AB__SPIN_TICKS (a worker's chunk otherwise takes as long as its own).
+ * Without the TSC (AB__TICKS a call counter) neither signal fires: the pool behaves as before. */
 #define AB__HOLD_TICKS (AB__SPIN_TICKS * 500ull)
 #define AB__PROBE_TICKS (AB__SPIN_TICKS * 100ull)
 typedef struct ab__contention {
@@ -812,6 +816,9 @@ static int ab__contended(void) {
 
 static void ab__pool_stall_check(unsigned long long t_start, unsigned long long t_own,
                                  unsigned long long t_end, unsigned mine) {
+#if !defined(AB__HAVE_TSC)
+    return;
+#endif
     if (mine == 0 || t_own < t_start || t_end < t_own) return;
     unsigned long long per_chunk = (t_own - t_start) / mine;
     if (t_end - t_own > 8 * per_chunk + AB__SPIN_TICKS) ab__contended_hold(t_end);
