@@ -64,8 +64,8 @@
  *               ab_last_error ab_fail (+ AB_TRY, AB_CHECK_*) ab_aligned_alloc ab_aligned_free
  *               ab_crc32 ab_save_file
  *   threads     ab_set_threads ab_get_threads ab_parallel_for   (a pool of POSIX threads: a late or
- *               descheduled thread's share is taken by the others; one thread while another
- *               process contends for the cores; same bits for any count)
+ *               descheduled thread's share is taken by the others; on x86, one thread while
+ *               another process contends for the cores; same bits for any count)
  *   rng         ab_rng_seed ab_rng_u32 ab_rng_below ab_rng_uniform ab_rng_normal      (PCG32)
  *   gemm        ab_sgemm                         C = alpha op(A) op(B) + beta C, BLAS semantics
  *   softmax     ab_expf ab_vexpf ab_softmax ab_softmax_backward ab_log_softmax ab_cross_entropy
@@ -209,8 +209,8 @@ ABDEF int ab_get_threads(void);
  * is the same for every thread count. slot in [0, ab_get_threads()) names the thread running the
  * chunk: chunks running at the same time have different slots (index per-thread scratch by it).
  * A call from inside a chunk (nested), while another thread's call holds the pool, or while the
- * calling thread finds the cores contended (it was descheduled twice within ~3 ms, or had to
- * wait for a worker the OS descheduled; then for ~10 ms, up to ~1 s while it recurs)
+ * calling thread finds the cores contended (x86: it was descheduled twice within ~3 ms, or had
+ * to wait for a worker the OS descheduled; then for ~10 ms, up to ~1 s while it recurs)
  * runs its chunks in order on the calling thread, slot 0. Returns AB_OK, or the status of the lowest
  * failing chunk (with its message; the other chunks still run).                                 */
 typedef ab_status (*ab_parallel_fn)(void *ctx, int chunk, int slot);
