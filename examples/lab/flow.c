@@ -1435,7 +1435,7 @@ int main(int argc, char **argv) {
     unsigned base_crc = 0;
     /* the driver is alone while it pre-trains: the threads of every job work on it (the base is the
      * same bits for any thread count) */
-    CHECK(ab_set_threads(o.jobs * o.threads));
+    CHECK(ab_set_threads(o.jobs * o.threads < AB_MAX_THREADS ? o.jobs * o.threads : AB_MAX_THREADS));
     base_model(&o, &L, &cfg, base_path, sizeof base_path, &base_crc);
     CHECK(ab_set_threads(o.threads));
     say("stage 0: base model %s, CRC-32 %08x", base_path, base_crc);
