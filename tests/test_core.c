@@ -17,7 +17,6 @@
 #include <pthread.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <gsl/gsl_cdf.h>
 #define TU_POSIX_HELPERS
@@ -544,12 +543,6 @@ static ab_status stall_chunk(void *ctx, int chunk, int slot) {
     return AB_OK;
 }
 
-static double stall_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static void test_threads_stall(void **state) {
     (void)state;
 #if defined(AB_NO_THREADS) || !(defined(__x86_64__) || defined(__i386__))
@@ -568,14 +561,14 @@ static void test_threads_stall(void **state) {
     int after = on_valgrind() ? 1 : 4, judged = 0;
     for (int attempt = 0; attempt < 10 && judged == 0; attempt++) {
         __atomic_store_n(&s->slept, 0, __ATOMIC_RELEASE);
-        double t0 = stall_now();
-        while (!__atomic_load_n(&s->slept, __ATOMIC_ACQUIRE) && stall_now() - t0 < 20.0) {
+        double t0 = tu_now_s();
+        while (!__atomic_load_n(&s->slept, __ATOMIC_ACQUIRE) && tu_now_s() - t0 < 20.0) {
             assert_int_equal(ab_parallel_for(STALL_CHUNKS, stall_chunk, s), AB_OK);
             assert_memory_equal(s->out, expect, sizeof expect);
         }
         assert_true(__atomic_load_n(&s->slept, __ATOMIC_ACQUIRE)); /* a worker ran a chunk */
-        double t_end = stall_now();
-        for (int k = 0; k < after && stall_now() - t_end < 0.004; k++) {
+        double t_end = tu_now_s();
+        for (int k = 0; k < after && tu_now_s() - t_end < 0.004; k++) {
             memset(s->out, 0, sizeof s->out);
             assert_int_equal(ab_parallel_for(STALL_CHUNKS, stall_chunk, s), AB_OK);
             int on_workers = 0;

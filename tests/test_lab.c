@@ -1202,12 +1202,6 @@ static void test_generator_content(void **state) {
     free_generated(&g);
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* The default configuration (15,700 samples) generates and checks itself in well under a second. */
 static void test_generator_speed(void **state) {
     (void)state;
@@ -1219,9 +1213,9 @@ static void test_generator_speed(void **state) {
     lab_text texts[GD_N_SETS];
     lab_vocab *v;
     char err[512];
-    double t0 = now_seconds();
+    double t0 = tu_now_s();
     if (!gd_generate_all(&cfg, texts, &v, err, sizeof err)) fail_msg("%s", err);
-    double dt = now_seconds() - t0;
+    double dt = tu_now_s() - t0;
     size_t bytes = 0;
     for (int s = 0; s < GD_N_SETS; s++) {
         bytes += texts[s].len;

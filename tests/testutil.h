@@ -114,7 +114,15 @@ static inline int tu_isas(ab_isa *out) {
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+/* Seconds on the monotonic clock. */
+static inline double tu_now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 /* Waits for the child pid (through EINTR): its exit code, or 128 + the signal that killed it. */
 static inline int tu_wait_child(pid_t pid) {
