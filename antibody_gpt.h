@@ -1617,11 +1617,8 @@ static ab_status ab__psnorm_embeddings(ab_model *m, const ab__gacts *G, float *s
             for (int s = 0; s < T; s++) cross += (double)dl[ids[o + s]] * (double)M[(size_t)t * T + s];
         }
         sq[i] += (float)(2.0 * cross);
-    }
-    for (int i = 0; i < B; i++) { /* wpe: each position once per sample */
-        double s;
-        if (rw.off[i + 1] == rw.off[i]) continue;
-        AB_TRY(ab_sumsq(G->dres + (size_t)rw.off[i] * d_model, (size_t)(rw.off[i + 1] - rw.off[i]) * d_model, &s));
+        double s; /* wpe: each position once per sample */
+        AB_TRY(ab_sumsq(G->dres + o * d_model, (size_t)T * d_model, &s));
         sq[i] += (float)s;
     }
     return AB_OK;
