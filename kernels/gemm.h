@@ -118,15 +118,23 @@ extern "C" {
  * meanwhile. Measured on 2304x768x512 tn (A^T packed): the pack went from 5.9% to 3.6% of the
  * time, ~197 -> ~201 GFLOP/s. */
 #define AB__GEMM_PACK_ROWS 16
+/* A B read in place with more than this many floats (the 1 MiB L2) is not expected in any cache
+ * near the core: the micro-kernel prefetches its row AB__GEMM_PF_ROWS k steps ahead, which the
+ * hardware prefetchers do not do for this stride. Paired runs, 1 thread (ratio with / without):
+ * AVX-512 256x768x50304 nn 1.04, 256x768x3072 nn 1.04 (2 threads 1.036, 1.027), 512^3 0.995;
+ * AVX2 256x768x3072 nn 1.03, 256x768x768 nn 1.04, but 512^3 (B 1 MiB, already in L2) 0.88:
+ * hence the threshold. */
+#define AB__GEMM_PF_MIN (256.0 * 1024)
 /* Operands with rows closer than this (floats: 4 KiB, the L1 set-index period of 64 sets x 64 B)
  * are read in place; from 4 KiB on, all rows of a micro-panel can fall into one L1 set. */
 #define AB__GEMM_INPLACE_MAX_LD 1024
 
 /* One MR x NR tile (mr <= MR rows, nr <= NR columns) over kc steps: op(A) element (i, p) at
- * a[i*a_rs + p*a_ps] (packed: a_rs = 1, a_ps = MR), op(B) element (p, j) at b[p*b_ps + j]. */
+ * a[i*a_rs + p*a_ps] (packed: a_rs = 1, a_ps = MR), op(B) element (p, j) at b[p*b_ps + j].
+ * b_pf != 0: prefetch b + b_pf at every step (B in place and large, AB__GEMM_PF_MIN). */
 typedef void (*ab__gemm_kernel_fn)(int mr, int kc, const float *a, ptrdiff_t a_rs, ptrdiff_t a_ps,
-                                   const float *b, ptrdiff_t b_ps, float *c, int ldc, int nr,
-                                   float alpha, float beta);
+                                   const float *b, ptrdiff_t b_ps, ptrdiff_t b_pf, float *c,
+                                   int ldc, int nr, float alpha, float beta);
 /* Pack the mc x kc block of op(A) at (i0, p0) into MR-row micro-panels (panel q at dst + q*MR*kc,
  * element (i, p) of it at [p*MR + i]), the last one zero-padded to MR rows. */
 typedef void (*ab__gemm_pack_a_fn)(int trans_a, const float *A, int lda, int i0, int mc, int p0,
@@ -166,7 +174,8 @@ typedef struct ab__gemm_impl {
  * MRV is a literal at every call site, so the loops unroll and the accumulators stay in zmm. */
 static AB__ALWAYS_INLINE AB__T_AVX512 void
 ab__g512_tile(const int MRV, int kc, const float *a, ptrdiff_t a_rs, ptrdiff_t a_ps,
-              const float *b, ptrdiff_t b_ps, float *c, int ldc, int nr, float alpha, float beta) {
+              const float *b, ptrdiff_t b_ps, ptrdiff_t b_pf, float *c, int ldc, int nr,
+              float alpha, float beta) {
     __m512 c0[AB__G512_MR], c1[AB__G512_MR];
 AB__UNROLL
     for (int i = 0; i < MRV; i++) {
@@ -206,6 +215,15 @@ AB__UNROLL
     if (a_rs == 1) { /* A packed or in place as A^T (a_rs is a literal 1 here: the branch folds) */
         for (; p < kc; p++) {
             __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+            /* B in place and larger than L2 (AB__GEMM_PF_MIN): fetch its row AB__GEMM_PF_ROWS
+             * steps ahead, at an integer address (it may lie past the end of B: a harmless
+             * hint). The strided-A loop below does not: there it measured no gain (256x768x768
+             * nn 1.00, 128x768x768 nn 0.985). The branch measured free (paired, 0.994-1.004). */
+            if (b_pf) {
+                uintptr_t pf = (uintptr_t)b + (uintptr_t)b_pf * sizeof(float);
+                _mm_prefetch((const char *)pf, _MM_HINT_T0);
+                _mm_prefetch((const char *)(pf + 16 * sizeof(float)), _MM_HINT_T0);
+            }
 AB__UNROLL
             for (int i = 0; i < MRV; i++) {
                 __m512 av = _mm512_set1_ps(a[i]);
@@ -291,16 +309,18 @@ AB__UNROLL
 #define AB__G512_KERNEL(r)                                                                         \
     static AB__T_AVX512 void ab__g512_kernel_##r(int kc, const float *a, ptrdiff_t a_rs,          \
                                                  ptrdiff_t a_ps, const float *b, ptrdiff_t b_ps,   \
+                                                 ptrdiff_t b_pf,                                   \
                                                  float *c, int ldc, int nr, float alpha,           \
                                                  float beta) {                                     \
         (void)a_rs;                                                                                \
-        ab__g512_tile(r, kc, a, 1, a_ps, b, b_ps, c, ldc, nr, alpha, beta);                        \
+        ab__g512_tile(r, kc, a, 1, a_ps, b, b_ps, b_pf, c, ldc, nr, alpha, beta);                  \
     }                                                                                              \
     static AB__T_AVX512 void ab__g512_kernel_s##r(int kc, const float *a, ptrdiff_t a_rs,         \
                                                   ptrdiff_t a_ps, const float *b, ptrdiff_t b_ps,  \
+                                                  ptrdiff_t b_pf,                                  \
                                                   float *c, int ldc, int nr, float alpha,          \
                                                   float beta) {                                    \
-        ab__g512_tile(r, kc, a, a_rs, a_ps, b, b_ps, c, ldc, nr, alpha, beta);                     \
+        ab__g512_tile(r, kc, a, a_rs, a_ps, b, b_ps, b_pf, c, ldc, nr, alpha, beta);               \
     }
 AB__G512_KERNEL(1)
 AB__G512_KERNEL(2)
@@ -319,12 +339,12 @@ AB__G512_KERNEL(14)
 #undef AB__G512_KERNEL
 
 typedef void (*ab__gemm_tile_fn)(int kc, const float *a, ptrdiff_t a_rs, ptrdiff_t a_ps,
-                                 const float *b, ptrdiff_t b_ps, float *c, int ldc, int nr,
-                                 float alpha, float beta);
+                                 const float *b, ptrdiff_t b_ps, ptrdiff_t b_pf, float *c,
+                                 int ldc, int nr, float alpha, float beta);
 
 static void ab__g512_kernel(int mr, int kc, const float *a, ptrdiff_t a_rs, ptrdiff_t a_ps,
-                            const float *b, ptrdiff_t b_ps, float *c, int ldc, int nr, float alpha,
-                            float beta) {
+                            const float *b, ptrdiff_t b_ps, ptrdiff_t b_pf, float *c, int ldc,
+                            int nr, float alpha, float beta) {
     static const ab__gemm_tile_fn unit[AB__G512_MR] = {
         ab__g512_kernel_1,  ab__g512_kernel_2,  ab__g512_kernel_3,  ab__g512_kernel_4,
         ab__g512_kernel_5,  ab__g512_kernel_6,  ab__g512_kernel_7,  ab__g512_kernel_8,
@@ -336,7 +356,7 @@ static void ab__g512_kernel(int mr, int kc, const float *a, ptrdiff_t a_rs, ptrd
         ab__g512_kernel_s9,  ab__g512_kernel_s10, ab__g512_kernel_s11, ab__g512_kernel_s12,
         ab__g512_kernel_s13, ab__g512_kernel_s14};
     ab__gemm_tile_fn tile = a_rs == 1 ? unit[mr - 1] : strided[mr - 1];
-    tile(kc, a, a_rs, a_ps, b, b_ps, c, ldc, nr, alpha, beta);
+    tile(kc, a, a_rs, a_ps, b, b_ps, b_pf, c, ldc, nr, alpha, beta);
 }
 
 static inline __mmask16 ab__g512_mask(int lanes) { /* the low min(max(lanes, 0), 16) lanes */
@@ -465,7 +485,8 @@ static void ab__g512_pack_b(int trans_b, const float *B, int ldb, int p0, int kc
 
 static AB__ALWAYS_INLINE AB__T_AVX2 void
 ab__g256_tile(const int MRV, int kc, const float *a, ptrdiff_t a_rs, ptrdiff_t a_ps,
-              const float *b, ptrdiff_t b_ps, float *c, int ldc, int nr, float alpha, float beta) {
+              const float *b, ptrdiff_t b_ps, ptrdiff_t b_pf, float *c, int ldc, int nr,
+              float alpha, float beta) {
     __m256 c0[AB__G256_MR], c1[AB__G256_MR];
 AB__UNROLL
     for (int i = 0; i < MRV; i++) {
@@ -474,6 +495,11 @@ AB__UNROLL
     }
     for (int p = 0; p < kc; p++) {
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        if (b_pf) { /* as in ab__g512_tile */
+            uintptr_t pf = (uintptr_t)b + (uintptr_t)b_pf * sizeof(float);
+            _mm_prefetch((const char *)pf, _MM_HINT_T0);
+            _mm_prefetch((const char *)(pf + 15 * sizeof(float)), _MM_HINT_T0);
+        }
 AB__UNROLL
         for (int i = 0; i < MRV; i++) {
             __m256 av = _mm256_broadcast_ss(a + i * a_rs);
@@ -510,16 +536,18 @@ AB__UNROLL
 #define AB__G256_KERNEL(r)                                                                         \
     static AB__T_AVX2 void ab__g256_kernel_##r(int kc, const float *a, ptrdiff_t a_rs,            \
                                                ptrdiff_t a_ps, const float *b, ptrdiff_t b_ps,     \
+                                               ptrdiff_t b_pf,                                     \
                                                float *c, int ldc, int nr, float alpha,             \
                                                float beta) {                                       \
         (void)a_rs;                                                                                \
-        ab__g256_tile(r, kc, a, 1, a_ps, b, b_ps, c, ldc, nr, alpha, beta);                        \
+        ab__g256_tile(r, kc, a, 1, a_ps, b, b_ps, b_pf, c, ldc, nr, alpha, beta);                  \
     }                                                                                              \
     static AB__T_AVX2 void ab__g256_kernel_s##r(int kc, const float *a, ptrdiff_t a_rs,           \
                                                 ptrdiff_t a_ps, const float *b, ptrdiff_t b_ps,    \
+                                                ptrdiff_t b_pf,                                    \
                                                 float *c, int ldc, int nr, float alpha,            \
                                                 float beta) {                                      \
-        ab__g256_tile(r, kc, a, a_rs, a_ps, b, b_ps, c, ldc, nr, alpha, beta);                     \
+        ab__g256_tile(r, kc, a, a_rs, a_ps, b, b_ps, b_pf, c, ldc, nr, alpha, beta);               \
     }
 AB__G256_KERNEL(1)
 AB__G256_KERNEL(2)
@@ -530,8 +558,8 @@ AB__G256_KERNEL(6)
 #undef AB__G256_KERNEL
 
 static void ab__g256_kernel(int mr, int kc, const float *a, ptrdiff_t a_rs, ptrdiff_t a_ps,
-                            const float *b, ptrdiff_t b_ps, float *c, int ldc, int nr, float alpha,
-                            float beta) {
+                            const float *b, ptrdiff_t b_ps, ptrdiff_t b_pf, float *c, int ldc,
+                            int nr, float alpha, float beta) {
     static const ab__gemm_tile_fn unit[AB__G256_MR] = {ab__g256_kernel_1, ab__g256_kernel_2,
                                                        ab__g256_kernel_3, ab__g256_kernel_4,
                                                        ab__g256_kernel_5, ab__g256_kernel_6};
@@ -539,7 +567,7 @@ static void ab__g256_kernel(int mr, int kc, const float *a, ptrdiff_t a_rs, ptrd
                                                           ab__g256_kernel_s3, ab__g256_kernel_s4,
                                                           ab__g256_kernel_s5, ab__g256_kernel_s6};
     ab__gemm_tile_fn tile = a_rs == 1 ? unit[mr - 1] : strided[mr - 1];
-    tile(kc, a, a_rs, a_ps, b, b_ps, c, ldc, nr, alpha, beta);
+    tile(kc, a, a_rs, a_ps, b, b_ps, b_pf, c, ldc, nr, alpha, beta);
 }
 
 /* 8 x 8 transpose: unpack pairs, 64-bit unpacks, then swap 128-bit halves. */
@@ -713,14 +741,15 @@ static AB__ALWAYS_INLINE void ab__gemm_block(const ab__gemm_impl *im, const ab__
                     for (int jr = 0; jr < nc; jr += NR) {                 /* loop 1: NR */
                         int nr = ab__gemm_min(NR, nc - jr);
                         const float *b = bbuf + (ptrdiff_t)jr * kc;
-                        ptrdiff_t b_ps = NR;
+                        ptrdiff_t b_ps = NR, b_pf = 0;
                         if (g->b_inplace && nr == NR) {
                             b = g->B + (ptrdiff_t)pc * g->ldb + jc + jr;
                             b_ps = g->ldb;
+                            b_pf = g->b_prefetch ? (ptrdiff_t)AB__GEMM_PF_ROWS * g->ldb : 0;
                         } else if (g->b_inplace) {
                             b = bbuf;
                         }
-                        im->kernel(mr, kc, a, a_rs, a_ps, b, b_ps, c + jr, g->ldc, nr, g->alpha, beta);
+                        im->kernel(mr, kc, a, a_rs, a_ps, b, b_ps, b_pf, c + jr, g->ldc, nr, g->alpha, beta);
                     }
                     if (last && (g->resid || g->gelu)) /* the epilogue, on the row panel in L1 */
                         ab__gemm_epilogue(im, g, ic + ir, mr, jc, nc);
@@ -753,6 +782,7 @@ static AB__ALWAYS_INLINE void ab__gemm_make_plan(const ab__gemm_impl *im, ab__ge
      * packed for wide C all the same (AB__GEMM_AT_PACK_MIN_N). */
     p->a_inplace = p->lda < AB__GEMM_INPLACE_MAX_LD && (!p->trans_a || n < AB__GEMM_AT_PACK_MIN_N);
     p->b_inplace = !p->trans_b && p->ldb < AB__GEMM_INPLACE_MAX_LD;
+    p->b_prefetch = p->b_inplace && (double)k * n > AB__GEMM_PF_MIN;
 
     /* Threads: every part runs the five loops on its own range of C, whole MR-row or NR-column
      * tiles, with its own packing buffers and no synchronisation until the end (a shared packed

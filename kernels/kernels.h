@@ -50,7 +50,7 @@ typedef struct ab__gemm_job {
     /* the plan, filled by sgemm_plan: */
     int parts;        /* independent pieces of C (>= 1) */
     size_t ws_floats; /* workspace one piece needs (0: none) */
-    int a_inplace, b_inplace, kc_step, split_n, units; /* the GEMM kernels' own */
+    int a_inplace, b_inplace, b_prefetch, kc_step, split_n, units; /* the GEMM kernels' own */
     size_t a_floats;
 } ab__gemm_job;
 

@@ -65,6 +65,9 @@ static int make_shapes(shape *s) {
     s[n++] = (shape){TU_SIZE(61, 13), TU_SIZE(520, 35), TU_SIZE(24, 9)};  /* AVX2 NC = 512, plus 8 */
     s[n++] = (shape){TU_SIZE(61, 13), TU_SIZE(264, 35), TU_SIZE(24, 9)};  /* AVX-512 NC = 256, plus 8 */
     s[n++] = (shape){TU_SIZE(1010, 29), TU_SIZE(17, 6), TU_SIZE(16, 5)}; /* 1008 = 72 x MR rows, plus 2 */
+    /* B (k x n) over AB__GEMM_PF_MIN = 256K floats, read in place when not transposed: the
+     * micro-kernels' prefetching loop */
+    s[n++] = (shape){TU_SIZE(33, 3), TU_SIZE(600, 520), TU_SIZE(520, 520)};
     return n;
 }
 #define MAX_SHAPES 16
