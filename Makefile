@@ -35,7 +35,7 @@ TOOL_BINS  = $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
         flow-check flow-limits sweep grid grid-check
 .DEFAULT_GOAL := all
 
-all: examples tools $(BENCH_BINS)   ## examples, tools and benchmarks (needs only a C compiler)
+all: examples tools $(BENCH_BINS) $(BUILD)/bench/gpt2_gemms   ## examples, tools and benchmarks (needs only a C compiler)
 
 help:          ## this list
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -162,8 +162,9 @@ bench-results: bench   ## make bench, then copy its results over the committed b
 	@if [ -f $(BUILD)/bench/results.png ]; then cp $(BUILD)/bench/results.png bench/results.png; fi
 	@echo "refreshed bench/results.md from this run"
 
-bench-gpt2: $(BUILD)/bench/bench_step   ## the GPT-2-shaped training step: vs scalar, of the FMA limit, contended (~6 min)
+bench-gpt2: $(BUILD)/bench/bench_step $(BUILD)/bench/gpt2_gemms   ## the GPT-2-shaped training step: vs scalar, of the FMA limit, contended, per product (~7 min)
 	$(BUILD)/bench/bench_step --case gpt2
+	$(BUILD)/bench/gpt2_gemms
 
 # The training steps against v0.1.1's, linked into one binary (bench/step_peer.c, compiled against
 # `git archive` of the v0.1.1 commit with ANTIBODY_STATIC and -fopenmp, as that version threads)
