@@ -1531,9 +1531,22 @@ static ab_status ab__check_finite(const char *fn, const char *what, const float 
     return AB_OK;
 }
 
-/* The same check on the fastest path; the scalar scan above only finds the index for the message. */
+/* The same check on the fastest path, in pieces on the library's threads (a GPT-2-sized gradient
+ * is 475 MiB: one thread took ~11 ms of a 0.65 s step to scan it); the scalar scan above only
+ * finds the index for the message. */
+typedef struct ab__finite_job {
+    const float *x;
+    int bad; /* set by any piece that holds a NaN or Inf (atomically: pieces run concurrently) */
+} ab__finite_job;
+static void ab__finite_range(void *ctx, size_t begin, size_t end) {
+    ab__finite_job *j = (ab__finite_job *)ctx;
+    if (!ab__k.all_finite(j->x + begin, end - begin)) AB__STORE(&j->bad, 1);
+}
 static ab_status ab__check_finite_fast(const char *fn, const char *what, const float *x, size_t n) {
-    return ab__k.all_finite(x, n) ? AB_OK : ab__check_finite(fn, what, x, n);
+    ab__finite_job j;
+    j.x = x, j.bad = 0;
+    ab__par_range(n, AB__PAR_GRAIN, 2 * AB__PAR_GRAIN, ab__finite_range, &j);
+    return AB__LOAD(&j.bad) ? ab__check_finite(fn, what, x, n) : AB_OK;
 }
 ABDEF ab_adamw_cfg ab_adamw_default(void) {
     ab_adamw_cfg cfg;
