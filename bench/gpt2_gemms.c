@@ -14,7 +14,7 @@
  *   GEMM threads=<t> shape=<m>x<n>x<k> op=<nt|nn|tn> [epilogue=...] beta=<b> calls=<per step>
  *        ms=<per step> share=<% of the timed matmul> gflops=<GFLOP/s> of_peak=<fraction of the
  *        FMA peak for t threads measured at the start of this run: bench/peak.h's loop, best of
- *        12 back-to-back calls>
+ *        40 back-to-back calls>
  *   GEMMTOTAL threads=<t> step_ms=<the whole step> timed_ms=<the timed products> untimed_calls=...
  *        gflops=... of_peak=... peak=<the FMA peak used, GFLOP/s>
  * Not BENCH lines: there is no peer, and the shares are of one configuration. epilogue=linear
@@ -140,13 +140,14 @@ int main(int argc, char **argv) {
     }
     g_main = pthread_self();
     check(ab_init(), "ab_init");
-    /* This run's FMA peak for 1 and 2 threads, before the model exists: the best of 12
-     * back-to-back calls (the first calls after the pool has been idle run on one thread: a
-     * sleeping worker wakes too late to claim its chunk, which the caller then runs itself). */
+    /* This run's FMA peak for 1 and 2 threads, before the model exists: the best of 40
+     * back-to-back calls (~60 ms). The first 2-thread calls can run on one thread: a new or
+     * sleeping worker wakes too late to claim its chunk, which the caller then runs itself, and
+     * a new pool's first calls can fall into a contention hold (antibody.h, ~10-20 ms). */
     double peaks[2] = {0.0, 0.0};
     for (int threads = 1; threads <= 2; threads++) {
         check(ab_set_threads(threads), "ab_set_threads");
-        for (int r = 0; r < 12; r++) {
+        for (int r = 0; r < 40; r++) {
             double t0 = bench_now();
             if (threads > 1) run_peak_zmm_t2(NULL);
             else run_peak_zmm(NULL);
