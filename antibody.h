@@ -767,8 +767,14 @@ static int ab__threads(void) {
  *     cores, 2 threads of back-to-back 256x128x128 products: 8 switches/s alone, 960/s with one
  *     busy process beside them; 1 thread with that process: 8/s;
  *   - a stall: after its own chunks the caller waited for the others more than 8 times its own
- *     time per chunk plus AB__SPIN_TICKS (a worker's chunk otherwise takes as long as its own).
+ *     time per chunk plus AB__STALL_MIN_TICKS (a worker's chunk otherwise takes as long as its
+ *     own; a descheduled one holds the region for a time slice, milliseconds). The floor was
+ *     AB__SPIN_TICKS (~30 us): on the quiet 2-vCPU VM here, waits of 50-150 us (a worker late
+ *     on its idle vCPU) fired it; 40 GPT-2 steps on 2 threads: stall holds 0.35 -> 0.23 per
+ *     step, mean step the same (0.665 / 0.663 s). The waits left last milliseconds (the
+ *     hypervisor running something else on the worker's vCPU): what the hold is for.
  * Without the TSC (AB__TICKS a call counter) neither signal fires: the pool behaves as before. */
+#define AB__STALL_MIN_TICKS (AB__SPIN_TICKS * 40ull) /* ~1-1.6 ms */
 #define AB__HOLD_TICKS (AB__SPIN_TICKS * 500ull)
 #define AB__PROBE_TICKS (AB__SPIN_TICKS * 100ull)
 typedef struct ab__contention {
@@ -821,7 +827,7 @@ static void ab__pool_stall_check(unsigned long long t_start, unsigned long long 
 #endif
     if (mine == 0 || t_own < t_start || t_end < t_own) return;
     unsigned long long per_chunk = (t_own - t_start) / mine;
-    if (t_end - t_own > 8 * per_chunk + AB__SPIN_TICKS) ab__contended_hold(t_end);
+    if (t_end - t_own > 8 * per_chunk + AB__STALL_MIN_TICKS) ab__contended_hold(t_end);
 }
 
 /* fn over n chunks on up to `slots` threads; the caller owns the pool (p->busy). */
