@@ -1,4 +1,4 @@
-/* antibody.h - v0.3.0 - public domain / MIT (see end of file)
+/* antibody.h - v0.3.1 - public domain / MIT (see end of file)
  *
  * The numerical core of antibody.h: scalar, AVX2 and AVX-512 kernels with runtime dispatch for
  * training small transformers on a CPU, and the array-level primitives of the Antibody and
@@ -105,14 +105,18 @@
  *          While another process contends for the cores (the caller's involuntary context
  *          switches, or a wait for a descheduled worker), parallel calls run on the caller alone
  *          for ~10 ms to ~1 s: 2 threads are no longer slower than 1 under a competitor.
+ *   0.3.1  Speed only, the same bits: the GEMM micro-kernels prefetch a B read in place that is
+ *          larger than L2; ab_adamw_step checks its gradients for NaN/Inf on the library's threads;
+ *          a wait for a worker holds the pool on one thread only past ~1 ms (was ~30 us). The
+ *          lab's per-batch logs and base checkpoint are bit-identical to 0.3.0's.
  */
 #ifndef ANTIBODY_H
 #define ANTIBODY_H
 
 #define AB_VERSION_MAJOR 0
 #define AB_VERSION_MINOR 3
-#define AB_VERSION_PATCH 0
-#define AB_VERSION_STRING "0.3.0"
+#define AB_VERSION_PATCH 1
+#define AB_VERSION_STRING "0.3.1"
 
 #include <stddef.h>
 #include <stdint.h>
