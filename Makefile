@@ -123,6 +123,8 @@ single: $(BUILD)/antibody.h $(BUILD)/antibody_core.h   ## build/antibody.h (ever
 	    (cd $$d && $(CC) -std=c99 -O2 $(SINGLE_WARN) $$def smoke.c -o smoke_c -lm && ./smoke_c && \
 	     $(CXX) -std=c++11 -O2 $(SINGLE_WARN) $$def smoke.cpp -o smoke_cpp -lm && ./smoke_cpp) || exit 1; \
 	done
+	@echo "single_smoke without threads (-DAB_NO_THREADS):"
+	cd $(BUILD)/single/all && $(CC) -std=c99 -O2 $(SINGLE_WARN) -DAB_SMOKE_MODEL -DAB_NO_THREADS smoke.c -o smoke_nothreads -lm && ./smoke_nothreads
 
 # make install PREFIX=/usr/local: the headers, kernels/ and a pkg-config file (antibody.pc).
 PREFIX ?= /usr/local

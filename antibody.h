@@ -876,6 +876,9 @@ static void ab__region_fail(ab__region_err *e, int chunk, ab_status st) {
     }
 }
 static int ab__threads(void) { return 1; }
+/* one thread: shared flags are plain memory (and no GNU atomics are needed) */
+#define AB__LOAD(p) (*(p))
+#define AB__STORE(p, v) ((void)(*(p) = (v)))
 #endif
 
 /* Threads a parallel call made here may use: 1 inside a chunk (nested calls run inline). */
