@@ -127,11 +127,14 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--steps") && i + 1 < argc) {
             steps = atoi(argv[++i]);
         } else {
-            printf("usage: %s [--steps N]\n"
-                   "  times every product of the GPT-2-shaped training step on 1 and 2 threads\n"
-                   "  (N steps after a warm-up step, default 3); see the top of bench/gpt2_gemms.c\n",
-                   argv[0]);
-            return strcmp(argv[i], "--help") ? 2 : 0;
+            int help = !strcmp(argv[i], "--help");
+            fprintf(help ? stdout : stderr,
+                    "usage: %s [--steps N]\n"
+                    "  times every product of the GPT-2-shaped training step on 1 and 2\n"
+                    "  threads (N steps after a warm-up step, default 3; see the top of\n"
+                    "  bench/gpt2_gemms.c)\n",
+                    argv[0]);
+            return help ? 0 : 2;
         }
     }
     if (steps < 1 || steps > 100) {
@@ -180,7 +183,6 @@ int main(int argc, char **argv) {
     for (int threads = 1; threads <= 2; threads++) {
         check(ab_set_threads(threads), "ab_set_threads");
         double peak = peaks[threads - 1];
-        check(ab_set_threads(threads), "ab_set_threads");
         step(m, &batch, &opt); /* warm-up, not counted */
         g_n_rows = 0, g_untimed = 0;
         double t0 = bench_now();
@@ -196,8 +198,9 @@ int main(int argc, char **argv) {
                    "share=%.1f%% gflops=%.1f of_peak=%.3f\n",
                    threads, k->m, k->n, k->k, k->ta ? 't' : 'n', k->tb ? 't' : 'n',
                    k->linear ? " epilogue=linear" : "", k->bias ? "+bias" : "",
-                   k->resid ? "+residual" : "", k->gelu ? "+gelu" : "", (double)k->beta, r->calls / steps,
-                   1e3 * r->seconds / steps, 100.0 * r->seconds / timed, gf, gf / peak);
+                   k->resid ? "+residual" : "", k->gelu ? "+gelu" : "", (double)k->beta,
+                   r->calls / steps, 1e3 * r->seconds / steps, 100.0 * r->seconds / timed, gf,
+                   gf / peak);
         }
         double gf = flop / timed * 1e-9;
         printf("GEMMTOTAL threads=%d step_ms=%.1f timed_ms=%.1f (%.1f%% of the step) "
