@@ -44,6 +44,7 @@
 #include "antibody.h"
 #include "antibody_gpt.h"
 #include "peak.h"
+#include "gpt2_case.h"
 #include <sys/resource.h>
 #ifdef BENCH_STEP_PEER
 #include "step_peer.h"
@@ -175,11 +176,7 @@ static size_t make_batch(const step_config *sc, int *in, int *tg, float *mask, i
     ab_rng rng;
     ab_rng_seed(&rng, 2, 0);
     size_t N = (size_t)sc->B * sc->T, real = 0;
-    for (size_t i = 0; i < N; i++) {
-        in[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
-        tg[i] = (int)ab_rng_below(&rng, (uint32_t)sc->cfg.n_vocab);
-        mask[i] = 1.0f;
-    }
+    bench_random_tokens(&rng, in, tg, mask, N, sc->cfg.n_vocab);
     if (!sc->mix) return N;
     for (int b = 0; b < sc->B; b++) {
         int harmful = ab_rng_uniform(&rng) < 0.2f;
@@ -308,9 +305,8 @@ int main(int argc, char **argv) {
     configs[1].name = "lab";
     configs[1].cfg.n_vocab = 556, configs[1].T = 22;
     configs[2].name = "gpt2";
-    configs[2].cfg.n_vocab = 50304, configs[2].cfg.n_ctx = 1024, configs[2].cfg.n_layer = 12;
-    configs[2].cfg.n_head = 12, configs[2].cfg.d_model = 768;
-    configs[2].B = 4, configs[2].T = 64, configs[2].slow = 1;
+    gpt2_case_config(&configs[2].cfg); /* bench/gpt2_case.h: also gpt2_gemms' */
+    configs[2].B = GPT2_CASE_B, configs[2].T = GPT2_CASE_T, configs[2].slow = 1;
     configs[3] = configs[1];
     configs[3].name = "labmix", configs[3].T = 39, configs[3].mix = 1;
     printf("# bench_step: ours = %s, ref = scalar (same model, ab_set_isa)", ab_isa_name(best));

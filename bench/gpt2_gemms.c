@@ -1,8 +1,8 @@
 /* bench/gpt2_gemms.c - where the GPT-2-shaped training step's matmul time goes, product by product
  * (`make bench-gpt2` runs it after bench_step's gpt2 cases; alone: build/bench/gpt2_gemms).
  *
- * The model and batch are bench_step's gpt2 case (vocab 50304, 12 layers, d_model 768, 12 heads,
- * B = 4, T = 64, every weight trained). Every ab_sgemm and ab_linear_forward call that
+ * The model and batch are bench_step's gpt2 case (bench/gpt2_case.h: vocab 50304, 12 layers,
+ * d_model 768, 12 heads, B = 4, T = 64, every weight trained). Every ab_sgemm and ab_linear_forward call that
  * antibody_gpt.h makes on the calling thread is timed: the two names are redirected to timing
  * wrappers for this file's copy of the model code (the macros below, defined between including
  * antibody.h and antibody_gpt.h; the library is not changed). Calls made inside the model's own
@@ -100,6 +100,7 @@ static ab_status timed_linear(float *out, int ldo, const float *x, const float *
 #include "antibody_gpt.h"
 #undef ab_sgemm
 #undef ab_linear_forward
+#include "gpt2_case.h"
 
 /* ---- the step ------------------------------------------------------------------------------- */
 static void check(ab_status st, const char *what) {
@@ -159,20 +160,15 @@ int main(int argc, char **argv) {
         }
     }
     ab_model_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.n_vocab = 50304, cfg.n_ctx = 1024, cfg.n_layer = 12, cfg.n_head = 12, cfg.d_model = 768;
+    gpt2_case_config(&cfg);
     ab_model *m = NULL;
     check(ab_model_create(&m, &cfg, 1), "ab_model_create");
-    enum { B = 4, T = 64 };
+    enum { B = GPT2_CASE_B, T = GPT2_CASE_T };
     static int in[B * T], tg[B * T];
     static float mask[B * T];
     ab_rng rng;
     ab_rng_seed(&rng, 2, 0); /* bench_step's batch */
-    for (int i = 0; i < B * T; i++) {
-        in[i] = (int)ab_rng_below(&rng, (uint32_t)cfg.n_vocab);
-        tg[i] = (int)ab_rng_below(&rng, (uint32_t)cfg.n_vocab);
-        mask[i] = 1.0f;
-    }
+    bench_random_tokens(&rng, in, tg, mask, (size_t)B * T, cfg.n_vocab);
     ab_batch batch;
     memset(&batch, 0, sizeof batch);
     batch.B = B, batch.T = T, batch.inputs = in, batch.targets = tg, batch.mask = mask;
