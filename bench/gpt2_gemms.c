@@ -19,11 +19,27 @@
  *        gflops=... of_peak=... peak=<the FMA peak used, GFLOP/s>
  * Not BENCH lines: there is no peer, and the shares are of one configuration. epilogue=linear
  * marks ab_linear_forward (x W^T with its fused bias, residual and GELU).
+ *
+ * Then the replay (skipped with --no-replay; ~1 min, ~2 GB): the products of one 1-thread step
+ * outside the model's parallel regions (147 calls, 189.8 GFLOP), in the step's order, each on
+ * operands of its own so that weight-sized operands come from DRAM as they do in the step, run
+ * back to back by ab_sgemm, by OpenBLAS forced to SkylakeX and by OpenBLAS with its own kernels
+ * (dlopen'ed as in bench_sgemm; beta as in the step, no fused epilogue for anyone), with the FMA
+ * loop as a fourth entry, interleaved by bench_compare (one call of an entry = the whole replay):
+ *   BENCH case=gpt2_products_t<t> unit=GFLOP/s ours=<x> ref=openblas_skx|openblas|peak ...
+ *   REPLAY threads=<t> ours_of_peak=... openblas_skx_of_peak=... step_ms=<the in-step figure>
+ *        step_ms_at_openblas_skx=<the step with its timed products scaled by ours/openblas_skx>
+ *        step_ms_at_peak=<the step with its timed products at the FMA peak>
+ * The last two answer "how fast could this step be with the best peer's products, or with
+ * products at the peak", everything else in the step unchanged. Before timing, ours is checked
+ * against openblas_skx on every distinct shape (|diff| <= 2 k^2 eps).
  */
 #include "bench.h"
 #define ANTIBODY_IMPLEMENTATION
 #include "antibody.h"
 #include "peak.h"
+#include <float.h>
+#include <math.h>
 #include <pthread.h>
 
 /* ---- the timing wrappers -------------------------------------------------------------------- */
@@ -38,13 +54,21 @@ typedef struct gemm_row {
 } gemm_row;
 
 #define MAX_ROWS 64
+#define MAX_SEQ 1024
 static gemm_row g_rows[MAX_ROWS];
+/* The timed calls of one step in order (captured during the first measured 1-thread step, outside
+ * the model's parallel regions), for the replay against the BLAS peers. */
+static gemm_key g_seq[MAX_SEQ];
+static int g_n_seq, g_capture;
 static int g_n_rows;
 static long g_untimed; /* calls on other threads (inside the model's parallel regions) */
 static pthread_t g_main;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void record(const gemm_key *key, double seconds) {
+    /* not attention's per-head products: the model runs them inside its own parallel regions
+     * (antibody.h's ab__in_parallel), and on 2 threads most of them are not timed */
+    if (g_capture && !ab__in_parallel && g_n_seq < MAX_SEQ) g_seq[g_n_seq++] = *key;
     int i = 0;
     while (i < g_n_rows && memcmp(&g_rows[i].key, key, sizeof *key) != 0) i++;
     if (i == MAX_ROWS) return; /* more shapes than rows: not expected (the step has ~20) */
@@ -122,18 +146,176 @@ static int by_seconds(const void *a, const void *b) {
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
+/* ---- the replay: the step's products against the BLAS peers -------------------------------- */
+/* Every timed call of one step, in the step's order, each on operands of its own (uniform in
+ * [-1, 1), tight leading dimensions): ~1.5 GB in all, so every weight-sized operand comes from
+ * DRAM as in the step. Ours is ab_sgemm for every call, ab_linear_forward's too (with beta = 0 and
+ * no epilogue), so ours and the peers do the same arithmetic. */
+typedef struct replay_call {
+    gemm_key key;
+    int lda, ldb, ldc;
+    float *A, *B, *C;
+} replay_call;
+typedef struct replay {
+    replay_call *calls;
+    int n;
+    const bench_blas *blas; /* NULL: ours */
+} replay;
+
+static float replay_beta(const gemm_key *k) { return k->linear ? 0.0f : k->beta; }
+
+static void replay_one(const replay_call *c, const bench_blas *blas, float *C) {
+    const gemm_key *k = &c->key;
+    if (!blas) {
+        ab_sgemm(k->ta ? AB_TRANS : AB_NO_TRANS, k->tb ? AB_TRANS : AB_NO_TRANS, k->m, k->n, k->k,
+                 1.0f, c->A, c->lda, c->B, c->ldb, replay_beta(k), C, c->ldc);
+        return;
+    }
+    blas->sgemm(BENCH_CBLAS_ROW_MAJOR, k->ta ? BENCH_CBLAS_TRANS : BENCH_CBLAS_NO_TRANS,
+                k->tb ? BENCH_CBLAS_TRANS : BENCH_CBLAS_NO_TRANS, k->m, k->n, k->k, 1.0f, c->A,
+                c->lda, c->B, c->ldb, replay_beta(k), C, c->ldc);
+}
+
+static void run_replay(void *p) {
+    const replay *r = (const replay *)p;
+    for (int i = 0; i < r->n; i++) replay_one(&r->calls[i], r->blas, r->calls[i].C);
+}
+
+static float *replay_matrix(size_t count, ab_rng *rng) {
+    float *x = (float *)ab_aligned_alloc(count * sizeof(float));
+    if (!x) {
+        fprintf(stderr, "gpt2_gemms: out of memory for the replay's operands\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < count; i++) x[i] = 2.0f * ab_rng_uniform(rng) - 1.0f;
+    return x;
+}
+
+/* Ours against the peer on each distinct shape of the replay, beta = 0 into two scratch
+ * matrices: |diff| <= 2 k eps sum|a||b| <= 2 k^2 eps for inputs in [-1, 1), as bench_sgemm. */
+static void replay_check(const replay *r, const bench_blas *peer) {
+    for (int i = 0; i < r->n; i++) {
+        const replay_call *c = &r->calls[i];
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++)
+            seen = memcmp(&r->calls[j].key, &c->key, sizeof c->key) == 0;
+        if (seen) continue;
+        size_t count = (size_t)c->key.m * c->key.n;
+        float *x = (float *)calloc(count, sizeof(float)), *y = (float *)calloc(count, sizeof(float));
+        if (!x || !y) {
+            fprintf(stderr, "gpt2_gemms: out of memory\n");
+            exit(1);
+        }
+        replay_call zero = *c;
+        zero.key.beta = 0.0f;
+        replay_one(&zero, NULL, x);
+        replay_one(&zero, peer, y);
+        double worst = 0.0, bound = 2.0 * c->key.k * (double)c->key.k * FLT_EPSILON;
+        for (size_t e = 0; e < count; e++) {
+            double d = fabs((double)x[e] - (double)y[e]);
+            if (!(d <= worst)) worst = d;
+        }
+        free(x);
+        free(y);
+        if (!(worst <= bound)) {
+            fprintf(stderr, "gpt2_gemms: replay %dx%dx%d: ours differs from %s by %.3g (bound %.3g)\n",
+                    c->key.m, c->key.n, c->key.k, peer->name, worst, bound);
+            exit(1);
+        }
+    }
+}
+
+/* The replay on 1 and 2 threads: BENCH case=gpt2_products_t<t> ours=<GFLOP/s> for ref=openblas_skx,
+ * ref=openblas (when libopenblas.so.0 loads) and ref=peak (the FMA loop, interleaved), then a
+ * REPLAY line with the step time those ratios imply. step_ms/timed_ms: gpt2_gemms' in-step
+ * figures per thread count. */
+static void replay_run(const double *step_ms, const double *timed_ms) {
+    bench_blas blas[2];
+    bench_blas_load_openblas(&blas[0]);
+    bench_blas_load_openblas_skx(&blas[1], &blas[0]);
+    ab_rng rng;
+    ab_rng_seed(&rng, 9, 1);
+    replay r = {NULL, g_n_seq, NULL};
+    r.calls = (replay_call *)calloc((size_t)g_n_seq, sizeof *r.calls);
+    if (!r.calls) exit(1);
+    double flop = 0.0, floats = 0.0;
+    for (int i = 0; i < g_n_seq; i++) {
+        replay_call *c = &r.calls[i];
+        c->key = g_seq[i];
+        const gemm_key *k = &c->key;
+        c->lda = k->ta ? k->m : k->k;
+        c->ldb = k->tb ? k->k : k->n;
+        c->ldc = k->n;
+        c->A = replay_matrix((size_t)k->m * k->k, &rng);
+        c->B = replay_matrix((size_t)k->k * k->n, &rng);
+        c->C = replay_matrix((size_t)k->m * k->n, &rng);
+        flop += 2.0 * k->m * (double)k->n * k->k;
+        floats += (double)k->m * k->k + (double)k->k * k->n + (double)k->m * k->n;
+    }
+    printf("# replay: %d calls, %.1f GFLOP, operands %.0f MiB\n", g_n_seq, flop * 1e-9,
+           floats * 4.0 / (1024.0 * 1024.0));
+    int have_skx = blas[1].handle != NULL;
+    if (have_skx) replay_check(&r, &blas[1]);
+    for (int threads = 1; threads <= 2; threads++) {
+        char name[64];
+        snprintf(name, sizeof name, "gpt2_products_t%d", threads);
+        check(ab_set_threads(threads), "ab_set_threads");
+        bench_entry e[4];
+        replay peers[2];
+        int n = 0, skx = -1;
+        e[n++] = (bench_entry){.ref = "ours", .fn = run_replay, .ctx = &r};
+        for (int b = 1; b >= 0; b--) {
+            if (!blas[b].handle) {
+                bench_skip(name, blas[b].name, blas[b].why);
+                continue;
+            }
+            bench_blas_set_threads(&blas[b], threads);
+            peers[b] = r;
+            peers[b].blas = &blas[b];
+            if (b == 1) skx = n;
+            e[n++] = (bench_entry){.ref = blas[b].name, .fn = run_replay, .ctx = &peers[b]};
+        }
+        int pk = n;
+        e[n++] = threads > 1
+                     ? (bench_entry){.ref = "peak", .fn = run_peak_zmm_t2, .work = 2.0 * PEAK_FLOP_ZMM}
+                     : (bench_entry){.ref = "peak", .fn = run_peak_zmm, .work = PEAK_FLOP_ZMM};
+        bench_compare(name, "GFLOP/s", flop * 1e-9, threads, e, n);
+        double ours = e[0].value, peak = e[pk].value;
+        printf("REPLAY threads=%d ours_of_peak=%.3f", threads, ours / peak);
+        if (skx >= 0) {
+            double other = step_ms[threads - 1] - timed_ms[threads - 1];
+            printf(" openblas_skx_of_peak=%.3f step_ms=%.1f step_ms_at_openblas_skx=%.1f"
+                   " step_ms_at_peak=%.1f",
+                   e[skx].value / peak, step_ms[threads - 1],
+                   other + timed_ms[threads - 1] * ours / e[skx].value, other + 1e3 * flop * 1e-9 / peak);
+        }
+        printf("\n");
+    }
+    for (int i = 0; i < g_n_seq; i++) {
+        ab_aligned_free(r.calls[i].A);
+        ab_aligned_free(r.calls[i].B);
+        ab_aligned_free(r.calls[i].C);
+    }
+    free(r.calls);
+    bench_blas_close(&blas[1]);
+    bench_blas_close(&blas[0]);
+}
+
 int main(int argc, char **argv) {
-    int steps = 3;
+    int steps = 3, replay = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--steps") && i + 1 < argc) {
             steps = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--no-replay")) {
+            replay = 0;
         } else {
             int help = !strcmp(argv[i], "--help");
             fprintf(help ? stdout : stderr,
-                    "usage: %s [--steps N]\n"
+                    "usage: %s [--steps N] [--no-replay]\n"
                     "  times every product of the GPT-2-shaped training step on 1 and 2\n"
-                    "  threads (N steps after a warm-up step, default 3; see the top of\n"
-                    "  bench/gpt2_gemms.c)\n",
+                    "  threads (N steps after a warm-up step, default 3), then replays the\n"
+                    "  step's products against OpenBLAS (--no-replay: not); see the top of\n"
+                    "  bench/gpt2_gemms.c\n",
                     argv[0]);
             return help ? 0 : 2;
         }
@@ -176,13 +358,18 @@ int main(int argc, char **argv) {
     opt.lr = 1e-5f;
     printf("# gpt2_gemms: isa %s, %d steps per thread count after a warm-up step\n",
            ab_isa_name(ab_get_isa()), steps);
+    double step_ms[2], timed_ms[2];
     for (int threads = 1; threads <= 2; threads++) {
         check(ab_set_threads(threads), "ab_set_threads");
         double peak = peaks[threads - 1];
         step(m, &batch, &opt); /* warm-up, not counted */
         g_n_rows = 0, g_untimed = 0;
         double t0 = bench_now();
-        for (int s = 0; s < steps; s++) step(m, &batch, &opt);
+        for (int s = 0; s < steps; s++) {
+            g_capture = threads == 1 && s == 0;
+            step(m, &batch, &opt);
+            g_capture = 0;
+        }
         double step_s = (bench_now() - t0) / steps, timed = 0.0, flop = 0.0;
         for (int i = 0; i < g_n_rows; i++) timed += g_rows[i].seconds, flop += g_rows[i].flop;
         qsort(g_rows, (size_t)g_n_rows, sizeof g_rows[0], by_seconds);
@@ -199,11 +386,13 @@ int main(int argc, char **argv) {
                    gf / peak);
         }
         double gf = flop / timed * 1e-9;
+        step_ms[threads - 1] = 1e3 * step_s, timed_ms[threads - 1] = 1e3 * timed / steps;
         printf("GEMMTOTAL threads=%d step_ms=%.1f timed_ms=%.1f (%.1f%% of the step) "
                "untimed_calls=%ld gflops=%.1f of_peak=%.3f peak=%.1f\n",
                threads, 1e3 * step_s, 1e3 * timed / steps, 100.0 * timed / steps / step_s,
                g_untimed / steps, gf, gf / peak, peak);
     }
     ab_model_free(m);
+    if (replay) replay_run(step_ms, timed_ms);
     return 0;
 }
