@@ -16,7 +16,7 @@ CFLAGS_ALL = -std=c11 $(OPT) -g $(WARN) -pthread -I. $(SAN) $(EXTRA_CFLAGS)
 LDLIBS_ALL = -lm -ldl $(SAN)
 TEST_LIBS  = -lcmocka -lgsl -lgslcblas
 VALGRIND   = valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --track-origins=yes
-HDRS     = antibody.h antibody_gpt.h antibody_defence.h $(wildcard kernels/*.h)
+HDRS     = antibody.h antibody_gpt.h antibody_gpt_io.h antibody_defence.h $(wildcard kernels/*.h)
 LAB_HDRS = examples/lab/lab.h examples/lab/gen.h examples/lab/stats.h
 LAB_OBJS = $(BUILD)/lab/lab.o
 GEN_OBJS = $(BUILD)/lab/gen.o $(LAB_OBJS)
@@ -130,7 +130,7 @@ single: $(BUILD)/antibody.h $(BUILD)/antibody_core.h   ## build/antibody.h (ever
 PREFIX ?= /usr/local
 install:   ## the headers, kernels/ and share/pkgconfig/antibody.pc under PREFIX (default /usr/local)
 	install -d $(DESTDIR)$(PREFIX)/include/kernels $(DESTDIR)$(PREFIX)/share/pkgconfig
-	install -m 644 antibody.h antibody_gpt.h antibody_defence.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 antibody.h antibody_gpt.h antibody_gpt_io.h antibody_defence.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 kernels/*.h $(DESTDIR)$(PREFIX)/include/kernels/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define AB_VERSION_STRING "\(.*\)"/\1/p' antibody.h)|' \
 	    tools/antibody.pc.in > $(DESTDIR)$(PREFIX)/share/pkgconfig/antibody.pc

@@ -17,6 +17,7 @@
  *   kernels/            scalar oracle, AVX2, AVX-512 and GEMM kernels (never call the core)
  *   antibody.h          this core
  *   antibody_gpt.h      a GPT decoder with LoRA, checkpoints, KV cache   (ANTIBODY_GPT_IMPLEMENTATION)
+ *   antibody_gpt_io.h   its checkpoints (save, load): part of that layer, included by antibody_gpt.h
  *   antibody_defence.h  the defences on that model: alignment, fine-tuning, Antidote
  *                                                                         (ANTIBODY_DEFENCE_IMPLEMENTATION)
  *   ANTIBODY_IMPLEMENTATION implements every one of them that the file includes.
@@ -55,8 +56,8 @@
  *     fully masked attention row should. log_softmax gives -inf there, ab_cross_entropy a loss of
  *     +inf and a gradient with softmax 0 (-g at the target). A NaN or +inf in a row makes that
  *     row NaN.
- *   - The defence primitives and the checkpoint loader (antibody_gpt.h) refuse non-finite inputs
- *     with AB_ERR_NAN where stated.
+ *   - The defence primitives and the checkpoint loader (antibody_gpt_io.h) refuse non-finite
+ *     inputs with AB_ERR_NAN where stated.
  *
  * API
  *   core        ab_init ab_set_isa ab_get_isa ab_best_isa ab_cpu_supports ab_isa_compiled

@@ -4,7 +4,8 @@
 #   tools/amalgamate.sh antibody.h > build/antibody_core.h                               (the core)
 # Writes one self-contained header: the given headers one after the other, every line
 # `#include "X" /* AB_AMALGAMATE */` replaced by the contents of X (relative to the including
-# file), recursively. Generated, never committed.
+# file), recursively: antibody.h brings kernels/ and antibody_gpt.h its checkpoints
+# (antibody_gpt_io.h) that way, so they are never listed here. Generated, never committed.
 set -euo pipefail
 inline() {
     local file=$1 dir

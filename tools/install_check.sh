@@ -2,7 +2,8 @@
 # tools/install_check.sh WORKDIR - `make install-check` (part of make check): installs into a fresh
 # prefix under WORKDIR, then builds two programs outside the repository with nothing but
 # `pkg-config --cflags --libs antibody`: examples/dropin.c (the core) and tests/single_smoke.c with
-# AB_SMOKE_MODEL (the model and the defences, from the installed companion headers), and runs them.
+# AB_SMOKE_MODEL (the model, its checkpoints and the defences, from the installed companion headers;
+# antibody_gpt.h includes antibody_gpt_io.h from beside it), and runs them.
 # Closes with "install: N passed, N failed, 0 skipped" (appended to CHECK_RESULTS when set).
 set -u
 work=$1
@@ -18,8 +19,8 @@ rm -rf "$work" && mkdir -p "$work/src" || { fail "cannot create $work"; finish; 
 prefix=$(cd "$work" && pwd)/prefix
 if make --no-print-directory install PREFIX="$prefix" > "$work/install.log" 2>&1; then ok "make install PREFIX=$prefix"
 else fail "make install"; cat "$work/install.log"; finish; fi
-for f in include/antibody.h include/antibody_gpt.h include/antibody_defence.h include/kernels/kernels.h \
-         include/kernels/gemm.h share/pkgconfig/antibody.pc; do
+for f in include/antibody.h include/antibody_gpt.h include/antibody_gpt_io.h include/antibody_defence.h \
+         include/kernels/kernels.h include/kernels/gemm.h share/pkgconfig/antibody.pc; do
     if [ -f "$prefix/$f" ]; then ok "installed $f"; else fail "missing $f"; fi
 done
 export PKG_CONFIG_PATH="$prefix/share/pkgconfig"
