@@ -30,7 +30,7 @@ BENCH_BINS = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 TOOL_SRCS  = $(sort $(wildcard tools/*.c))
 TOOL_BINS  = $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
 
-.PHONY: all help test valgrind sanitize single check bench tools examples run clean deps readme bench-gpt2 bench-v011 \
+.PHONY: all help test valgrind sanitize single check bench tools examples run clean deps readme bench-gpt2 bench-v011 size-check \
         install install-check bench-results calibrate scale-grid \
         flow-check flow-limits sweep grid grid-check
 .DEFAULT_GOAL := all
@@ -38,7 +38,7 @@ TOOL_BINS  = $(patsubst tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
 all: examples tools $(BENCH_BINS) $(BUILD)/bench/gpt2_gemms   ## examples, tools and benchmarks (needs only a C compiler)
 
 help:          ## this list
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "%-14s %s\n", $$1, $$2 }'
 
 examples: $(EX_BINS)
 tools: $(TOOL_BINS)
@@ -137,10 +137,13 @@ install:   ## the headers, kernels/ and share/pkgconfig/antibody.pc under PREFIX
 install-check:   ## make install into a temporary prefix, then build and run programs via pkg-config
 	@tools/install_check.sh $(BUILD)/install-check
 
+size-check:   ## no source file outside tests/ over 2,500 lines
+	@tools/size_check.sh
+
 # Everything CI runs; closes with one countable "N passed, N failed" line over all suites.
-check:   ## all + test + valgrind + sanitize + single + install-check + README snippet + flow-check + grid-check: what CI runs
+check:   ## all + test + valgrind + sanitize + single + install-check + README snippet + size-check + flow-check + grid-check: what CI runs
 	@rm -f $(BUILD)/check-results
-	@$(MAKE) --no-print-directory CHECK_RESULTS=$(CURDIR)/$(BUILD)/check-results all test valgrind sanitize single install-check readme flow-check grid-check; \
+	@$(MAKE) --no-print-directory CHECK_RESULTS=$(CURDIR)/$(BUILD)/check-results all test valgrind sanitize single install-check readme size-check flow-check grid-check; \
 	 rc=$$?; tests/summarize.sh $(BUILD)/check-results $$rc
 
 # The README's drop-in example must be examples/dropin.c verbatim (which `all` compiles and this runs).
