@@ -1,4 +1,4 @@
-/* antibody.h - v0.3.1 - public domain / MIT (see end of file)
+/* antibody.h - v0.3.2 - public domain / MIT (see end of file)
  *
  * The numerical core of antibody.h: scalar, AVX2 and AVX-512 kernels with runtime dispatch for
  * training small transformers on a CPU, and the array-level primitives of the Antibody and
@@ -110,14 +110,17 @@
  *          larger than L2; ab_adamw_step checks its gradients for NaN/Inf on the library's threads;
  *          a wait for a worker holds the pool on one thread only past ~1 ms (was ~30 us). The
  *          lab's per-batch logs and base checkpoint are bit-identical to 0.3.0's.
+ *   0.3.2  The model's checkpoints moved from antibody_gpt.h into antibody_gpt_io.h, which
+ *          antibody_gpt.h includes at its end: no API change, but keep the two files side by side
+ *          (make install and build/antibody.h carry it). Numerics unchanged.
  */
 #ifndef ANTIBODY_H
 #define ANTIBODY_H
 
 #define AB_VERSION_MAJOR 0
 #define AB_VERSION_MINOR 3
-#define AB_VERSION_PATCH 1
-#define AB_VERSION_STRING "0.3.1"
+#define AB_VERSION_PATCH 2
+#define AB_VERSION_STRING "0.3.2"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* antibody_defence.h - v0.3.1 - the defences of antibody.h on a model - public domain / MIT
+/* antibody_defence.h - v0.3.2 - the defences of antibody.h on a model - public domain / MIT
  *
  * Alignment (SFT, Booster, Vaccine, Antibody's flatness-regularised alignment), fine-tuning (SFT,
  * Lisa, Antibody's per-sample weighting) and post-fine-tuning (Antidote pruning) on the model of

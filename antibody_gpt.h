@@ -1,4 +1,4 @@
-/* antibody_gpt.h - v0.3.1 - the model layer of antibody.h - public domain / MIT (see antibody.h)
+/* antibody_gpt.h - v0.3.2 - the model layer of antibody.h - public domain / MIT (see antibody.h)
  *
  * A GPT-style decoder with optional LoRA on q/k/v that trains on a CPU in minutes: forward and
  * backward with per-sample weights and masks, per-sample gradient norms and clipping from one

@@ -1,4 +1,4 @@
-/* antibody_gpt_io.h - v0.3.1 - the model layer's checkpoints - public domain / MIT (see antibody.h)
+/* antibody_gpt_io.h - v0.3.2 - the model layer's checkpoints - public domain / MIT (see antibody.h)
  *
  * Part of the model layer (antibody_gpt.h), not a layer of its own: saving an ab_model's
  * parameters as a CRC-checked checkpoint, to a file or to memory, and loading one back. It lives
