@@ -167,7 +167,7 @@ bench-results: bench   ## make bench, then copy its results over the committed b
 	@if [ -f $(BUILD)/bench/results.png ]; then cp $(BUILD)/bench/results.png bench/results.png; fi
 	@echo "refreshed bench/results.md from this run"
 
-bench-gpt2: $(BUILD)/bench/bench_step $(BUILD)/bench/gpt2_gemms   ## the GPT-2-shaped training step: vs scalar, of the FMA limit, contended, per product (~7 min)
+bench-gpt2: $(BUILD)/bench/bench_step $(BUILD)/bench/gpt2_gemms   ## the GPT-2-shaped training step: vs scalar, of the FMA limit, contended, per product, its products vs OpenBLAS (~7 min)
 	$(BUILD)/bench/bench_step --case gpt2
 	$(BUILD)/bench/gpt2_gemms
 
