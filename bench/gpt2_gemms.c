@@ -59,7 +59,7 @@ static gemm_row g_rows[MAX_ROWS];
 /* The timed calls of one step in order (captured during the first measured 1-thread step, outside
  * the model's parallel regions), for the replay against the BLAS peers. */
 static gemm_key g_seq[MAX_SEQ];
-static int g_n_seq, g_capture;
+static int g_n_seq, g_capture, g_seq_overflow;
 static int g_n_rows;
 static long g_untimed; /* calls on other threads (inside the model's parallel regions) */
 static pthread_t g_main;
@@ -68,7 +68,10 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static void record(const gemm_key *key, double seconds) {
     /* not attention's per-head products: the model runs them inside its own parallel regions
      * (antibody.h's ab__in_parallel), and on 2 threads most of them are not timed */
-    if (g_capture && !ab__in_parallel && g_n_seq < MAX_SEQ) g_seq[g_n_seq++] = *key;
+    if (g_capture && !ab__in_parallel) {
+        if (g_n_seq < MAX_SEQ) g_seq[g_n_seq++] = *key;
+        else g_seq_overflow = 1;
+    }
     int i = 0;
     while (i < g_n_rows && memcmp(&g_rows[i].key, key, sizeof *key) != 0) i++;
     if (i == MAX_ROWS) return; /* more shapes than rows: not expected (the step has ~20) */
@@ -148,7 +151,7 @@ static int by_seconds(const void *a, const void *b) {
 
 /* ---- the replay: the step's products against the BLAS peers -------------------------------- */
 /* Every timed call of one step, in the step's order, each on operands of its own (uniform in
- * [-1, 1), tight leading dimensions): ~1.5 GB in all, so every weight-sized operand comes from
+ * [-1, 1), tight leading dimensions): ~2 GB in all, so every weight-sized operand comes from
  * DRAM as in the step. Ours is ab_sgemm for every call, ab_linear_forward's too (with beta = 0 and
  * no epilogue), so ours and the peers do the same arithmetic. */
 typedef struct replay_call {
@@ -167,8 +170,11 @@ static float replay_beta(const gemm_key *k) { return k->linear ? 0.0f : k->beta;
 static void replay_one(const replay_call *c, const bench_blas *blas, float *C) {
     const gemm_key *k = &c->key;
     if (!blas) {
-        ab_sgemm(k->ta ? AB_TRANS : AB_NO_TRANS, k->tb ? AB_TRANS : AB_NO_TRANS, k->m, k->n, k->k,
-                 1.0f, c->A, c->lda, c->B, c->ldb, replay_beta(k), C, c->ldc);
+        if (ab_sgemm(k->ta ? AB_TRANS : AB_NO_TRANS, k->tb ? AB_TRANS : AB_NO_TRANS, k->m, k->n,
+                     k->k, 1.0f, c->A, c->lda, c->B, c->ldb, replay_beta(k), C, c->ldc) != AB_OK) {
+            fprintf(stderr, "gpt2_gemms: replay: ab_sgemm: %s\n", ab_last_error());
+            exit(1);
+        }
         return;
     }
     blas->sgemm(BENCH_CBLAS_ROW_MAJOR, k->ta ? BENCH_CBLAS_TRANS : BENCH_CBLAS_NO_TRANS,
@@ -393,6 +399,10 @@ int main(int argc, char **argv) {
                g_untimed / steps, gf, gf / peak, peak);
     }
     ab_model_free(m);
+    if (replay && g_seq_overflow) {
+        fprintf(stderr, "gpt2_gemms: the step made more than %d products: no replay\n", MAX_SEQ);
+        return 1;
+    }
     if (replay) replay_run(step_ms, timed_ms);
     return 0;
 }
